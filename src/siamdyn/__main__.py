@@ -1,0 +1,3 @@
+from siamdyn.cli import main
+
+raise SystemExit(main())

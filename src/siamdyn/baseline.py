@@ -1,0 +1,41 @@
+"""Reference points every trained encoder must beat: kNN on raw pixels and on a
+random-init encoder (the "deep image prior" of SEED_NOTES §5)."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from siamdyn.config import Config
+from siamdyn.data import AugmentParams, BatchAugment, channel_stats
+from siamdyn.eval import euclidean_knn, extract_features, weighted_knn
+from siamdyn.methods import SiameseMethod
+from siamdyn.train import load_data, setup_torch
+
+
+def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",)) -> dict[str, Any]:
+    """Weighted kNN (k, T of cfg) and plain euclidean 5-NN on raw pixels, and weighted kNN
+    of random-init encoders with the given init schemes. Accuracies in %."""
+    device = setup_torch(cfg)
+    train, test = load_data(cfg)
+    t0 = time.perf_counter()
+    pix_train = train.images.flatten(1).float() / 255
+    pix_test = test.images.flatten(1).float() / 255
+    result: dict[str, Any] = {
+        "dataset": cfg.dataset, "train_images": len(train), "test_images": len(test),
+        "raw_pixels_weighted_knn": weighted_knn(pix_train, train.labels, pix_test, test.labels, cfg.knn_k,
+                                                cfg.knn_temperature, num_classes=len(train.classes)),
+        "raw_pixels_knn5_euclidean": euclidean_knn(pix_train, train.labels, pix_test, test.labels, k=5),
+    }
+    mean, std = channel_stats(train.images)
+    augment = BatchAugment(AugmentParams.from_config(cfg), mean.to(device), std.to(device))
+    for init in inits:
+        torch.manual_seed(cfg.seed)
+        model = SiameseMethod(cfg.replace(init=init), in_channels=train.shape[0]).to(device).eval()
+        bank = extract_features(model.backbone, train.images, augment.normalize, device=device)
+        queries = extract_features(model.backbone, test.images, augment.normalize, device=device)
+        result[f"random_init_{init}_weighted_knn"] = weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k,
+                                                                  cfg.knn_temperature, num_classes=len(train.classes))
+    result["wall_time_s"] = time.perf_counter() - t0
+    return result

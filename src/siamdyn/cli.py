@@ -1,0 +1,142 @@
+"""`siamdyn COMMAND`: train, demo, baseline, probe, plot, toy, linear.
+
+User errors (SiamdynError) are printed on one line, without a traceback, exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from siamdyn.config import PRESETS, Config, config_help, parse_overrides
+from siamdyn.errors import SiamdynError
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    overrides = parse_overrides(args.set or [])
+    for flag in ("epochs", "limit", "data_dir", "dataset"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[flag] = value
+    if getattr(args, "config", None):
+        base = Config.from_yaml(args.config)
+        return Config.from_preset(base.preset, {**base.to_dict(), **overrides, "preset": base.preset})
+    return Config.from_preset(args.preset, overrides)
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="fashion-mnist (default), cifar10, imagefolder, synthetic")
+    p.add_argument("--data-dir", help="data folder (default $SIAMDYN_DATA or /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--limit", type=int, help="class-balanced subset of N training images")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.help_config:
+        print(config_help())
+        return 0
+    from siamdyn.train import train
+    cfg = _config_from_args(args)
+    out = args.out or os.path.join("runs", cfg.preset)
+    summary = train(cfg, out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in summary.items() if k != "knn"}, indent=2))
+    print(f"run written to {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from siamdyn.demo import render_table, run_demo
+    overrides = parse_overrides(args.set or [])
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    result = run_demo(args.out, steps=args.steps, overwrite=args.overwrite, progress=not args.no_progress,
+                      overrides=overrides)
+    print(render_table(result))
+    print(f"\nreport: {os.path.join(args.out, 'report.md')}  ({result['wall_time_s']:.0f} s)")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from siamdyn.baseline import run_baseline
+    cfg = _config_from_args(args)
+    result = run_baseline(cfg, inits=tuple(args.inits.split(",")))
+    print(json.dumps(result, indent=2))
+    if args.out:
+        from siamdyn.runs import atomic_write_text
+        atomic_write_text(args.out, json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from siamdyn.probe_run import evaluate_run
+    result = evaluate_run(args.run, epochs=args.epochs)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from siamdyn.plots import plot_runs
+    for path in plot_runs(args.runs, args.out):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siamdyn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one method (a preset plus overrides) into a run directory")
+    p.add_argument("--preset", default="simsiam", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--config", help="YAML file of config values (a run's config.yaml works)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--out", help="run directory (default runs/PRESET)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--help-config", action="store_true", help="list every config field and exit")
+    _add_data_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="SimSiam vs SimSiam without stop-gradient: collapse as it happens")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--data-dir")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("baseline", help="kNN of raw pixels and of random-init encoders")
+    p.add_argument("--preset", default="simsiam")
+    p.add_argument("--config")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--inits", default="kaiming,orthogonal,default,zero")
+    p.add_argument("--out", help="also write the numbers to this JSON file")
+    _add_data_flags(p)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("probe", help="linear probe and kNN on the frozen backbone of a run")
+    p.add_argument("run")
+    p.add_argument("--epochs", type=int, default=30)
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("plot", help="overlay runs: loss, collapse std, kNN")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default="plots")
+    p.set_defaults(func=cmd_plot)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SiamdynError as e:
+        print(f"siamdyn: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""Loaders that turn files into one uint8 tensor (N, C, H, W) plus int64 labels.
+
+Every dataset that fits in memory is held whole, so the training step slices a batch
+and augments it on the device in one call (DESIGN.md §2); there is no per-image Python.
+Malformed files raise `DataError` with the file and the fix.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from siamdyn.errors import DataError
+
+FMNIST_FIX = "reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or point --data-dir / SIAMDYN_DATA at a good copy"
+FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class ImageData:
+    """A whole split in memory: `images` uint8 (N, C, H, W), `labels` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError(f"images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def balanced_subset(self, n: int) -> "ImageData":
+        """The first ⌈n / classes⌉ images of each class, cut to n, in original order."""
+        if n <= 0 or n >= len(self):
+            return self
+        per_class = -(-n // max(1, len(self.classes)))
+        keep = torch.zeros(len(self), dtype=torch.bool)
+        for c in self.labels.unique():
+            keep[torch.nonzero(self.labels == c).flatten()[:per_class]] = True
+        index = torch.nonzero(keep).flatten()[:n]
+        return ImageData(self.images[index], self.labels[index], self.classes)
+
+
+# --------------------------------------------------------------------------- IDX (MNIST family)
+def _read_gz(path: str) -> bytes:
+    if not os.path.exists(path):
+        raise DataError(f"missing data file {path}; {FMNIST_FIX}")
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+        raise DataError(f"corrupt or truncated gzip file {path} ({type(e).__name__}); {FMNIST_FIX}") from None
+
+
+def parse_idx(raw: bytes, path: str, expect_dims: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (magic 0x0000_08_0D, D = number of dims)."""
+    if len(raw) < 4 + 4 * expect_dims:
+        raise DataError(f"{path} is too short for an IDX header ({len(raw)} bytes); {FMNIST_FIX}")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim != expect_dims:
+        magic = raw[:4].hex()
+        raise DataError(f"{path} has IDX magic 0x{magic}, expected 0x000008{expect_dims:02x} "
+                        f"(uint8, {expect_dims}-d); {FMNIST_FIX}")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    body = raw[4 + 4 * ndim:]
+    need = int(np.prod(dims))
+    if len(body) != need:
+        raise DataError(f"{path} holds {len(body)} data bytes but its header {dims} needs {need} (truncated?); {FMNIST_FIX}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def load_idx_pair(images_path: str, labels_path: str) -> ImageData:
+    images = parse_idx(_read_gz(images_path), images_path, 3)
+    labels = parse_idx(_read_gz(labels_path), labels_path, 1)
+    if len(images) != len(labels):
+        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; {FMNIST_FIX}")
+    if labels.size and labels.max() > 9:
+        raise DataError(f"{labels_path} has label {labels.max()} outside 0..9; {FMNIST_FIX}")
+    return ImageData(torch.from_numpy(images.copy()).unsqueeze(1),
+                     torch.from_numpy(labels.astype(np.int64)), FMNIST_CLASSES)
+
+
+FMNIST_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat",
+                  "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+
+
+def load_fashion_mnist(root: str, split: str) -> ImageData:
+    if not os.path.isdir(root):
+        raise DataError(f"data directory {root} does not exist; install the Debian package "
+                        "dataset-fashion-mnist (bash scripts/setup.sh does) or pass --data-dir")
+    img, lab = FMNIST_FILES[split]
+    return load_idx_pair(os.path.join(root, img), os.path.join(root, lab))
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+CIFAR_FIX = "point --data-dir at the extracted `cifar-10-batches-py` folder"
+
+
+def load_cifar10(root: str, split: str) -> ImageData:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    for name in names:
+        path = os.path.join(root, name)
+        if not os.path.exists(path):
+            raise DataError(f"missing CIFAR-10 batch {path}; {CIFAR_FIX}")
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+        except Exception as e:  # pickle raises many types on garbage input
+            raise DataError(f"corrupt CIFAR-10 batch {path} ({type(e).__name__}); {CIFAR_FIX}") from None
+        if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+            keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise DataError(f"CIFAR-10 batch {path} lacks keys b'data'/b'labels' (has {keys}); {CIFAR_FIX}")
+        data = np.asarray(batch[b"data"])
+        lab = np.asarray(batch[b"labels"])
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
+            raise DataError(f"CIFAR-10 batch {path} has data {data.dtype} {data.shape} and {len(lab)} labels, "
+                            f"expected uint8 (N, 3072) and N labels; {CIFAR_FIX}")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(lab.astype(np.int64))
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    return ImageData(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), classes)
+
+
+# --------------------------------------------------------------------------- ImageFolder
+def load_image_folder(root: str, split: str, image_size: int = 0) -> ImageData:
+    """`root/CLASS/*.png`. With `root/train` and `root/test` (or `val`) those are the splits;
+    otherwise every 6th image of each class is held out as the test split."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isdir(root):
+        raise DataError(f"image folder {root} does not exist; pass --data-dir ROOT with ROOT/CLASS/*.png")
+    sub = {"train": ["train"], "test": ["test", "val"]}[split]
+    base, holdout = root, None
+    for s in sub:
+        if os.path.isdir(os.path.join(root, s)):
+            base = os.path.join(root, s)
+            break
+    else:
+        holdout = split
+    classes = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)) and d not in ("train", "test", "val"))
+    if not classes:
+        raise DataError(f"image folder {base} has no class subfolders; lay it out as ROOT/CLASS/*.png")
+    images, labels = [], []
+    for ci, c in enumerate(classes):
+        files = sorted(f for f in os.listdir(os.path.join(base, c)) if not f.startswith("."))
+        if holdout is not None:
+            files = [f for i, f in enumerate(files) if (i % 6 == 5) == (holdout == "test")]
+        for fname in files:
+            path = os.path.join(base, c, fname)
+            if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                raise DataError(f"non-image file {path} in the image folder; remove it or move it out of {base}")
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if image_size:
+                        im = im.resize((image_size, image_size), Image.BILINEAR)
+                    arr = np.asarray(im, dtype=np.uint8)
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataError(f"unreadable image {path} ({type(e).__name__}); delete or replace it") from None
+            if images and arr.shape != images[0].shape:
+                raise DataError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} but earlier ones are "
+                                f"{images[0].shape[1]}x{images[0].shape[0]}; pass --set image_size=N to resize all")
+            images.append(arr)
+            labels.append(ci)
+    if not images:
+        raise DataError(f"image folder {base} holds no images for the {split} split")
+    tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return ImageData(tensor, torch.tensor(labels, dtype=torch.int64), classes)
+
+
+# --------------------------------------------------------------------------- synthetic
+def make_synthetic(n: int = 600, size: int = 28, channels: int = 1, classes: int = 10, seed: int = 0) -> ImageData:
+    """Ten classes of oriented gratings at class-specific frequency, random phase and noise:
+    learnable structure in a few hundred images, for fast tests of the real code paths."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    angle = labels.float() * (torch.pi / classes)
+    freq = 0.25 + 0.1 * (labels % 3).float()
+    phase = torch.rand(n, generator=g) * 2 * torch.pi
+    wave = torch.sin(freq[:, None, None] * (xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None]) + phase[:, None, None])
+    img = 0.5 + 0.4 * wave + 0.1 * torch.randn(n, size, size, generator=g)
+    img = img.clamp(0, 1).mul(255).round().to(torch.uint8).unsqueeze(1).repeat(1, channels, 1, 1)
+    return ImageData(img, labels.long(), [f"class{i}" for i in range(classes)])
+
+
+def load_split(dataset: str, root: str, split: str, image_size: int = 0) -> ImageData:
+    """Load one split (`train` or `test`) of a named dataset."""
+    if dataset == "fashion-mnist":
+        return load_fashion_mnist(root, split)
+    if dataset == "cifar10":
+        if not root:
+            raise DataError("cifar10 needs --data-dir pointing at the extracted cifar-10-batches-py folder")
+        return load_cifar10(root, split)
+    if dataset == "imagefolder":
+        if not root:
+            raise DataError("imagefolder needs --data-dir ROOT with ROOT/CLASS/*.png")
+        return load_image_folder(root, split, image_size)
+    if dataset == "synthetic":
+        return make_synthetic(n=600 if split == "train" else 200, seed=0 if split == "train" else 1)
+    raise DataError(f"unknown dataset {dataset!r}")

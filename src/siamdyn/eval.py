@@ -1,0 +1,83 @@
+"""Evaluation on frozen features: weighted kNN (DESIGN.md §5), plain kNN and a linear probe."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 1024,
+                     device: str | torch.device = "cpu") -> torch.Tensor:
+    """Apply `fn` to `prepare(images[i:i+b])` in batches; returns float32 features on CPU."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        out.append(fn(prepare(images[i:i + batch_size].to(device))).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def weighted_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                 test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1,
+                 num_classes: int | None = None, chunk: int = 1024) -> float:
+    """Wu et al. 2018 / InstDisc kNN: cosine similarity on L2-normalised features, the k
+    nearest neighbours vote for their class with weight exp(sim / T). Returns accuracy in %."""
+    num_classes = num_classes or int(train_labels.max()) + 1
+    k = min(k, len(train_feats))
+    bank = F.normalize(train_feats, dim=1)
+    correct = 0
+    for i in range(0, len(test_feats), chunk):
+        q = F.normalize(test_feats[i:i + chunk], dim=1)
+        sim, idx = (q @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(len(q), num_classes)
+        votes.scatter_add_(1, train_labels[idx], (sim / temperature).exp())
+        correct += (votes.argmax(1) == test_labels[i:i + chunk]).sum().item()
+    return 100.0 * correct / max(1, len(test_feats))
+
+
+@torch.no_grad()
+def euclidean_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                  test_labels: torch.Tensor, k: int = 5, chunk: int = 1024) -> float:
+    """Plain majority-vote kNN with euclidean distance (ties go to the lowest class). %."""
+    num_classes = int(train_labels.max()) + 1
+    k = min(k, len(train_feats))
+    sq_bank = (train_feats ** 2).sum(1)
+    correct = 0
+    for i in range(0, len(test_feats), chunk):
+        q = test_feats[i:i + chunk]
+        dist = sq_bank[None] - 2 * q @ train_feats.T  # ‖q‖² is constant per row
+        idx = dist.topk(k, dim=1, largest=False).indices
+        votes = F.one_hot(train_labels[idx], num_classes).sum(1)
+        correct += (votes.argmax(1) == test_labels[i:i + chunk]).sum().item()
+    return 100.0 * correct / max(1, len(test_feats))
+
+
+def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                 test_labels: torch.Tensor, epochs: int = 30, lr: float = 0.1, batch_size: int = 512,
+                 weight_decay: float = 1e-5, seed: int = 0) -> dict[str, float]:
+    """Logistic regression on standardised frozen features (SGD, cosine lr). Returns
+    train and test accuracy in %."""
+    g = torch.Generator().manual_seed(seed)
+    mean, std = train_feats.mean(0), train_feats.std(0).clamp(min=1e-6)
+    xtr, xte = (train_feats - mean) / std, (test_feats - mean) / std
+    num_classes = int(train_labels.max()) + 1
+    head = nn.Linear(xtr.shape[1], num_classes)
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    steps = epochs * max(1, -(-len(xtr) // batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(epochs):
+        order = torch.randperm(len(xtr), generator=g)
+        for i in range(0, len(xtr), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(head(xtr[idx]), train_labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        train_acc = (head(xtr).argmax(1) == train_labels).float().mean().item() * 100
+        test_acc = (head(xte).argmax(1) == test_labels).float().mean().item() * 100
+    return {"linear_train_acc": train_acc, "linear_test_acc": test_acc}

@@ -1,0 +1,30 @@
+"""Backbones, heads and weight initialisation."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from siamdyn.models.heads import byol_mlp, linear_predictor, simsiam_predictor, simsiam_projector
+from siamdyn.models.resnet import ResNet18
+
+__all__ = ["ResNet18", "byol_mlp", "linear_predictor", "simsiam_predictor", "simsiam_projector", "init_weights"]
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, scheme: str) -> None:
+    """Re-initialise conv and linear weights. `kaiming`: He normal, fan_out (the torchvision
+    ResNet default); `orthogonal`; `default`: PyTorch's own; `zero`: all zeros (the seed's
+    counter-example in SEED_NOTES §5). BatchNorm is always weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif scheme == "orthogonal":
+                nn.init.orthogonal_(m.weight)  # conv kernels are flattened to (out, in·k·k)
+            elif scheme == "zero":
+                nn.init.zeros_(m.weight)
+            if m.bias is not None and scheme != "default":
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

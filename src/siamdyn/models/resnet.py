@@ -1,0 +1,45 @@
+"""CIFAR-style ResNet-18 (He et al. 2016, as in the SimSiam CIFAR experiments): a 3×3
+stem, no max-pool, four stages of two BasicBlocks, global average pool. Width and input
+channels are parameters; fmnist-small uses width 16 and one channel (DESIGN.md §5)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """`forward` returns the pooled feature (N, 8·width). Module names (`stem`,
+    `stage1`..`stage4`) are the groups the instruments report speeds for."""
+
+    def __init__(self, width: int = 16, in_channels: int = 1, blocks: tuple[int, ...] = (2, 2, 2, 2)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        stages, ch = [], width
+        for i, n in enumerate(blocks):
+            out = width * 2 ** i
+            layers = [BasicBlock(ch, out, 1 if i == 0 else 2)] + [BasicBlock(out, out, 1) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layers))
+            ch = out
+        self.stage1, self.stage2, self.stage3, self.stage4 = stages
+        self.feature_dim = ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage4(self.stage3(self.stage2(self.stage1(self.stem(x)))))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

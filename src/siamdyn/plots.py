@@ -1,0 +1,56 @@
+"""Plots of run directories: one PNG per quantity, runs overlaid, run names in the legend."""
+from __future__ import annotations
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from siamdyn.runs import read_metrics  # noqa: E402
+
+
+def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_metric(runs: dict[str, list[dict]], key: str, path: str, ylabel: str, title: str,
+                hlines: dict[str, float] | None = None, logy: bool = False) -> str:
+    """Overlay `key` against step for each run; `hlines` draws labelled reference levels."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, records in runs.items():
+        xs, ys = series(records, key)
+        ax.plot(xs, ys, label=name, marker="o" if len(xs) < 20 else None)
+    for label, y in (hlines or {}).items():
+        ax.axhline(y, ls="--", lw=1, color="grey")
+        ax.annotate(label, (0, y), textcoords="offset points", xytext=(4, 3), fontsize=8, color="grey",
+                    xycoords=("axes fraction", "data"))
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None) -> list[str]:
+    """The standard plots (loss, collapse std, kNN) for a set of runs."""
+    runs = {os.path.basename(os.path.normpath(d)): read_metrics(d) for d in run_dirs}
+    paths = [plot_metric(runs, "loss", os.path.join(out_dir, "loss.png"), "loss", "training loss")]
+    hl = {}
+    if proj_dim:
+        hl = {"healthy 1/√d": 1 / math.sqrt(proj_dim), "collapse 0.25/√d": 0.25 / math.sqrt(proj_dim)}
+    paths.append(plot_metric(runs, "z_std", os.path.join(out_dir, "collapse_std.png"),
+                             "mean std of z/‖z‖ per dim", "collapse metric (SimSiam fig. 2)", hl))
+    if any(series(r, "knn_acc")[0] for r in runs.values()):
+        paths.append(plot_metric(runs, "knn_acc", os.path.join(out_dir, "knn.png"), "kNN accuracy (%)", "weighted kNN"))
+    return paths

@@ -1,0 +1,41 @@
+"""`siamdyn probe RUN`: kNN and a linear probe on the frozen backbone of a finished run."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import torch
+
+from siamdyn.data import AugmentParams, BatchAugment
+from siamdyn.errors import SiamdynError
+from siamdyn.eval import extract_features, linear_probe, weighted_knn
+from siamdyn.methods import SiameseMethod
+from siamdyn.runs import CKPT_FILE, atomic_write_text, load_run_config
+from siamdyn.train import load_data, setup_torch
+
+
+def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
+    cfg = load_run_config(run_dir)
+    path = os.path.join(run_dir, CKPT_FILE)
+    if not os.path.exists(path):
+        raise SiamdynError(f"{path} does not exist; train the run first")
+    device = setup_torch(cfg)
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    train, test = load_data(cfg)
+    model = SiameseMethod(cfg, in_channels=train.shape[0]).to(device)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    augment = BatchAugment(AugmentParams.from_config(cfg), ckpt["data_mean"].to(device), ckpt["data_std"].to(device))
+    t0 = time.perf_counter()
+    bank = extract_features(model.backbone, train.images, augment.normalize, device=device)
+    queries = extract_features(model.backbone, test.images, augment.normalize, device=device)
+    t_feat = time.perf_counter() - t0
+    result = {"run": run_dir, "step": ckpt["step"],
+              "knn_acc": weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,
+                                      num_classes=len(train.classes)),
+              **linear_probe(bank, train.labels, queries, test.labels, epochs=epochs, seed=cfg.seed),
+              "feature_time_s": t_feat, "probe_epochs": epochs}
+    atomic_write_text(os.path.join(run_dir, "eval.json"), json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,149 @@
+"""A run is a directory (DESIGN.md §4): config.yaml, metrics.jsonl, ckpt/last.pt, plots/,
+report.md. Writes that must survive a crash go through temp file + fsync + rename."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+from siamdyn import __version__
+from siamdyn.config import Config
+from siamdyn.errors import ConfigError, SiamdynError
+
+CONFIG_FILE, METRICS_FILE, CKPT_FILE = "config.yaml", "metrics.jsonl", os.path.join("ckpt", "last.pt")
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write: callable, mode: str = "wb") -> None:
+    """Call `write(file)` on a temp file beside `path`, fsync, then rename over `path`.
+    A crash or a full disk leaves the previous file intact."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise SiamdynError(f"could not write {path} ({e.strerror}); the previous version is kept — free disk space and resume") from None
+        raise
+    _fsync_dir(folder)
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+class MetricsLog:
+    """Append-only JSON lines. Each line is written whole with one write call and flushed;
+    a line cut short by a crash is skipped by `read_metrics`."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._f = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps(record, default=float) + "\n")
+        self._f.flush()
+
+    def sync(self) -> None:
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def read_metrics(run_dir: str) -> list[dict[str, Any]]:
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        raise SiamdynError(f"{run_dir} is not a run directory (no {METRICS_FILE}); pass a folder made by `siamdyn train`")
+    return list(_parse_lines(path))
+
+
+def _parse_lines(path: str) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # half-written by a crash
+            if isinstance(record, dict):
+                yield record
+
+
+def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber an existing run unless told; `resume` needs a checkpoint."""
+    has_run = os.path.exists(os.path.join(out, CONFIG_FILE)) or os.path.exists(os.path.join(out, METRICS_FILE))
+    if resume:
+        if not os.path.exists(os.path.join(out, CKPT_FILE)):
+            raise SiamdynError(f"cannot resume: {os.path.join(out, CKPT_FILE)} does not exist; start the run without --resume")
+        return
+    if has_run and not overwrite:
+        raise SiamdynError(f"run directory {out} already holds a run; pass --overwrite to replace it or --resume to continue it")
+    if has_run:
+        for name in (CONFIG_FILE, METRICS_FILE, CKPT_FILE, "summary.json"):
+            path = os.path.join(out, name)
+            if os.path.exists(path):
+                os.unlink(path)
+    os.makedirs(os.path.join(out, "ckpt"), exist_ok=True)
+
+
+def git_commit() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_config(out: str, cfg: Config) -> None:
+    meta = {"siamdyn": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
+            "git_commit": git_commit(), "machine": platform.machine(), "host_cpus": os.cpu_count()}
+    text = yaml.safe_dump({"config": cfg.to_dict(), "versions": meta}, sort_keys=False)
+    atomic_write_text(os.path.join(out, CONFIG_FILE), text)
+
+
+def load_run_config(run_dir: str) -> Config:
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise SiamdynError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    return Config.from_yaml(path)
+
+
+# Fields that may change on --resume without changing the trajectory's meaning.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "log_every", "knn_every", "ckpt_every", "device", "threads"}
+
+
+def check_resume_compatible(saved: Config, new: Config) -> None:
+    diff = [k for k, v in new.to_dict().items() if k not in RESUMABLE_CHANGES and saved.to_dict().get(k) != v]
+    if diff:
+        k = diff[0]
+        raise ConfigError(f"--resume with an incompatible config: {k} was {getattr(saved, k)!r}, now {getattr(new, k)!r}; "
+                          "drop the change or start a new run with another --out")
