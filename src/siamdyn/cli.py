@@ -11,6 +11,7 @@ import sys
 
 from siamdyn.config import PRESETS, Config, config_help, parse_overrides
 from siamdyn.errors import SiamdynError
+from siamdyn.theory.cli import add_theory_commands
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="plots")
     p.set_defaults(func=cmd_plot)
 
+    add_theory_commands(sub)
     return parser
 
 

@@ -30,6 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "projector": ("simsiam", "byol"),
     "init": ("kaiming", "orthogonal", "default", "zero"),
     "device": ("auto", "cpu", "cuda"),
+    "channels_last": ("auto", "on", "off"),
 }
 
 
@@ -86,7 +87,10 @@ class Config:
     device: str = "auto"
     threads: int = 0  # 0 = all cores
     deterministic: bool = False
-    channels_last: bool = True  # NHWC convolutions: ≈1.5× faster on CPU (bench/)
+    # NHWC convolutions: ≈1.5× faster steps at width 16 on this CPU. `auto` turns them on
+    # only for backbone_width >= 16: with torch 2.13's oneDNN, the channels-last backward of
+    # the 1×1 shortcut conv hung (spinning in jit_avx2_1x1_convolution_bwd_weights) at width 4.
+    channels_last: str = "auto"
     log_every: int = 10  # steps between metric lines
     knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the end
     knn_k: int = 200
@@ -142,6 +146,12 @@ class Config:
         if self.dataset == "fashion-mnist":
             return os.environ.get("SIAMDYN_DATA", DEFAULT_DATA_DIR)
         return os.environ.get("SIAMDYN_DATA", "")
+
+    @property
+    def memory_format(self):
+        import torch
+        on = self.channels_last == "on" or (self.channels_last == "auto" and self.backbone_width >= 16)
+        return torch.channels_last if on else torch.contiguous_format
 
     @property
     def scaled_lr(self) -> float:

@@ -64,7 +64,7 @@ def lr_factor(cfg: Config, step: int, total: int, steps_per_epoch: int) -> float
 
 def make_views(cfg: Config, augment: BatchAugment, x: torch.Tensor, g: torch.Generator) -> tuple[list, Any]:
     """The two online views and, for `view_mean`, x̄ = the pixel mean of K more (eq. 10)."""
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    fmt = cfg.memory_format
     views = [augment(x, g).contiguous(memory_format=fmt), augment(x, g).contiguous(memory_format=fmt)]
     xbar = None
     if cfg.target == "view_mean":
@@ -77,7 +77,7 @@ def knn_accuracy(model: SiameseMethod, augment: BatchAugment, train: ImageData, 
                  cfg: Config, device: torch.device) -> float:
     was_training = model.training
     model.eval()
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    fmt = cfg.memory_format
     prepare = lambda x: augment.normalize(x).contiguous(memory_format=fmt)  # noqa: E731
     bank = extract_features(model.backbone, train.images, prepare, device=device)
     queries = extract_features(model.backbone, test.images, prepare, device=device)
@@ -103,15 +103,15 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
     model = SiameseMethod(cfg, in_channels=train_set.shape[0])
     if initial_state is not None:
         model.load_state_dict(initial_state)
-    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    model = model.to(device, memory_format=cfg.memory_format)
     groups = model.param_groups()
     optimizer = torch.optim.SGD([{k: v for k, v in g.items()} for g in groups], lr=cfg.scaled_lr,
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_set) // cfg.batch_size  # drop the last partial batch (BN)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps) if cfg.epochs else cfg.max_steps
-    epochs = math.ceil(total_steps / steps_per_epoch) if steps_per_epoch else 0
+    # The lr and τ schedules span `epochs`; max_steps only stops early (so a run cut short
+    # by max_steps follows the same trajectory as the full one). epochs=0: max_steps is all.
+    schedule_steps = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.max_steps
+    total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps
     images = train_set.images.to(device)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     step, knn_history, collapse_step = 0, [], None
@@ -154,7 +154,7 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
                     raise _StopRequested
                 x = images[order[b * cfg.batch_size:(b + 1) * cfg.batch_size].to(device)]
                 views, xbar = make_views(cfg, augment, x, aug_gen)
-                factor = lr_factor(cfg, step, total_steps, steps_per_epoch)
+                factor = lr_factor(cfg, step, schedule_steps, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.scaled_lr * group["lr_scale"] * (1.0 if group["fixed_lr"] else factor)
                 result = model(views, xbar)
@@ -165,7 +165,7 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                tau = ema_tau(cfg, step, total_steps)
+                tau = ema_tau(cfg, step, schedule_steps)
                 model.update_target(tau)
                 step += 1
                 images_seen += len(x)

@@ -1,0 +1,1 @@
+"""Instruments that read the training dynamics without changing them."""

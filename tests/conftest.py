@@ -1,0 +1,15 @@
+import os
+
+import pytest
+import torch
+
+from siamdyn.config import DEFAULT_DATA_DIR
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+HAVE_FMNIST = os.path.exists(os.path.join(DEFAULT_DATA_DIR, "train-images-idx3-ubyte.gz"))
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="dataset-fashion-mnist not installed (bash scripts/setup.sh installs it)")
+
+# Small everything: the real code paths on a few hundred images.
+TINY = dict(dataset="synthetic", backbone_width=4, proj_hidden=32, proj_dim=32, pred_hidden=8,
+            batch_size=32, epochs=1, knn_k=20, log_every=1)

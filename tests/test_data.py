@@ -1,0 +1,119 @@
+"""Loaders: real files parse, malformed files give a one-line DataError naming the file."""
+import gzip
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from siamdyn.data.datasets import ImageData, load_cifar10, load_fashion_mnist, load_image_folder, make_synthetic
+from siamdyn.errors import DataError
+from tests.conftest import needs_fmnist
+
+
+def write_idx(path, array, magic=None):
+    array = np.asarray(array, dtype=np.uint8)
+    magic = magic if magic is not None else (0x0800 | array.ndim)
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def fake_fmnist(folder, n_img=6, n_lab=6, split="t10k"):
+    os.makedirs(folder, exist_ok=True)
+    write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"), np.arange(n_img * 28 * 28).reshape(n_img, 28, 28) % 256)
+    write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte.gz"), np.arange(n_lab) % 10)
+
+
+def test_fake_idx_roundtrip(tmp_path):
+    fake_fmnist(tmp_path)
+    data = load_fashion_mnist(str(tmp_path), "test")
+    assert data.images.shape == (6, 1, 28, 28) and data.images.dtype == torch.uint8
+    assert data.labels.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_count_mismatch(tmp_path):
+    fake_fmnist(tmp_path, n_img=6, n_lab=5)
+    with pytest.raises(DataError, match="6 images but .* 5 labels"):
+        load_fashion_mnist(str(tmp_path), "test")
+
+
+def test_bad_magic(tmp_path):
+    fake_fmnist(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((6, 28, 28)), magic=0x0000_0901)
+    with pytest.raises(DataError, match="IDX magic 0x00000901.*t10k-images|t10k-images.*IDX magic"):
+        load_fashion_mnist(str(tmp_path), "test")
+
+
+def test_truncated_gzip(tmp_path):
+    fake_fmnist(tmp_path)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated gzip.*t10k-images"):
+        load_fashion_mnist(str(tmp_path), "test")
+
+
+def test_truncated_body(tmp_path):
+    fake_fmnist(tmp_path)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    with gzip.open(path, "wb") as f:
+        f.write(raw[:-100])
+    with pytest.raises(DataError, match="truncated"):
+        load_fashion_mnist(str(tmp_path), "test")
+
+
+def test_missing_dir_and_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_fashion_mnist(str(tmp_path / "nope"), "test")
+    with pytest.raises(DataError, match="missing data file"):
+        load_fashion_mnist(str(tmp_path), "test")
+
+
+def test_cifar_batches(tmp_path):
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump({b"data": np.full((4, 3072), 7, np.uint8), b"labels": [0, 1, 2, 3]}, f)
+    data = load_cifar10(str(tmp_path), "train")
+    assert data.images.shape == (20, 3, 32, 32) and int(data.images[0, 0, 0, 0]) == 7
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"pixels": np.zeros((4, 3072), np.uint8), b"labels": [0] * 4}, f)
+    with pytest.raises(DataError, match="lacks keys"):
+        load_cifar10(str(tmp_path), "test")
+    (tmp_path / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="corrupt CIFAR-10 batch"):
+        load_cifar10(str(tmp_path), "test")
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+    for c in ("cat", "dog"):
+        os.makedirs(tmp_path / c)
+        for i in range(6):
+            Image.new("RGB", (10, 10), (i * 10, 0, 0)).save(tmp_path / c / f"{i}.png")
+    train = load_image_folder(str(tmp_path), "train")
+    test = load_image_folder(str(tmp_path), "test")
+    assert train.images.shape == (10, 3, 10, 10) and test.images.shape == (2, 3, 10, 10)
+    assert train.classes == ["cat", "dog"]
+    (tmp_path / "cat" / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="non-image file .*notes.txt"):
+        load_image_folder(str(tmp_path), "train")
+
+
+def test_balanced_subset_and_synthetic():
+    data = make_synthetic(n=100)
+    sub = data.balanced_subset(30)
+    assert len(sub) == 30 and torch.bincount(sub.labels).tolist() == [3] * 10
+    with pytest.raises(DataError):
+        ImageData(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.long), [])  # float images
+
+
+@needs_fmnist
+def test_real_fashion_mnist_test_split():
+    data = load_fashion_mnist("/usr/share/datasets/fashion-mnist", "test")
+    assert data.images.shape == (10000, 1, 28, 28)
+    assert torch.bincount(data.labels).tolist() == [1000] * 10

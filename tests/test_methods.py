@@ -1,0 +1,68 @@
+"""Stop-gradient semantics: which gradient terms (SEED_NOTES §3) reach the encoder."""
+import pytest
+import torch
+
+from siamdyn.config import PRESETS, Config
+from siamdyn.methods import SiameseMethod
+from tests.conftest import TINY
+
+
+def encoder_grad(grad_terms: str, preset: str = "simsiam") -> tuple[torch.Tensor, torch.Tensor, object]:
+    torch.manual_seed(0)
+    model = SiameseMethod(Config.from_preset(preset, {**TINY, "grad_terms": grad_terms}), 1)
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(16, 1, 16, 16, generator=g), torch.randn(16, 1, 16, 16, generator=g)]
+    out = model(views)
+    out.loss.backward()
+    enc = torch.cat([p.grad.flatten() for p in list(model.backbone.parameters()) + list(model.projector.parameters())])
+    pred = torch.cat([p.grad.flatten() for p in model.predictor.parameters()])
+    return enc, pred, out
+
+
+def test_stop_gradient_blocks_the_target_branch():
+    _, _, out = encoder_grad("predictor_branch")
+    assert all(not t.requires_grad for t in out.targets)  # no gradient can flow into the targets
+    for terms in ("both", "target_branch"):
+        _, _, out = encoder_grad(terms)
+        assert all(t.requires_grad for t in out.targets)
+
+
+def test_terms_add_up_to_the_full_gradient():
+    g1, p1, _ = encoder_grad("predictor_branch")
+    g2, p2, _ = encoder_grad("target_branch")
+    g12, p12, _ = encoder_grad("both")
+    assert g1.norm() > 0 and g2.norm() > 0
+    torch.testing.assert_close(g1 + g2, g12, atol=1e-5, rtol=1e-4)
+    # The predictor learns the same way whichever terms reach the encoder.
+    torch.testing.assert_close(p1, p2, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(p1, p12, atol=1e-6, rtol=1e-5)
+
+
+def test_ema_target_gets_no_gradient_and_starts_equal():
+    torch.manual_seed(0)
+    model = SiameseMethod(Config.from_preset("byol", TINY), 1)
+    for a, b in zip(model.backbone.parameters(), model.target_backbone.parameters()):
+        assert torch.equal(a, b) and not b.requires_grad
+    out = model([torch.randn(8, 1, 16, 16), torch.randn(8, 1, 16, 16)])
+    out.loss.backward()
+    assert all(p.grad is None for p in model.target_backbone.parameters())
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_gives_a_finite_loss_and_gradient(preset):
+    torch.manual_seed(0)
+    model = SiameseMethod(Config.from_preset(preset, TINY), 1)
+    views = [torch.randn(8, 1, 16, 16), torch.randn(8, 1, 16, 16)]
+    out = model(views, xbar=torch.randn(8, 1, 16, 16))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_param_groups_carry_fixed_lr_and_scale():
+    cfg = Config.from_preset("simsiam", {**TINY, "predictor_lr_scale": 10.0})
+    groups = {g["name"]: g for g in SiameseMethod(cfg, 1).param_groups()}
+    assert groups["predictor"]["fixed_lr"] is True and groups["predictor"]["lr_scale"] == 10.0
+    assert groups["encoder"]["fixed_lr"] is False
+    assert "predictor" not in {g["name"] for g in SiameseMethod(Config.from_preset("siamese", TINY), 1).param_groups()}

@@ -1,0 +1,80 @@
+"""End to end on small data: the real loop writes metrics, a checkpoint and resumes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from siamdyn.cli import main
+from siamdyn.config import Config
+from siamdyn.errors import SiamdynError
+from siamdyn.runs import read_metrics
+from siamdyn.train import train
+from tests.conftest import TINY, needs_fmnist
+
+
+def test_tiny_run_writes_metrics_checkpoint_and_summary(tmp_path):
+    cfg = Config.from_preset("simsiam", TINY)
+    summary = train(cfg, str(tmp_path / "run"), progress=False)
+    records = read_metrics(str(tmp_path / "run"))
+    steps = [r for r in records if "loss" in r]
+    assert len(steps) == 600 // 32 and all("z_std" in r for r in steps)
+    assert summary["final_knn_acc"] is not None and 0 <= summary["final_knn_acc"] <= 100
+    ckpt = torch.load(tmp_path / "run" / "ckpt" / "last.pt", weights_only=False)
+    assert ckpt["step"] == 600 // 32
+    assert os.path.exists(tmp_path / "run" / "config.yaml")
+    # The run dir is not overwritten by accident.
+    with pytest.raises(SiamdynError, match="--overwrite"):
+        train(cfg, str(tmp_path / "run"), progress=False)
+
+
+def test_resume_continues_to_the_same_weights(tmp_path):
+    base = dict(TINY, epochs=2, deterministic=True)
+    full = train(Config.from_preset("byol", base), str(tmp_path / "full"), progress=False)
+    part = Config.from_preset("byol", {**base, "max_steps": 25})
+    train(part, str(tmp_path / "part"), progress=False)
+    train(Config.from_preset("byol", base), str(tmp_path / "part"), resume=True, progress=False)
+    a = torch.load(tmp_path / "full" / "ckpt" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "part" / "ckpt" / "last.pt", weights_only=False)["model"]
+    assert full["steps"] == 2 * (600 // 32)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_rejects_an_incompatible_config(tmp_path):
+    train(Config.from_preset("simsiam", {**TINY, "max_steps": 2}), str(tmp_path / "r"), progress=False)
+    with pytest.raises(SiamdynError, match="incompatible config: lr"):
+        train(Config.from_preset("simsiam", {**TINY, "lr": 0.5}), str(tmp_path / "r"), resume=True, progress=False)
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    assert main(["train", "--preset", "simsaim", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown preset 'simsaim'" in err and "did you mean 'simsiam'" in err
+    assert main(["train", "--set", "tau=1.5", "--out", str(tmp_path / "x")]) == 2
+    assert "tau must be in [0, 1)" in capsys.readouterr().err
+    assert main(["train", "--set", "colour=red", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown config key 'colour'" in capsys.readouterr().err
+    assert main(["train", "--dataset", "synthetic", "--set", "batch_size=5000", "--out", str(tmp_path / "x")]) == 2
+    assert "larger than the 600 training images" in capsys.readouterr().err
+    assert main(["train", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_console_script_runs_as_module(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "siamdyn", "train", "--preset", "nope"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown preset" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+@needs_fmnist
+def test_fashion_mnist_slice_end_to_end(tmp_path):
+    """The real data through the CLI: a few steps of SimSiam on a 512-image slice."""
+    code = main(["train", "--preset", "simsiam", "--limit", "512", "--out", str(tmp_path / "fm"), "--no-progress",
+                 "--set", "max_steps=6", "--set", "batch_size=64", "--set", "test_limit=500",
+                 "--set", "backbone_width=8"])
+    assert code == 0
+    summary = json.loads((tmp_path / "fm" / "summary.json").read_text())
+    assert summary["steps"] == 6 and 10 <= summary["final_knn_acc"] <= 100
