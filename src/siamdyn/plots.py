@@ -34,7 +34,7 @@ def plot_metric(runs: dict[str, list[dict]], key: str, path: str, ylabel: str, t
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -49,8 +49,11 @@ def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None) ->
     hl = {}
     if proj_dim:
         hl = {"healthy 1/√d": 1 / math.sqrt(proj_dim), "collapse 0.25/√d": 0.25 / math.sqrt(proj_dim)}
-    paths.append(plot_metric(runs, "z_std", os.path.join(out_dir, "collapse_std.png"),
-                             "mean std of z/‖z‖ per dim", "collapse metric (SimSiam fig. 2)", hl))
+    for key, what in (("z_std", "projector output z"), ("p_std", "predictor output p")):
+        paths.append(plot_metric(runs, key, os.path.join(out_dir, f"collapse_{key}.png"),
+                                 f"mean std of {key[0]}/‖{key[0]}‖ per dim", f"collapse metric of the {what}", hl))
+    paths.append(plot_metric(runs, "z_erank", os.path.join(out_dir, "effective_rank_z.png"), "RankMe of z",
+                             "effective rank of the projector output", logy=True))
     if any(series(r, "knn_acc")[0] for r in runs.values()):
         paths.append(plot_metric(runs, "knn_acc", os.path.join(out_dir, "knn.png"), "kNN accuracy (%)", "weighted kNN"))
     return paths

@@ -18,7 +18,7 @@ from siamdyn.data import AugmentParams, BatchAugment, ImageData, channel_stats, 
 from siamdyn.errors import ConfigError, DataError, SiamdynError, TrainingDiverged
 from siamdyn.eval import extract_features, weighted_knn
 from siamdyn.methods import SiameseMethod, ema_tau
-from siamdyn.probes.collapse import collapse_threshold, normalized_std
+from siamdyn.probes.collapse import collapse_threshold, effective_rank, normalized_std
 from siamdyn.runs import (CKPT_FILE, MetricsLog, atomic_save, atomic_write_text, check_resume_compatible,
                           load_run_config, prepare_run_dir, write_config)
 
@@ -171,13 +171,17 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
                 images_seen += len(x)
                 if step % cfg.log_every == 0 or step == total_steps:
                     std_mean, std_min = normalized_std(result.z[0])
+                    p_std, p_std_min = normalized_std(result.p[0])
                     now = time.perf_counter()
                     rate = images_seen / max(1e-9, now - t_last)
                     t_last, images_seen = now, 0
-                    if collapse_step is None and std_mean < threshold:
+                    # With SimSiam's projector the last BN keeps z from becoming constant, so
+                    # collapse can show in p (no BN at its end) before it shows in z.
+                    if collapse_step is None and min(std_mean, p_std) < threshold:
                         collapse_step = step
                     log.write({"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "z_std": std_mean,
-                               "z_std_min": std_min, "lr": cfg.scaled_lr * factor, "tau": tau,
+                               "z_std_min": std_min, "p_std": p_std, "p_std_min": p_std_min,
+                               "z_erank": effective_rank(result.z[0]), "lr": cfg.scaled_lr * factor, "tau": tau,
                                "images_per_s": rate, "time_s": now - t_start})
                     bar.set_postfix(loss=f"{loss.item():.3f}", std=f"{std_mean * math.sqrt(cfg.proj_dim):.2f}/√d",
                                     img_s=f"{rate:.0f}", collapsed="yes" if collapse_step else "no", refresh=False)

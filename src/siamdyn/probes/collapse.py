@@ -21,3 +21,12 @@ def normalized_std(z: torch.Tensor) -> tuple[float, float]:
 
 def collapse_threshold(dim: int, fraction: float = COLLAPSE_FRACTION) -> float:
     return fraction / math.sqrt(dim)
+
+
+@torch.no_grad()
+def effective_rank(x: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values
+    of the (N, d) embedding matrix. Between 1 (rank one) and min(N, d)."""
+    s = torch.linalg.svdvals(x.float())
+    p = s / s.sum().clamp(min=1e-12)
+    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))
