@@ -90,7 +90,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
         if not args.no_plots:
             slug = name.split(" (")[0].replace(" + ", "_").replace(" ", "_").replace("-", "_").lower()
             results[name]["figure"] = figures.linear_run(
-                res["history"], f"{name}: rank(W)={res['final']['rank_W']}, alignment={res['final']['alignment']}",
+                res["history"], f"{name}: rank(W)={res['final']['rank_W']}, alignment={res['final']['alignment'] or float('nan'):.4f}",
                 os.path.join(args.out, f"linear_{slug}.png"))
     if not args.no_plots:
         atomic_write_text(os.path.join(args.out, "linear.json"), json.dumps(results, indent=2))
