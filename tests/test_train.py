@@ -95,3 +95,18 @@ def test_demo_pipeline_on_synthetic_data(tmp_path):
     # up to the gradient terms, which only differ after the first update.
     first = [read_metrics(str(tmp_path / "demo" / n))[0]["loss"] for n in ("simsiam", "simsiam-no-sg")]
     assert first[0] == pytest.approx(first[1], abs=1e-6)
+
+
+def test_probe_and_baseline_commands(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    train(Config.from_preset("simsiam", {**TINY, "max_steps": 3}), run, progress=False)
+    assert main(["probe", run, "--epochs", "3"]) == 0
+    result = json.loads((tmp_path / "r" / "eval.json").read_text())
+    assert 0 <= result["linear_test_acc"] <= 100 and result["step"] == 3
+    capsys.readouterr()
+    assert main(["baseline", "--dataset", "synthetic", "--inits", "kaiming,zero", "--set", "knn_k=20",
+                 "--out", str(tmp_path / "b.json")]) == 0
+    base = json.loads((tmp_path / "b.json").read_text())
+    # The gratings are separable from raw pixels; a zero-init encoder outputs one constant.
+    assert base["raw_pixels_weighted_knn"] > 50
+    assert base["random_init_zero_weighted_knn"] <= 15

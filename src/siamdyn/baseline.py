@@ -9,7 +9,7 @@ import torch
 
 from siamdyn.config import Config
 from siamdyn.data import AugmentParams, BatchAugment, channel_stats
-from siamdyn.eval import euclidean_knn, extract_features, weighted_knn
+from siamdyn.eval import encoder_features, euclidean_knn, weighted_knn
 from siamdyn.methods import SiameseMethod
 from siamdyn.train import load_data, setup_torch
 
@@ -33,8 +33,7 @@ def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",)) -> dict[str
     for init in inits:
         torch.manual_seed(cfg.seed)
         model = SiameseMethod(cfg.replace(init=init), in_channels=train.shape[0]).to(device).eval()
-        bank = extract_features(model.backbone, train.images, augment.normalize, device=device)
-        queries = extract_features(model.backbone, test.images, augment.normalize, device=device)
+        bank, queries = encoder_features(model.backbone, train.images, test.images, augment.normalize, device)
         result[f"random_init_{init}_weighted_knn"] = weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k,
                                                                   cfg.knn_temperature, num_classes=len(train.classes))
     result["wall_time_s"] = time.perf_counter() - t0

@@ -20,6 +20,15 @@ def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.T
 
 
 @torch.no_grad()
+def encoder_features(encoder: Callable[[torch.Tensor], torch.Tensor], train_images: torch.Tensor,
+                     test_images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor],
+                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(train features, test features) of a frozen encoder, the memory bank and the queries."""
+    return (extract_features(encoder, train_images, prepare, device=device),
+            extract_features(encoder, test_images, prepare, device=device))
+
+
+@torch.no_grad()
 def weighted_knn(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
                  test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1,
                  num_classes: int | None = None, chunk: int = 1024) -> float:

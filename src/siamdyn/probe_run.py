@@ -10,7 +10,7 @@ import torch
 
 from siamdyn.data import AugmentParams, BatchAugment
 from siamdyn.errors import SiamdynError
-from siamdyn.eval import extract_features, linear_probe, weighted_knn
+from siamdyn.eval import encoder_features, linear_probe, weighted_knn
 from siamdyn.methods import SiameseMethod
 from siamdyn.runs import CKPT_FILE, atomic_write_text, load_run_config
 from siamdyn.train import load_data, setup_torch
@@ -29,8 +29,7 @@ def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
     model.eval()
     augment = BatchAugment(AugmentParams.from_config(cfg), ckpt["data_mean"].to(device), ckpt["data_std"].to(device))
     t0 = time.perf_counter()
-    bank = extract_features(model.backbone, train.images, augment.normalize, device=device)
-    queries = extract_features(model.backbone, test.images, augment.normalize, device=device)
+    bank, queries = encoder_features(model.backbone, train.images, test.images, augment.normalize, device)
     t_feat = time.perf_counter() - t0
     result = {"run": run_dir, "step": ckpt["step"],
               "knn_acc": weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from siamdyn.config import Config
 from siamdyn.data import AugmentParams, BatchAugment, ImageData, channel_stats, load_split
 from siamdyn.errors import ConfigError, DataError, SiamdynError, TrainingDiverged
-from siamdyn.eval import extract_features, weighted_knn
+from siamdyn.eval import encoder_features, weighted_knn
 from siamdyn.methods import SiameseMethod, ema_tau
 from siamdyn.probes.collapse import collapse_threshold, effective_rank, normalized_std
 from siamdyn.runs import (CKPT_FILE, MetricsLog, atomic_save, atomic_write_text, check_resume_compatible,
@@ -79,8 +79,7 @@ def knn_accuracy(model: SiameseMethod, augment: BatchAugment, train: ImageData, 
     model.eval()
     fmt = cfg.memory_format
     prepare = lambda x: augment.normalize(x).contiguous(memory_format=fmt)  # noqa: E731
-    bank = extract_features(model.backbone, train.images, prepare, device=device)
-    queries = extract_features(model.backbone, test.images, prepare, device=device)
+    bank, queries = encoder_features(model.backbone, train.images, test.images, prepare, device)
     model.train(was_training)
     return weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,
                         num_classes=len(train.classes))
