@@ -11,7 +11,7 @@ from siamdyn.config import Config
 from siamdyn.data import AugmentParams, BatchAugment, channel_stats
 from siamdyn.eval import encoder_features, euclidean_knn, weighted_knn
 from siamdyn.methods import SiameseMethod
-from siamdyn.train import load_data, setup_torch
+from siamdyn.train import eval_input, load_data, setup_torch
 
 
 def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",)) -> dict[str, Any]:
@@ -32,8 +32,9 @@ def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",)) -> dict[str
     augment = BatchAugment(AugmentParams.from_config(cfg), mean.to(device), std.to(device))
     for init in inits:
         torch.manual_seed(cfg.seed)
-        model = SiameseMethod(cfg.replace(init=init), in_channels=train.shape[0]).to(device).eval()
-        bank, queries = encoder_features(model.backbone, train.images, test.images, augment.normalize, device)
+        model = SiameseMethod(cfg.replace(init=init), in_channels=train.shape[0])
+        model = model.to(device, memory_format=cfg.memory_format).eval()
+        bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
         result[f"random_init_{init}_weighted_knn"] = weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k,
                                                                   cfg.knn_temperature, num_classes=len(train.classes))
     result["wall_time_s"] = time.perf_counter() - t0

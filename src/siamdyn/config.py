@@ -91,7 +91,7 @@ class Config:
     # only for backbone_width >= 16: with torch 2.13's oneDNN, the channels-last backward of
     # the 1×1 shortcut conv hung (spinning in jit_avx2_1x1_convolution_bwd_weights) at width 4.
     channels_last: str = "auto"
-    log_every: int = 10  # steps between metric lines
+    log_every: int = 1  # steps between metric lines (collapse std, RankMe, loss)
     knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the end
     knn_k: int = 200
     knn_temperature: float = 0.1

@@ -13,7 +13,7 @@ from siamdyn.errors import SiamdynError
 from siamdyn.eval import encoder_features, linear_probe, weighted_knn
 from siamdyn.methods import SiameseMethod
 from siamdyn.runs import CKPT_FILE, atomic_write_text, load_run_config
-from siamdyn.train import load_data, setup_torch
+from siamdyn.train import eval_input, load_data, setup_torch
 
 
 def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
@@ -24,12 +24,13 @@ def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
     device = setup_torch(cfg)
     ckpt = torch.load(path, map_location=device, weights_only=False)
     train, test = load_data(cfg)
-    model = SiameseMethod(cfg, in_channels=train.shape[0]).to(device)
+    model = SiameseMethod(cfg, in_channels=train.shape[0])
     model.load_state_dict(ckpt["model"])
+    model = model.to(device, memory_format=cfg.memory_format)
     model.eval()
     augment = BatchAugment(AugmentParams.from_config(cfg), ckpt["data_mean"].to(device), ckpt["data_std"].to(device))
     t0 = time.perf_counter()
-    bank, queries = encoder_features(model.backbone, train.images, test.images, augment.normalize, device)
+    bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
     t_feat = time.perf_counter() - t0
     result = {"run": run_dir, "step": ckpt["step"],
               "knn_acc": weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,

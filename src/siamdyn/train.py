@@ -72,14 +72,17 @@ def make_views(cfg: Config, augment: BatchAugment, x: torch.Tensor, g: torch.Gen
     return views, xbar
 
 
+def eval_input(cfg: Config, augment: BatchAugment):
+    """Un-augmented, normalised input in the model's memory format."""
+    return lambda x: augment.normalize(x).contiguous(memory_format=cfg.memory_format)
+
+
 @torch.no_grad()
 def knn_accuracy(model: SiameseMethod, augment: BatchAugment, train: ImageData, test: ImageData,
                  cfg: Config, device: torch.device) -> float:
     was_training = model.training
     model.eval()
-    fmt = cfg.memory_format
-    prepare = lambda x: augment.normalize(x).contiguous(memory_format=fmt)  # noqa: E731
-    bank, queries = encoder_features(model.backbone, train.images, test.images, prepare, device)
+    bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
     model.train(was_training)
     return weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,
                         num_classes=len(train.classes))
