@@ -39,7 +39,8 @@ def cmd_toy(args: argparse.Namespace) -> int:
     result["ratio_sweep"] = {"phi0": args.sweep_phi0, "theta0": args.sweep_theta0, **sweep}
     if not args.no_plots:
         os.makedirs(args.out, exist_ok=True)
-        paths = [figures.toy_trajectories(args.phi0, args.theta0, args.t_end, args.ratio, os.path.join(args.out, "toy_trajectories.png")),
+        paths = [figures.toy_trajectories(args.phi0, args.theta0, args.t_end, args.ratio,
+                                          os.path.join(args.out, "toy_trajectories.png"), args.lr),
                  figures.toy_phase_portrait(args.t_end, args.ratio, os.path.join(args.out, "toy_phase_portrait.png")),
                  figures.toy_ratio_sweep(sweep, args.sweep_phi0, args.sweep_theta0, os.path.join(args.out, "toy_ratio_sweep.png"))]
         basin_path, fractions = figures.toy_basins((0.25, 0.5, 1, 2, 4, 8, 16), args.t_end, os.path.join(args.out, "toy_basins.png"))

@@ -24,13 +24,18 @@ def _save(fig: plt.Figure, path: str) -> str:
     return path
 
 
-def toy_trajectories(phi0: float, theta0: float, t_end: float, ratio: float, path: str) -> str:
-    """φ(t) and θ(t) for the three variants (the seed's figures)."""
+def toy_trajectories(phi0: float, theta0: float, t_end: float, ratio: float, path: str, lr: float = 0.05) -> str:
+    """φ(t) and θ(t) for the three variants (the seed's figures): the flow (solid) and
+    discrete GD with step `lr` (dashed, step k drawn at t = k·lr)."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    steps = int(round(t_end / lr))
     for ax, v in zip(axes, toy.VARIANTS):
         sol = toy.integrate(v, phi0, theta0, t_end, ratio)
-        ax.plot(sol["t"], sol["phi"][0], label="φ (predictor)")
-        ax.plot(sol["t"], sol["theta"][0], label="θ (encoder)")
+        ax.plot(sol["t"], sol["phi"][0], label="φ (predictor)", color="C0")
+        ax.plot(sol["t"], sol["theta"][0], label="θ (encoder)", color="C1")
+        gd = toy.gradient_descent(v, phi0, theta0, lr, ratio, steps)
+        ax.plot(gd["step"] * lr, gd["phi"], ls="--", color="C0", lw=1, label=f"GD, lr {lr}")
+        ax.plot(gd["step"] * lr, gd["theta"], ls="--", color="C1", lw=1)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_title(f"{LABELS[v]}\nφ(T)={sol['phi'][0, -1]:.3f}, θ(T)={sol['theta'][0, -1]:.3f}", fontsize=10)
         ax.set_xlabel("t")
