@@ -96,6 +96,7 @@ class Config:
     knn_k: int = 200
     knn_temperature: float = 0.1
     ckpt_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
+    probe_every: int = 50  # steps between gradient-split / module-speed probes; 0 = off
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -185,8 +186,8 @@ class Config:
         _check(self.temperature > 0 and self.knn_temperature > 0, "temperatures must be > 0")
         _check(self.knn_k >= 1, "knn_k must be >= 1")
         _check(self.log_every >= 1, "log_every must be >= 1")
-        _check(min(self.knn_every, self.ckpt_every, self.threads, self.image_size) >= 0,
-               "knn_every, ckpt_every, threads and image_size must be >= 0")
+        _check(min(self.knn_every, self.ckpt_every, self.threads, self.image_size, self.probe_every) >= 0,
+               "knn_every, ckpt_every, probe_every, threads and image_size must be >= 0")
         if self.target == "ema" and self.grad_terms != "predictor_branch":
             raise ConfigError("target=ema receives no gradient, so grad_terms must be predictor_branch; "
                               "use target=online to study term 2")

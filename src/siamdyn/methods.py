@@ -105,20 +105,22 @@ class SiameseMethod(nn.Module):
         return [(0, 0), (1, 0)] if self.cfg.target == "view_mean" else [(0, 1), (1, 0)]
 
     def forward(self, views: list[torch.Tensor], xbar: torch.Tensor | None = None,
-                grad_terms: str | None = None) -> StepOutput:
+                grad_terms: str | None = None, target: str | None = None) -> StepOutput:
         """Loss of one batch. `views` are the two online views; `xbar` the pixel-mean view
-        for `view_mean`. `grad_terms` overrides the config (the instruments use it)."""
+        for `view_mean`. `grad_terms` and `target` override the config (the instruments
+        use them to measure term 2 of an EMA method as if its target were online)."""
         cfg = self.cfg
         grad_terms = grad_terms or cfg.grad_terms
+        target = target or cfg.target
         term1 = grad_terms in ("predictor_branch", "both")
         term2 = grad_terms in ("both", "target_branch")
         feats, zs = zip(*(self.encode(v) for v in views))
         # Term 1 off: the predictor still learns from its own input, but no gradient
         # passes through it into the encoder.
         ps = [self.predictor(z if term1 else z.detach()) for z in zs]
-        if cfg.target == "online":
+        if target == "online":
             targets = [z if term2 else z.detach() for z in zs]
-        elif cfg.target == "ema":
+        elif target == "ema":
             targets = [self.encode_target(v) for v in views]
         else:
             if xbar is None:

@@ -18,6 +18,7 @@ from siamdyn.data import AugmentParams, BatchAugment, ImageData, channel_stats, 
 from siamdyn.errors import ConfigError, DataError, SiamdynError, TrainingDiverged
 from siamdyn.eval import encoder_features, weighted_knn
 from siamdyn.methods import SiameseMethod, ema_tau
+from siamdyn.probes.gradients import gradient_split, module_speeds, snapshot
 from siamdyn.probes.collapse import collapse_threshold, effective_rank, normalized_std
 from siamdyn.runs import (CKPT_FILE, MetricsLog, atomic_save, atomic_write_text, check_resume_compatible,
                           load_run_config, prepare_run_dir, write_config)
@@ -159,6 +160,9 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
                 factor = lr_factor(cfg, step, schedule_steps, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.scaled_lr * group["lr_scale"] * (1.0 if group["fixed_lr"] else factor)
+                probe = cfg.probe_every and step % cfg.probe_every == 0
+                if probe:  # on the same views, before the step; restores BN buffers
+                    probe_record = {"step": step + 1, **gradient_split(model, views, xbar)}
                 result = model(views, xbar)
                 loss = result.loss
                 if not torch.isfinite(loss):
@@ -166,7 +170,10 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
                                            f"{os.path.join(out, CKPT_FILE)} — lower lr and start again")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                before = snapshot(model) if probe else None
                 optimizer.step()
+                if probe:
+                    log.write({**probe_record, **module_speeds(model, before)})
                 tau = ema_tau(cfg, step, schedule_steps)
                 model.update_target(tau)
                 step += 1
