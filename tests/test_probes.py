@@ -83,3 +83,7 @@ def test_probes_do_not_change_the_trajectory(tmp_path):
     probes = [r for r in read_metrics(str(tmp_path / "p2")) if "g1_norm" in r]
     assert [r["step"] for r in probes] == [1, 3, 5]
     assert all("speed/predictor" in r and "g2_over_g1/stem" in r for r in probes)
+    from siamdyn.plots import plot_runs
+    paths = plot_runs([str(tmp_path / "p0"), str(tmp_path / "p2")], str(tmp_path / "plots"), proj_dim=32)
+    names = {p.rsplit("/", 1)[-1] for p in paths}
+    assert {"gradient_split.png", "module_speeds.png", "collapse_z_std.png", "loss.png"} <= names

@@ -54,6 +54,52 @@ def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None) ->
                                  f"mean std of {key[0]}/‖{key[0]}‖ per dim", f"collapse metric of the {what}", hl))
     paths.append(plot_metric(runs, "z_erank", os.path.join(out_dir, "effective_rank_z.png"), "RankMe of z",
                              "effective rank of the projector output", logy=True))
+    if any(series(r, "g1_norm")[0] for r in runs.values()):
+        paths.append(plot_gradient_split(runs, os.path.join(out_dir, "gradient_split.png")))
+        paths.append(plot_module_speeds(runs, os.path.join(out_dir, "module_speeds.png")))
     if any(series(r, "knn_acc")[0] for r in runs.values()):
         paths.append(plot_metric(runs, "knn_acc", os.path.join(out_dir, "knn.png"), "kNN accuracy (%)", "weighted kNN"))
     return paths
+
+
+def plot_gradient_split(runs: dict[str, list[dict]], path: str) -> str:
+    """‖g1‖ (solid) and ‖g2‖ (dashed) of SEED_NOTES §3 per run, and their ratio."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (name, records) in enumerate(runs.items()):
+        for key, ls in (("g1_norm", "-"), ("g2_norm", "--")):
+            xs, ys = series(records, key)
+            ax1.plot(xs, ys, ls=ls, color=f"C{i}", label=f"{name} {'‖g1‖ term 1' if key == 'g1_norm' else '‖g2‖ term 2'}")
+        xs, ys = series(records, "g2_over_g1")
+        ax2.plot(xs, ys, color=f"C{i}", label=name)
+    ax1.set_yscale("log")
+    ax1.set_title("encoder gradient through the predictor (g1) and target (g2) branch", fontsize=9)
+    ax2.set_yscale("log")
+    ax2.set_title("‖g2‖ / ‖g1‖", fontsize=9)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_module_speeds(runs: dict[str, list[dict]], path: str) -> str:
+    """Relative update size ‖Δw‖/‖w‖ per module group, one panel per run."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4), squeeze=False)
+    for ax, (name, records) in zip(axes[0], runs.items()):
+        keys = sorted({k for r in records for k in r if k.startswith("speed/")},
+                      key=lambda k: ["stem", "stage1", "stage2", "stage3", "stage4", "projector", "predictor"].index(k[6:]))
+        for key in keys:
+            xs, ys = series(records, key)
+            ax.plot(xs, ys, label=key[6:])
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: ‖Δw‖/‖w‖ per step", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
