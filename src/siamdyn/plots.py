@@ -17,6 +17,19 @@ def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _finish(fig, axes, path: str) -> str:
+    """Common axis dressing, then save and close."""
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_metric(runs: dict[str, list[dict]], key: str, path: str, ylabel: str, title: str,
                 hlines: dict[str, float] | None = None, logy: bool = False) -> str:
     """Overlay `key` against step for each run; `hlines` draws labelled reference levels."""
@@ -30,16 +43,9 @@ def plot_metric(runs: dict[str, list[dict]], key: str, path: str, ylabel: str, t
                     xycoords=("axes fraction", "data"))
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, [ax], path)
 
 
 def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None) -> list[str]:
@@ -75,14 +81,7 @@ def plot_gradient_split(runs: dict[str, list[dict]], path: str) -> str:
     ax1.set_title("encoder gradient through the predictor (g1) and target (g2) branch", fontsize=9)
     ax2.set_yscale("log")
     ax2.set_title("‖g2‖ / ‖g1‖", fontsize=9)
-    for ax in (ax1, ax2):
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, [ax1, ax2], path)
 
 
 def plot_module_speeds(runs: dict[str, list[dict]], path: str) -> str:
@@ -96,10 +95,4 @@ def plot_module_speeds(runs: dict[str, list[dict]], path: str) -> str:
             ax.plot(xs, ys, label=key[6:])
         ax.set_yscale("log")
         ax.set_title(f"{name}: ‖Δw‖/‖w‖ per step", fontsize=9)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, axes[0], path)
