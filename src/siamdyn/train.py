@@ -4,6 +4,7 @@ One call, `train(cfg, out)`, makes a run directory (runs.py) and returns its sum
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -220,10 +221,5 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
                "final_knn_acc": knn_history[-1]["knn_acc"] if knn_history else None, "knn": knn_history,
                "collapse_step": collapse_step, "collapse_threshold": threshold,
                "wall_time_s": time.perf_counter() - t_start}
-    atomic_write_text(os.path.join(out, "summary.json"), _json(summary))
+    atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
     return summary
-
-
-def _json(obj: Any) -> str:
-    import json
-    return json.dumps(obj, indent=2)
