@@ -86,4 +86,75 @@ def test_probes_do_not_change_the_trajectory(tmp_path):
     from siamdyn.plots import plot_runs
     paths = plot_runs([str(tmp_path / "p0"), str(tmp_path / "p2")], str(tmp_path / "plots"), proj_dim=32)
     names = {p.rsplit("/", 1)[-1] for p in paths}
-    assert {"gradient_split.png", "module_speeds.png", "collapse_z_std.png", "loss.png"} <= names
+    assert {"gradient_split.png", "module_speeds.png", "collapse_z_std.png", "loss.png", "alignment_uniformity.png",
+            "cosines.png", "effective_rank_features.png"} <= names
+
+
+def test_alignment_uniformity_and_cosines_on_known_embeddings():
+    from siamdyn.probes.collapse import alignment, mean_cosines, uniformity
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(512, 64, generator=g)
+    same = torch.ones(512, 64)
+    assert alignment(spread, spread) == pytest.approx(0.0, abs=1e-6)
+    assert alignment(spread, -spread) == pytest.approx(4.0, rel=1e-5)  # antipodal unit vectors
+    assert uniformity(same) == pytest.approx(0.0, abs=1e-5)
+    # Random unit vectors in 64-d: ‖ẑi − ẑj‖² ≈ 2, so uniformity ≈ −4 (+ a small spread term).
+    assert -4.0 < uniformity(spread) < -3.5
+    cos_views, cos_images = mean_cosines(spread, spread + 0.01 * torch.randn(512, 64, generator=g))
+    assert cos_views > 0.99 and abs(cos_images) < 0.02
+    assert mean_cosines(same, same) == pytest.approx((1.0, 1.0), abs=1e-5)
+
+
+def _metrics(std, rank, p_std=None):
+    return {"z_std": std, "p_std": std if p_std is None else p_std, "z_erank": rank}
+
+
+def test_collapse_detector_fires_once_on_a_collapsing_sequence_and_never_on_a_healthy_one():
+    from siamdyn.probes.collapse import CollapseDetector
+    d = 64
+    healthy = CollapseDetector(d)
+    assert not any(healthy.update(s, _metrics(0.9 / 8 + 0.01 * (s % 3), 30.0 - s % 5)) for s in range(1, 200))
+    assert healthy.step is None
+    falling = CollapseDetector(d)
+    fired = [falling.update(s, _metrics(0.125 * 0.97 ** s, 40.0)) for s in range(1, 200)]
+    assert fired.count(True) == 1
+    first = fired.index(True) + 1  # 0.125·0.97^s < 0.25/8 first at s = 46
+    assert first == 46 and falling.step == 46 and "std" in falling.reason
+    p_only = CollapseDetector(d)  # z held up by the projector's BN, p gone: still collapse
+    assert p_only.update(7, _metrics(0.1, 20.0, p_std=0.001)) and p_only.step == 7
+    rank = CollapseDetector(d)
+    assert rank.update(3, _metrics(0.12, 1.3)) and "RankMe" in rank.reason
+    assert not CollapseDetector(d, rank_floor=0).update(3, _metrics(0.12, 1.3))
+
+
+def test_predictor_spectrum_alignment_is_one_when_eigenvectors_are_shared():
+    from siamdyn.probes.spectrum import predictor_spectrum
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    scales = torch.linspace(3, 0.5, 16)
+    z = torch.randn(4096, 16, generator=g) * scales @ q.T  # F ≈ Q diag(scales²) Qᵀ
+    shared = predictor_spectrum(q @ torch.diag(scales.sqrt()) @ q.T, z, top=4)  # DirectPred: W_p = F^{1/2}
+    assert shared["pred_eig_alignment"] > 0.98
+    assert shared["pred_asymmetry"] < 1e-5
+    assert shared["pred_eigs"] == pytest.approx(scales.sqrt()[:4].tolist(), rel=1e-4)
+    assert shared["z_corr_eigs"][0] == pytest.approx(9.0, rel=0.1)
+    other = predictor_spectrum(torch.randn(16, 16, generator=g), z, top=4)
+    assert other["pred_eig_alignment"] < 0.9 and other["pred_asymmetry"] > 0.5
+
+
+def test_linear_predictor_run_logs_the_spectrum_and_stop_on_collapse_ends_the_run(tmp_path):
+    cfg = Config.from_preset("simsiam", {**TINY, "max_steps": 4, "probe_every": 2, "predictor": "linear"})
+    train(cfg, str(tmp_path / "lin"), progress=False)
+    probes = [r for r in read_metrics(str(tmp_path / "lin")) if "pred_eigs" in r]
+    assert [r["step"] for r in probes] == [1, 3] and len(probes[0]["pred_eigs"]) == 8
+    steps = [r for r in read_metrics(str(tmp_path / "lin")) if "alignment" in r]
+    assert all(-4.5 < r["uniformity"] <= 0 and r["feature_erank"] >= 1 for r in steps)
+    from siamdyn.plots import plot_runs
+    assert any(p.endswith("predictor_spectrum.png") for p in plot_runs([str(tmp_path / "lin")], str(tmp_path / "pl")))
+    # An impossible rank floor makes the detector fire on the first step; the run then
+    # stops there, with a checkpoint and a final kNN.
+    cfg = cfg.replace(collapse_rank_floor=1e6, stop_on_collapse=True)
+    summary = train(cfg, str(tmp_path / "stop"), progress=False)
+    assert summary["stopped_on_collapse"] and summary["collapse_step"] == 1 and summary["steps"] == 1
+    assert summary["final_knn_acc"] is not None
+    assert torch.load(tmp_path / "stop" / "ckpt" / "last.pt", weights_only=False)["step"] == 1

@@ -16,6 +16,8 @@ from siamdyn.theory.cli import add_theory_commands
 
 def _config_from_args(args: argparse.Namespace) -> Config:
     overrides = parse_overrides(args.set or [])
+    if getattr(args, "stop_on_collapse", False):
+        overrides["stop_on_collapse"] = True
     for flag in ("epochs", "limit", "data_dir", "dataset"):
         value = getattr(args, flag, None)
         if value is not None:
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--stop-on-collapse", action="store_true", help="end the run when the collapse detector fires")
     p.add_argument("--help-config", action="store_true", help="list every config field and exit")
     _add_data_flags(p)
     p.set_defaults(func=cmd_train)

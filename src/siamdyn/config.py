@@ -97,6 +97,8 @@ class Config:
     knn_temperature: float = 0.1
     ckpt_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
     probe_every: int = 50  # steps between gradient-split / module-speed probes; 0 = off
+    collapse_rank_floor: float = 2.0  # detector: RankMe(z) below this counts as collapse; 0 = std only
+    stop_on_collapse: bool = False  # end the run (checkpoint + kNN) when the detector fires
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -186,6 +188,7 @@ class Config:
         _check(self.temperature > 0 and self.knn_temperature > 0, "temperatures must be > 0")
         _check(self.knn_k >= 1, "knn_k must be >= 1")
         _check(self.log_every >= 1, "log_every must be >= 1")
+        _check(self.collapse_rank_floor >= 0, "collapse_rank_floor must be >= 0 (0 turns the rank test off)")
         _check(min(self.knn_every, self.ckpt_every, self.threads, self.image_size, self.probe_every) >= 0,
                "knn_every, ckpt_every, probe_every, threads and image_size must be >= 0")
         if self.target == "ema" and self.grad_terms != "predictor_branch":

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from siamdyn.errors import SiamdynError  # noqa: E402
 from siamdyn.runs import read_metrics  # noqa: E402
 
 
@@ -22,7 +23,8 @@ def _finish(fig, axes, path: str) -> str:
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -48,24 +50,57 @@ def plot_metric(runs: dict[str, list[dict]], key: str, path: str, ylabel: str, t
     return _finish(fig, [ax], path)
 
 
+def _proj_dim(run_dirs: list[str]) -> int | None:
+    """The runs' common output dimension d (for the 1/√d reference lines), if they share one."""
+    from siamdyn.runs import load_run_config
+    try:
+        dims = {load_run_config(d).proj_dim for d in run_dirs}
+    except SiamdynError:
+        return None
+    return dims.pop() if len(dims) == 1 else None
+
+
 def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None) -> list[str]:
-    """The standard plots (loss, collapse std, kNN) for a set of runs."""
+    """Every standard plot for a set of runs; quantities no run logged are skipped."""
     runs = {os.path.basename(os.path.normpath(d)): read_metrics(d) for d in run_dirs}
-    paths = [plot_metric(runs, "loss", os.path.join(out_dir, "loss.png"), "loss", "training loss")]
+    proj_dim = proj_dim or _proj_dim(run_dirs)
+    logged = {k for records in runs.values() for r in records for k in r}
+    path = lambda name: os.path.join(out_dir, name)  # noqa: E731
+    paths = [plot_metric(runs, "loss", path("loss.png"), "loss", "training loss")]
     hl = {}
     if proj_dim:
         hl = {"healthy 1/√d": 1 / math.sqrt(proj_dim), "collapse 0.25/√d": 0.25 / math.sqrt(proj_dim)}
     for key, what in (("z_std", "projector output z"), ("p_std", "predictor output p")):
-        paths.append(plot_metric(runs, key, os.path.join(out_dir, f"collapse_{key}.png"),
+        paths.append(plot_metric(runs, key, path(f"collapse_{key}.png"),
                                  f"mean std of {key[0]}/‖{key[0]}‖ per dim", f"collapse metric of the {what}", hl))
-    paths.append(plot_metric(runs, "z_erank", os.path.join(out_dir, "effective_rank_z.png"), "RankMe of z",
-                             "effective rank of the projector output", logy=True))
-    if any(series(r, "g1_norm")[0] for r in runs.values()):
-        paths.append(plot_gradient_split(runs, os.path.join(out_dir, "gradient_split.png")))
-        paths.append(plot_module_speeds(runs, os.path.join(out_dir, "module_speeds.png")))
-    if any(series(r, "knn_acc")[0] for r in runs.values()):
-        paths.append(plot_metric(runs, "knn_acc", os.path.join(out_dir, "knn.png"), "kNN accuracy (%)", "weighted kNN"))
+    for key, name, what in (("z_erank", "effective_rank_z.png", "projector output z"),
+                            ("feature_erank", "effective_rank_features.png", "backbone features")):
+        if key in logged:
+            paths.append(plot_metric(runs, key, path(name), "RankMe", f"effective rank of the {what}", logy=True))
+    if "alignment" in logged:
+        paths.append(plot_panels(runs, [("alignment", "alignment E‖ẑ1−ẑ2‖² (lower = views agree)"),
+                                        ("uniformity", "uniformity log E exp(−2‖ẑi−ẑj‖²) (0 = collapsed)")],
+                                 path("alignment_uniformity.png")))
+        paths.append(plot_panels(runs, [("cos_views", "mean cos between the two views"),
+                                        ("cos_images", "mean cos between different images")], path("cosines.png")))
+    if "g1_norm" in logged:
+        paths.append(plot_gradient_split(runs, path("gradient_split.png")))
+        paths.append(plot_module_speeds(runs, path("module_speeds.png")))
+    if "pred_eigs" in logged:
+        paths.append(plot_predictor_spectrum(runs, path("predictor_spectrum.png")))
+    if "knn_acc" in logged:
+        paths.append(plot_metric(runs, "knn_acc", path("knn.png"), "kNN accuracy (%)", "weighted kNN"))
     return paths
+
+
+def plot_panels(runs: dict[str, list[dict]], panels: list[tuple[str, str]], path: str) -> str:
+    """One panel per (key, title), runs overlaid in each."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for name, records in runs.items():
+            ax.plot(*series(records, key), label=name)
+        ax.set_title(title, fontsize=9)
+    return _finish(fig, axes[0], path)
 
 
 def plot_gradient_split(runs: dict[str, list[dict]], path: str) -> str:
@@ -96,3 +131,21 @@ def plot_module_speeds(runs: dict[str, list[dict]], path: str) -> str:
         ax.set_yscale("log")
         ax.set_title(f"{name}: ‖Δw‖/‖w‖ per step", fontsize=9)
     return _finish(fig, axes[0], path)
+
+
+def plot_predictor_spectrum(runs: dict[str, list[dict]], path: str) -> str:
+    """DirectPred view of linear-predictor runs: top eigenvalues of sym(W_p) and of F = E[zzᵀ]
+    over training, one row per run, and the eigenvector alignment of F's top directions."""
+    runs = {n: r for n, r in runs.items() if any("pred_eigs" in x for x in r)}
+    fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.6 * len(runs)), squeeze=False)
+    for row, (name, records) in zip(axes, runs.items()):
+        for ax, key, title in ((row[0], "pred_eigs", "eigenvalues of sym(W_p)"), (row[1], "z_corr_eigs", "eigenvalues of F = E[z zᵀ]")):
+            xs, eigs = series(records, key)
+            for j in range(len(eigs[0]) if eigs else 0):
+                ax.plot(xs, [e[j] for e in eigs], label=f"λ{j + 1}")
+            ax.set_title(f"{name}: {title}", fontsize=9)
+        row[1].set_yscale("log")
+        row[2].plot(*series(records, "pred_eig_alignment"), label="|cos(u, W_p u)|, top eigvecs u of F")
+        row[2].plot(*series(records, "pred_asymmetry"), label="‖W−Wᵀ‖/‖W+Wᵀ‖")
+        row[2].set_title(f"{name}: eigenvector alignment", fontsize=9)
+    return _finish(fig, axes.flatten(), path)

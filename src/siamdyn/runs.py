@@ -138,7 +138,8 @@ def load_run_config(run_dir: str) -> Config:
 
 
 # Fields that may change on --resume without changing the trajectory's meaning.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "log_every", "knn_every", "ckpt_every", "probe_every", "device", "threads"}
+RESUMABLE_CHANGES = {"epochs", "max_steps", "log_every", "knn_every", "ckpt_every", "probe_every", "device", "threads",
+                     "stop_on_collapse", "collapse_rank_floor"}
 
 
 def check_resume_compatible(saved: Config, new: Config) -> None:

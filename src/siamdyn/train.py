@@ -19,8 +19,9 @@ from siamdyn.data import AugmentParams, BatchAugment, ImageData, channel_stats, 
 from siamdyn.errors import ConfigError, DataError, SiamdynError, TrainingDiverged
 from siamdyn.eval import encoder_features, weighted_knn
 from siamdyn.methods import SiameseMethod, ema_tau
+from siamdyn.probes.collapse import CollapseDetector, collapse_metrics
 from siamdyn.probes.gradients import gradient_split, module_speeds, snapshot
-from siamdyn.probes.collapse import collapse_threshold, effective_rank, normalized_std
+from siamdyn.probes.spectrum import predictor_spectrum
 from siamdyn.runs import (CKPT_FILE, MetricsLog, atomic_save, atomic_write_text, check_resume_compatible,
                           load_run_config, prepare_run_dir, write_config)
 
@@ -118,8 +119,8 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
     total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps
     images = train_set.images.to(device)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    step, knn_history, collapse_step = 0, [], None
-    threshold = collapse_threshold(cfg.proj_dim)
+    step, knn_history = 0, []
+    detector = CollapseDetector(cfg.proj_dim, rank_floor=cfg.collapse_rank_floor)
 
     if resume:
         ckpt = torch.load(os.path.join(out, CKPT_FILE), map_location=device, weights_only=False)
@@ -127,14 +128,15 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
         optimizer.load_state_dict(ckpt["optimizer"])
         aug_gen.set_state(ckpt["aug_rng"].to(aug_gen.get_state().device) if device.type == "cpu" else ckpt["aug_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
-        step, knn_history, collapse_step = ckpt["step"], ckpt["knn"], ckpt["collapse_step"]
+        step, knn_history = ckpt["step"], ckpt["knn"]
+        detector.step, detector.reason = ckpt["collapse_step"], ckpt.get("collapse_reason")
     else:
         write_config(out, cfg)
 
     def save_checkpoint() -> None:
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "aug_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state(), "knn": knn_history,
-                     "collapse_step": collapse_step, "config": cfg.to_dict(),
+                     "collapse_step": detector.step, "collapse_reason": detector.reason, "config": cfg.to_dict(),
                      "data_mean": mean, "data_std": std}, os.path.join(out, CKPT_FILE))
         log.sync()
 
@@ -145,6 +147,7 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
     bar = tqdm(total=total_steps, initial=step, disable=not progress, desc=desc or cfg.preset, unit="step",
                dynamic_ncols=True, leave=True)
     t_start, t_last, images_seen = time.perf_counter(), time.perf_counter(), 0
+    probe_time, stopped_on_collapse = 0.0, False
     model.train()
     try:
         while step < total_steps:
@@ -163,7 +166,9 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
                     group["lr"] = cfg.scaled_lr * group["lr_scale"] * (1.0 if group["fixed_lr"] else factor)
                 probe = cfg.probe_every and step % cfg.probe_every == 0
                 if probe:  # on the same views, before the step; restores BN buffers
+                    t_probe = time.perf_counter()
                     probe_record = {"step": step + 1, **gradient_split(model, views, xbar)}
+                    probe_time += time.perf_counter() - t_probe
                 result = model(views, xbar)
                 loss = result.loss
                 if not torch.isfinite(loss):
@@ -171,30 +176,37 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
                                            f"{os.path.join(out, CKPT_FILE)} — lower lr and start again")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                t_probe = time.perf_counter()
                 before = snapshot(model) if probe else None
+                probe_time += time.perf_counter() - t_probe
                 optimizer.step()
                 if probe:
-                    log.write({**probe_record, **module_speeds(model, before)})
+                    t_probe = time.perf_counter()
+                    probe_record.update(module_speeds(model, before))
+                    if cfg.predictor == "linear":
+                        probe_record.update(predictor_spectrum(model.predictor.weight, torch.cat(result.z)))
+                    probe_time += time.perf_counter() - t_probe
+                    log.write({**probe_record, "probe_time_s": probe_time})
                 tau = ema_tau(cfg, step, schedule_steps)
                 model.update_target(tau)
                 step += 1
                 images_seen += len(x)
                 if step % cfg.log_every == 0 or step == total_steps:
-                    std_mean, std_min = normalized_std(result.z[0])
-                    p_std, p_std_min = normalized_std(result.p[0])
                     now = time.perf_counter()
                     rate = images_seen / max(1e-9, now - t_last)
                     t_last, images_seen = now, 0
-                    # With SimSiam's projector the last BN keeps z from becoming constant, so
-                    # collapse can show in p (no BN at its end) before it shows in z.
-                    if collapse_step is None and min(std_mean, p_std) < threshold:
-                        collapse_step = step
-                    log.write({"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "z_std": std_mean,
-                               "z_std_min": std_min, "p_std": p_std, "p_std_min": p_std_min,
-                               "z_erank": effective_rank(result.z[0]), "lr": cfg.scaled_lr * factor, "tau": tau,
-                               "images_per_s": rate, "time_s": now - t_start})
-                    bar.set_postfix(loss=f"{loss.item():.3f}", std=f"{std_mean * math.sqrt(cfg.proj_dim):.2f}/√d",
-                                    img_s=f"{rate:.0f}", collapsed="yes" if collapse_step else "no", refresh=False)
+                    metrics = collapse_metrics(result.z, result.p, result.features[0])
+                    fired = detector.update(step, metrics)
+                    log.write({"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), **metrics,
+                               "lr": cfg.scaled_lr * factor, "tau": tau, "images_per_s": rate, "time_s": now - t_start})
+                    bar.set_postfix(loss=f"{loss.item():.3f}", std=f"{metrics['z_std'] * math.sqrt(cfg.proj_dim):.2f}/√d",
+                                    rank=f"{metrics['z_erank']:.1f}", img_s=f"{rate:.0f}",
+                                    collapsed=f"@{detector.step}" if detector.step else "no", refresh=False)
+                    if fired:
+                        bar.write(f"[{desc or cfg.preset}] collapse detected at step {step}: {detector.reason}")
+                        if cfg.stop_on_collapse:
+                            stopped_on_collapse = True
+                            total_steps = step  # end here: the kNN and checkpoint below still run
                 bar.update(1)
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0:
                     save_checkpoint()
@@ -219,7 +231,8 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
         log.close()
     summary = {"preset": cfg.preset, "steps": step, "epochs": step / max(1, steps_per_epoch),
                "final_knn_acc": knn_history[-1]["knn_acc"] if knn_history else None, "knn": knn_history,
-               "collapse_step": collapse_step, "collapse_threshold": threshold,
-               "wall_time_s": time.perf_counter() - t_start}
+               "collapse_step": detector.step, "collapse_reason": detector.reason,
+               "collapse_threshold": detector.threshold, "stopped_on_collapse": stopped_on_collapse,
+               "probe_time_s": probe_time, "wall_time_s": time.perf_counter() - t_start}
     atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
     return summary

@@ -1,6 +1,11 @@
-"""Collapse metrics. The SimSiam paper's (fig. 2) measure: the std over a batch of each
-dimension of the L2-normalised output, averaged over dimensions. For unit vectors spread
-isotropically it is ≈ 1/√d; a collapsed (constant) output gives 0."""
+"""Collapse metrics and the collapse detector.
+
+The SimSiam paper's (fig. 2) measure: the std over a batch of each dimension of the
+L2-normalised output, averaged over dimensions. For unit vectors spread isotropically it
+is ≈ 1/√d; a collapsed (constant) output gives 0. RankMe catches dimensional collapse
+(all outputs on a line) that the std can miss; alignment/uniformity (Wang & Isola 2020)
+and the two mean cosines say whether views agree *because* everything agrees.
+"""
 from __future__ import annotations
 
 import math
@@ -10,6 +15,7 @@ import torch.nn.functional as F
 
 COLLAPSE_FRACTION = 0.25  # a run counts as collapsed below 0.25/√d (DESIGN.md, issue 3)
 HEALTHY_FRACTION = 0.8
+RANK_FLOOR = 2.0  # RankMe(z) below this = (near) rank-one embeddings; healthy runs measured ≥ 10
 
 
 @torch.no_grad()
@@ -30,3 +36,67 @@ def effective_rank(x: torch.Tensor) -> float:
     s = torch.linalg.svdvals(x.float())
     p = s / s.sum().clamp(min=1e-12)
     return float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))
+
+
+@torch.no_grad()
+def alignment(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    """Wang & Isola (2020) alignment, α = 2: E‖ẑ1 − ẑ2‖² over positive pairs (0 = perfect)."""
+    return float((F.normalize(z1.float(), dim=1) - F.normalize(z2.float(), dim=1)).pow(2).sum(1).mean())
+
+
+@torch.no_grad()
+def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
+    """Wang & Isola (2020) uniformity: log E_{i≠j} exp(−t‖ẑi − ẑj‖²). 0 when collapsed,
+    more negative when spread over the sphere (≈ −4 for many points in high dimension)."""
+    sq = torch.pdist(F.normalize(z.float(), dim=1)).pow(2)
+    return float(torch.logsumexp(-t * sq, 0) - math.log(sq.numel()))
+
+
+@torch.no_grad()
+def mean_cosines(z1: torch.Tensor, z2: torch.Tensor) -> tuple[float, float]:
+    """(mean cos between the two views of an image, mean cos between different images).
+    A collapsed encoder has both near 1; a healthy one has the first high, the second low."""
+    a, b = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    gram = a @ a.T
+    n = len(a)
+    between = (gram.sum() - gram.diagonal().sum()) / max(1, n * (n - 1))
+    return float((a * b).sum(1).mean()), float(between)
+
+
+def collapse_metrics(z: list[torch.Tensor], p: list[torch.Tensor], features: torch.Tensor) -> dict[str, float]:
+    """Every per-step collapse number for one batch: z and p are the two views' outputs."""
+    z_std, z_std_min = normalized_std(z[0])
+    p_std, p_std_min = normalized_std(p[0])
+    cos_views, cos_images = mean_cosines(z[0], z[1])
+    return {"z_std": z_std, "z_std_min": z_std_min, "p_std": p_std, "p_std_min": p_std_min,
+            "z_erank": effective_rank(z[0]), "feature_erank": effective_rank(features),
+            "alignment": alignment(z[0], z[1]), "uniformity": uniformity(z[0]),
+            "cos_views": cos_views, "cos_images": cos_images}
+
+
+class CollapseDetector:
+    """Flags the first step where min(std of z, std of p) < fraction/√d, or RankMe(z) < rank_floor.
+
+    Both z and p count: SimSiam's projector ends in a BN, which keeps z from becoming
+    constant, so a collapse can show in p (no BN at its end) before it shows in z.
+    """
+
+    def __init__(self, dim: int, fraction: float = COLLAPSE_FRACTION, rank_floor: float = RANK_FLOOR):
+        self.threshold = collapse_threshold(dim, fraction)
+        self.rank_floor = rank_floor
+        self.step: int | None = None
+        self.reason: str | None = None
+
+    def update(self, step: int, metrics: dict[str, float]) -> bool:
+        """Feed one step's metrics; True exactly once, on the step the detector fires."""
+        if self.step is not None:
+            return False
+        std = min(metrics["z_std"], metrics.get("p_std", metrics["z_std"]))
+        if std < self.threshold:
+            self.reason = f"std {std:.4f} < {self.threshold:.4f}"
+        elif self.rank_floor and metrics["z_erank"] < self.rank_floor:
+            self.reason = f"RankMe(z) {metrics['z_erank']:.2f} < {self.rank_floor}"
+        else:
+            return False
+        self.step = step
+        return True
