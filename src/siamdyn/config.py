@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any
@@ -87,6 +88,7 @@ class Config:
     device: str = "auto"
     threads: int = 0  # 0 = all cores
     deterministic: bool = False
+    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch (SimSiam paper)
     # NHWC convolutions: ≈1.5× faster steps at width 16 on this CPU. `auto` turns them on
     # only for backbone_width >= 16: with torch 2.13's oneDNN, the channels-last backward of
     # the 1×1 shortcut conv hung (spinning in jit_avx2_1x1_convolution_bwd_weights) at width 4.
@@ -167,6 +169,9 @@ class Config:
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not valid{_did_you_mean(value, allowed)}; "
                                   f"choose one of: {', '.join(allowed)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            _check(not isinstance(value, float) or math.isfinite(value), f"{f.name}={value} must be a finite number")
         _check(self.lr > 0, "lr must be > 0")
         _check(0 <= self.tau < 1, "tau must be in [0, 1) (tau=0 is SimSiam's online target)")
         _check(self.mean_views >= 1, "mean_views (K) must be >= 1")

@@ -164,3 +164,16 @@ class SiameseMethod(nn.Module):
         if list(self.predictor.parameters()):
             groups["predictor"] = self.predictor
         return groups
+
+    @torch.no_grad()
+    def nonfinite_gradient(self) -> str | None:
+        """None if every gradient is finite, else "GROUP (PARAM)" of the non-finite gradient
+        nearest the loss: backward runs output → input, so that is where it went bad first."""
+        params = [p for p in self.parameters() if p.grad is not None]
+        if not params or torch.isfinite(torch.stack([p.grad.sum() for p in params]).sum()):
+            return None
+        for group, module in reversed(list(self.module_groups().items())):
+            for name, p in reversed(list(module.named_parameters())):
+                if p.grad is not None and not torch.isfinite(p.grad).all():
+                    return f"{group} ({name})"
+        return "an unlisted parameter"

@@ -79,6 +79,19 @@ class MetricsLog:
             self._f.close()
 
 
+class NullLog:
+    """The log of a process that does not write (DDP ranks other than 0)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(run_dir: str) -> list[dict[str, Any]]:
     path = os.path.join(run_dir, METRICS_FILE)
     if not os.path.exists(path):
@@ -97,8 +110,9 @@ def _parse_lines(path: str) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber an existing run unless told; `resume` needs a checkpoint."""
+def check_run_dir(out: str, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber an existing run unless told; `resume` needs a checkpoint. No side effects,
+    so a run that fails later (bad data, bad config) leaves `out` as it was."""
     has_run = os.path.exists(os.path.join(out, CONFIG_FILE)) or os.path.exists(os.path.join(out, METRICS_FILE))
     if resume:
         if not os.path.exists(os.path.join(out, CKPT_FILE)):
@@ -106,12 +120,46 @@ def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
         return
     if has_run and not overwrite:
         raise SiamdynError(f"run directory {out} already holds a run; pass --overwrite to replace it or --resume to continue it")
-    if has_run:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SiamdynError(f"--out {out} is a file, not a folder; choose another --out")
+
+
+def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
+    """Create `out` (clearing an old run when `overwrite`), once everything else has been checked."""
+    check_run_dir(out, overwrite, resume)
+    if overwrite and not resume:
         for name in (CONFIG_FILE, METRICS_FILE, CKPT_FILE, "summary.json"):
             path = os.path.join(out, name)
             if os.path.exists(path):
                 os.unlink(path)
-    os.makedirs(os.path.join(out, "ckpt"), exist_ok=True)
+    try:
+        os.makedirs(os.path.join(out, "ckpt"), exist_ok=True)
+    except OSError as e:
+        raise SiamdynError(f"cannot create run directory {out} ({e.strerror}); choose another --out") from None
+
+
+def load_checkpoint(run_dir: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The run's last checkpoint, or a one-line error if it cannot be read."""
+    path = os.path.join(run_dir, CKPT_FILE)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # torch.load raises many types on a damaged file
+        raise SiamdynError(f"checkpoint {path} is unreadable ({type(e).__name__}); it cannot be resumed — "
+                           "start the run again with --overwrite") from None
+    missing = {"model", "optimizer", "step"} - set(ckpt if isinstance(ckpt, dict) else ())
+    if missing:
+        raise SiamdynError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by siamdyn train — "
+                           "start the run again with --overwrite")
+    return ckpt
+
+
+def truncate_metrics(run_dir: str, last_step: int) -> None:
+    """Drop metric lines past `last_step` (written after the checkpoint a resume starts from,
+    by a run that was killed), and any half-written line, so the resumed log has no repeats."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if os.path.exists(path):
+        kept = [r for r in _parse_lines(path) if r.get("step", 0) <= last_step]
+        atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
 
 
 def git_commit() -> str:
@@ -139,7 +187,7 @@ def load_run_config(run_dir: str) -> Config:
 
 # Fields that may change on --resume without changing the trajectory's meaning.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "log_every", "knn_every", "ckpt_every", "probe_every", "device", "threads",
-                     "stop_on_collapse", "collapse_rank_floor"}
+                     "stop_on_collapse", "collapse_rank_floor", "data_dir"}  # data_dir: the data may move
 
 
 def check_resume_compatible(saved: Config, new: Config) -> None:

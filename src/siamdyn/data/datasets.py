@@ -7,6 +7,7 @@ Malformed files raise `DataError` with the file and the fix.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import struct
@@ -81,7 +82,7 @@ def parse_idx(raw: bytes, path: str, expect_dims: int) -> np.ndarray:
                         f"(uint8, {expect_dims}-d); {FMNIST_FIX}")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     body = raw[4 + 4 * ndim:]
-    need = int(np.prod(dims))
+    need = math.prod(dims)  # Python ints: no int64 overflow on a hostile header
     if len(body) != need:
         raise DataError(f"{path} holds {len(body)} data bytes but its header {dims} needs {need} (truncated?); {FMNIST_FIX}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
@@ -112,6 +113,17 @@ def load_fashion_mnist(root: str, split: str) -> ImageData:
 
 # --------------------------------------------------------------------------- CIFAR-10
 CIFAR_FIX = "point --data-dir at the extracted `cifar-10-batches-py` folder"
+# The only globals a CIFAR-10 python batch needs; anything else in a pickle is refused,
+# so a hostile or damaged file cannot run code (pickle would call whatever it names).
+_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return super().find_class(module, name)
 
 
 def load_cifar10(root: str, split: str) -> ImageData:
@@ -123,7 +135,7 @@ def load_cifar10(root: str, split: str) -> ImageData:
             raise DataError(f"missing CIFAR-10 batch {path}; {CIFAR_FIX}")
         try:
             with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+                batch = _CifarUnpickler(f, encoding="bytes").load()
         except Exception as e:  # pickle raises many types on garbage input
             raise DataError(f"corrupt CIFAR-10 batch {path} ({type(e).__name__}); {CIFAR_FIX}") from None
         if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:

@@ -17,6 +17,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from siamdyn.distributed import Dist, mean_over_ranks
 from siamdyn.methods import SiameseMethod
 
 ENCODER_GROUPS = ("stem", "stage1", "stage2", "stage3", "stage4", "projector")
@@ -38,8 +39,11 @@ def _flat(grads: list[torch.Tensor | None], params: list[torch.Tensor]) -> torch
     return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
 
 
-def gradient_split(model: SiameseMethod, views: list[torch.Tensor], xbar: torch.Tensor | None = None) -> dict[str, float]:
-    """‖g1‖, ‖g2‖, cos(g1, g2), ‖g2‖/‖g1‖ per encoder group and in total, and ‖∂l/∂p‖."""
+def gradient_split(model: SiameseMethod, views: list[torch.Tensor], xbar: torch.Tensor | None = None,
+                   ctx: Dist = Dist()) -> dict[str, float]:
+    """‖g1‖, ‖g2‖, cos(g1, g2), ‖g2‖/‖g1‖ per encoder group and in total, and ‖∂l/∂p‖.
+    Under DDP each rank's local-batch gradients are averaged, which gives the gradients of
+    the global-batch loss (the mean of the ranks' losses), as in training."""
     groups = model.module_groups()
     params = {name: [p for p in groups[name].parameters() if p.requires_grad] for name in ENCODER_GROUPS}
     flat_params = [p for name in ENCODER_GROUPS for p in params[name]]
@@ -51,11 +55,13 @@ def gradient_split(model: SiameseMethod, views: list[torch.Tensor], xbar: torch.
             out = model(views, xbar, grad_terms=grad_terms, target=target)
             inputs = flat_params + (out.p if term == "g1" else [])
             grads = torch.autograd.grad(out.loss, inputs, allow_unused=True)
-            split[term] = _flat(list(grads[:len(flat_params)]), flat_params)
+            split[term] = mean_over_ranks(ctx, _flat(list(grads[:len(flat_params)]), flat_params))
             if term == "g1":
-                # ∂l/∂p: the seed's ∂L/∂h factor that both dφ/dt and term 1 carry.
-                dl_dp = torch.cat([g.flatten() for g in grads[len(flat_params):] if g is not None])
-    record = {"dl_dp_norm": float(dl_dp.norm())} if dl_dp.numel() else {}
+                # ∂l/∂p: the seed's ∂L/∂h factor that both dφ/dt and term 1 carry. Globally
+                # ∂L/∂p = ∂l_r/∂p / world on rank r's rows, so ‖∂L/∂p‖² = mean_r ‖∂l_r/∂p‖² / world.
+                dl_dp = torch.cat([g.flatten() for g in grads[len(flat_params):] if g is not None] or [torch.zeros(0)])
+                dl_dp_sq = mean_over_ranks(ctx, dl_dp.pow(2).sum()) / ctx.world
+    record = {"dl_dp_norm": float(dl_dp_sq.sqrt())} if dl_dp.numel() else {}
     for name, chunk1, chunk2 in zip(("total",) + ENCODER_GROUPS, (split["g1"],) + split["g1"].split(sizes),
                                     (split["g2"],) + split["g2"].split(sizes)):
         n1, n2 = float(chunk1.norm()), float(chunk2.norm())

@@ -1,0 +1,214 @@
+"""Hostile inputs (issue 8): each meets a one-line error naming the problem and the fix,
+exit code 2, no traceback, and no change to an existing run. `python -m tests.test_hostile`
+prints the table of docs/reliability.md from the same cases, with the messages it got."""
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from siamdyn.cli import main
+from tests.test_data import fake_fmnist, write_idx
+
+# A tiny finished run that every case must leave untouched, and the knobs that make one.
+FAST = ["--set", "backbone_width=4", "--set", "proj_hidden=16", "--set", "proj_dim=16", "--set", "pred_hidden=8",
+        "--set", "batch_size=16", "--set", "max_steps=2", "--set", "knn_k=5", "--no-progress"]
+
+
+def _fmnist(tmp, n_img=40, n_lab=40):
+    d = os.path.join(tmp, "fm")
+    fake_fmnist(d, n_img=n_img, n_lab=n_lab, split="train")
+    fake_fmnist(d, split="t10k")
+    return d
+
+
+def _train(tmp, data_dir, *extra):
+    return ["train", "--data-dir", data_dir, "--out", os.path.join(tmp, "new"), *FAST, *extra]
+
+
+def _corrupt(tmp, name, data, **kw):
+    d = _fmnist(tmp, **kw)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+    return _train(tmp, d)
+
+
+def _truncated_gz(tmp):
+    d = _fmnist(tmp)
+    path = os.path.join(d, "train-images-idx3-ubyte.gz")
+    raw = open(path, "rb").read()
+    open(path, "wb").write(raw[: len(raw) // 2])
+    return _train(tmp, d)
+
+
+def _gz(raw):
+    return gzip.compress(raw)
+
+
+def _imagefolder(tmp, files):
+    from PIL import Image
+    root = os.path.join(tmp, "imgs")
+    for rel, what in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if isinstance(what, tuple):
+            Image.fromarray(np.full((*what, 3), 128, np.uint8)).save(path)
+        else:
+            open(path, "wb").write(what)
+    return _train(tmp, root, "--dataset", "imagefolder")
+
+
+def _good_folder(size=(12, 12)):
+    return {f"{c}/{i}.png": size for c in ("a", "b") for i in range(12)}
+
+
+def _cifar(tmp, batch):
+    root = os.path.join(tmp, "cifar")
+    os.makedirs(root)
+    good = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(os.path.join(root, name), "wb") as f:
+            if name == "data_batch_1":
+                f.write(batch)
+            else:
+                pickle.dump(good, f)
+    return _train(tmp, root, "--dataset", "cifar10")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def _config_file(tmp, text):
+    path = os.path.join(tmp, "c.yaml")
+    open(path, "w").write(text)
+    return ["train", "--config", path, "--out", os.path.join(tmp, "new"), *FAST]
+
+
+def _set(*pairs):
+    return lambda tmp: _train(tmp, _fmnist(tmp), *[a for p in pairs for a in ("--set", p)])
+
+
+def _out_is_file(tmp):
+    path = os.path.join(tmp, "f")
+    open(path, "w").close()
+    return ["train", "--data-dir", _fmnist(tmp), "--out", path, *FAST]
+
+
+def _victim_ckpt(tmp, victim, data):
+    copy = os.path.join(tmp, "copy")
+    shutil.copytree(victim, copy)
+    open(os.path.join(copy, "ckpt", "last.pt"), "wb").write(data)
+    return ["train", "--out", copy, "--resume", "--data-dir", _fmnist(tmp), *FAST]
+
+
+# (what, build argv from (tmp, victim run dir), expected part of the message)
+CASES = [
+    ("truncated .gz file", lambda t, v: _truncated_gz(t), "corrupt or truncated gzip"),
+    ("random bytes in a .gz file", lambda t, v: _corrupt(t, "train-labels-idx1-ubyte.gz", os.urandom(300)), "corrupt or truncated gzip"),
+    ("wrong IDX magic", lambda t, v: _corrupt(t, "train-images-idx3-ubyte.gz", _gz(b"\x00\x00\x09\x03" + bytes(12))), "IDX magic"),
+    ("IDX body shorter than its header says", lambda t, v: _corrupt(t, "train-images-idx3-ubyte.gz",
+                                                                     _gz(b"\x00\x00\x08\x03" + (6).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(100))), "truncated?"),
+    ("image/label count mismatch", lambda t, v: _train(t, _fmnist(t, n_lab=5)), "images but"),
+    ("label outside 0..9", lambda t, v: _corrupt(t, "train-labels-idx1-ubyte.gz", _gz(b"\x00\x00\x08\x01" + (40).to_bytes(4, "big") + bytes([1] * 39 + [200]))), "outside 0..9"),
+    ("missing data file", lambda t, v: (os.unlink(os.path.join(_fmnist(t), "t10k-labels-idx1-ubyte.gz")), _train(t, os.path.join(t, "fm")))[1], "missing data file"),
+    ("data dir does not exist", lambda t, v: _train(t, os.path.join(t, "nowhere")), "does not exist"),
+    ("images too small for the model (4x4)", lambda t, v: _imagefolder(t, _good_folder((4, 4))), "too small"),
+    ("image folder without class folders", lambda t, v: (os.makedirs(os.path.join(t, "empty")), _train(t, os.path.join(t, "empty"), "--dataset", "imagefolder"))[1], "no class subfolders"),
+    ("non-image file in an ImageFolder", lambda t, v: _imagefolder(t, {**_good_folder(), "a/notes.txt": b"hi"}), "non-image file"),
+    ("unreadable image file", lambda t, v: _imagefolder(t, {**_good_folder(), "b/0.png": b"not a png"}), "unreadable image"),
+    ("images of mixed sizes", lambda t, v: _imagefolder(t, {**_good_folder(), "b/0.png": (20, 20)}), "image_size"),
+    ("CIFAR batch with a wrong key", lambda t, v: _cifar(t, pickle.dumps({b"pixels": np.zeros((4, 3072), np.uint8), b"labels": [0] * 4})), "lacks keys"),
+    ("CIFAR batch that is not a pickle", lambda t, v: _cifar(t, b"garbage" * 10), "corrupt CIFAR-10 batch"),
+    ("CIFAR batch with a code-running pickle", lambda t, v: _cifar(t, pickle.dumps(_Evil())), "corrupt CIFAR-10 batch"),
+    ("CIFAR batch with wrong data shape", lambda t, v: _cifar(t, pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4})), "expected uint8 (N, 3072)"),
+    ("unknown preset", lambda t, v: ["train", "--preset", "simsaim", "--out", os.path.join(t, "new")], "did you mean 'simsiam'"),
+    ("unknown method knob value", lambda t, v: _set("predictor=mpl")(t), "did you mean 'mlp'"),
+    ("unknown --set key", lambda t, v: _set("learning_rate=0.1")(t), "unknown config key 'learning_rate'"),
+    ("--set without '='", lambda t, v: _set("lr")(t), "--set expects key=value"),
+    ("wrong type (lr=fast)", lambda t, v: _set("lr=fast")(t), "must be of type float"),
+    ("wrong type (batch_size=3.5)", lambda t, v: _set("batch_size=3.5")(t), "must be of type int"),
+    ("non-finite value (lr=nan)", lambda t, v: _set("lr=nan")(t), "finite"),
+    ("tau outside [0, 1)", lambda t, v: _set("tau=1.0")(t), "tau must be in [0, 1)"),
+    ("lr <= 0", lambda t, v: _set("lr=0")(t), "lr must be > 0"),
+    ("batch larger than the dataset", lambda t, v: _set("batch_size=128")(t), "larger than the 40 training images"),
+    ("K < 1 for the x̄ target", lambda t, v: _set("mean_views=0")(t), "mean_views (K) must be >= 1"),
+    ("negative epochs", lambda t, v: _train(t, _fmnist(t), "--epochs", "-1"), "epochs must be >= 0"),
+    ("EMA target with term 2 asked for", lambda t, v: _set("target=ema", "grad_terms=both")(t), "grad_terms must be predictor_branch"),
+    ("probability outside [0, 1]", lambda t, v: _set("flip_p=1.5")(t), "flip_p must be a probability"),
+    ("config file that is not YAML", lambda t, v: _config_file(t, "lr: [0.1\n"), "not valid YAML"),
+    ("config file that does not exist", lambda t, v: ["train", "--config", os.path.join(t, "none.yaml")], "cannot read config file"),
+    ("existing run dir without --overwrite", lambda t, v: ["train", "--out", v, "--data-dir", _fmnist(t), *FAST], "pass --overwrite"),
+    ("--resume with an incompatible config", lambda t, v: ["train", "--out", v, "--resume", "--data-dir", _fmnist(t), *FAST, "--set", "lr=0.5"], "incompatible config: lr"),
+    ("--resume where no checkpoint exists", lambda t, v: ["train", "--out", os.path.join(t, "new"), "--resume", *FAST], "cannot resume"),
+    ("--resume from a damaged checkpoint", lambda t, v: _victim_ckpt(t, v, b"\x80\x02garbage"), "checkpoint"),
+    ("--out is a file", lambda t, v: _out_is_file(t), "is a file"),
+    ("plot of a folder that is not a run", lambda t, v: ["plot", t], "not a run directory"),
+]
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(folder)):
+        for f in sorted(files):
+            h.update(f.encode() + open(os.path.join(root, f), "rb").read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def victim(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("victim"))
+    out = os.path.join(tmp, "run")
+    assert main(["train", "--data-dir", _fmnist(tmp), "--out", out, *FAST]) == 0
+    return out
+
+
+def run_case(build, tmp, victim, capsys):
+    before = _digest(victim)
+    argv = build(tmp, victim)
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert _digest(victim) == before, "the existing run changed"
+    return code, err, argv
+
+
+@pytest.mark.parametrize("what,build,expected", CASES, ids=[c[0] for c in CASES])
+def test_hostile_input_gets_one_clean_line(what, build, expected, tmp_path, victim, capsys):
+    code, err, argv = run_case(build, str(tmp_path), victim, capsys)
+    assert code == 2, err
+    assert err.startswith("siamdyn: error: ") and "\n" not in err and "Traceback" not in err, err
+    assert expected in err, err
+    if "--out" in argv and "--resume" not in argv and "new" in argv[argv.index("--out") + 1]:
+        assert not os.path.exists(argv[argv.index("--out") + 1]), "a failed run left a run directory behind"
+
+
+def test_table_has_at_least_twenty_rows():
+    assert len(CASES) >= 20
+
+
+if __name__ == "__main__":  # print the reliability table with the messages actually produced
+    import tempfile
+
+    class _Capture:
+        def readouterr(self):
+            return type("R", (), {"err": sys.stderr.getvalue()})()
+
+    import io
+    rows = ["| # | hostile input | error message (exit code) | test |", "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as vt:
+        victim_dir = os.path.join(vt, "run")
+        main(["train", "--data-dir", _fmnist(vt), "--out", victim_dir, *FAST])
+        real_err = sys.stderr
+        for i, (what, build, _) in enumerate(CASES, 1):
+            with tempfile.TemporaryDirectory() as t:
+                sys.stderr = io.StringIO()
+                code, err, _ = run_case(build, t, victim_dir, _Capture())
+                sys.stderr = real_err
+            err = err.replace(t, "…").replace(vt, "…").replace("|", "\\|")
+            rows.append(f"| {i} | {what} | `{err}` ({code}) | `tests/test_hostile.py::test_hostile_input_gets_one_clean_line[{what}]` |")
+    print("\n".join(rows))

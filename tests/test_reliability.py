@@ -1,0 +1,122 @@
+"""Crash safety: SIGKILL at random steps + --resume is bit-identical; SIGTERM saves and
+tells how to resume; non-finite gradients name their module; a failed write keeps the old file."""
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from siamdyn.config import Config
+from siamdyn.errors import SiamdynError, TrainingDiverged
+from siamdyn.methods import SiameseMethod
+from siamdyn.runs import atomic_save, read_metrics
+from siamdyn.train import train
+from tests.conftest import TINY
+
+# 2 epochs of 18 steps on the synthetic set, a checkpoint after every step.
+RUN = {**TINY, "epochs": 2, "deterministic": True, "ckpt_every": 1, "probe_every": 5, "knn_every": 0}
+
+
+def _argv(out, resume=False):
+    sets = [a for k, v in RUN.items() for a in ("--set", f"{k}={v}")]
+    return [sys.executable, "-m", "siamdyn", "train", "--preset", "byol", "--out", str(out), "--no-progress",
+            *sets, *(["--resume"] if resume else [])]
+
+
+def _last_step(out):
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    return max((r.get("step", 0) for r in read_metrics(str(out))), default=0)
+
+
+def _kill_at(out, step, resume):
+    """Start (or resume) the run and SIGKILL it once its log has reached `step`."""
+    proc = subprocess.Popen(_argv(out, resume), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while _last_step(out) < step and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"run ended before step {step}: {proc.stderr.read().decode()[-500:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_at_three_random_steps_then_resume_is_bit_identical(tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    subprocess.run(_argv(ref), check=True, capture_output=True)
+    kills = sorted(random.Random(int(time.time())).sample(range(3, 34), 3))
+    for i, k in enumerate(kills):
+        _kill_at(cut, k, resume=i > 0)
+    done = subprocess.run(_argv(cut, resume=True), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-800:]
+    a = torch.load(ref / "ckpt" / "last.pt", weights_only=False)
+    b = torch.load(cut / "ckpt" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 36
+    for group in ("model", "optimizer"):
+        for k, v in a[group].items() if group == "model" else enumerate(a[group]["state"].values()):
+            w = b[group][k] if group == "model" else list(b[group]["state"].values())[k]["momentum_buffer"]
+            v = v if group == "model" else v["momentum_buffer"]
+            assert torch.equal(v, w), (kills, group, k)
+    # The resumed log holds each step once, as the uninterrupted one does.
+    losses = lambda d: [(r["step"], r["loss"]) for r in read_metrics(str(d)) if "loss" in r]  # noqa: E731
+    assert losses(cut) == losses(ref), kills
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while _last_step(out) < 4 and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 2 and "--resume" in err and "Traceback" not in err
+    step = torch.load(out / "ckpt" / "last.pt", weights_only=False)["step"]
+    assert step >= 4 and _last_step(out) == step
+
+
+def test_nonfinite_gradient_names_the_module_nearest_the_loss():
+    model = SiameseMethod(Config.from_preset("simsiam", TINY), 1)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    assert model.nonfinite_gradient() is None
+    model.backbone.stage2[0].conv1.weight.grad[0, 0, 0, 0] = float("nan")
+    assert model.nonfinite_gradient().startswith("stage2 (")
+    model.projector[0].weight.grad[0, 0] = float("inf")
+    assert model.nonfinite_gradient() == "projector (0.weight)"
+
+
+def test_diverging_run_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    cfg = Config.from_preset("simsiam", {**TINY, "max_steps": 3, "ckpt_every": 1})
+    train(cfg, str(out), progress=False)
+    before = (out / "ckpt" / "last.pt").read_bytes()
+    # lr 1e30 sends the weights to inf within a step or two; the loss or a gradient turns non-finite.
+    with pytest.raises(TrainingDiverged, match=r"at step \d+.*last good checkpoint"):
+        train(cfg.replace(lr=1e30, max_steps=20), str(tmp_path / "boom"), progress=False)
+    assert (out / "ckpt" / "last.pt").read_bytes() == before
+
+
+def test_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path):
+    path = str(tmp_path / "last.pt")
+    atomic_save({"step": 1}, path)
+
+    class Full:
+        def __reduce__(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SiamdynError, match="No space left on device.*previous version is kept"):
+        atomic_save({"step": 2, "x": Full()}, path)
+    assert torch.load(path, weights_only=False) == {"step": 1}
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind
+
+
+def test_half_written_metric_lines_are_skipped(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n" + '{"step": 2, "lo')
+    assert read_metrics(str(tmp_path)) == [{"step": 1, "loss": 0.5}]
