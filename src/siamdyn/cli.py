@@ -42,10 +42,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     from siamdyn.train import train
     cfg = _config_from_args(args)
     out = args.out or os.path.join("runs", cfg.preset)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from siamdyn.runs import check_run_dir
+        check_run_dir(out, args.overwrite, args.resume)  # fail here, in one line, not in N workers
+        return _relaunch_under_torchrun(args.nproc, args.argv)
     summary = train(cfg, out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in summary.items() if k != "knn"}, indent=2))
     print(f"run written to {out}")
     return 0
+
+
+def _relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
+    """`siamdyn train --nproc N ...` = `torchrun --standalone --nproc_per_node N -m siamdyn train ...`."""
+    import subprocess
+    rest = []
+    skip = False
+    for a in argv:  # drop --nproc N / --nproc=N
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "siamdyn", *rest]
+    print("running: " + " ".join(cmd[2:]), file=sys.stderr)
+    return subprocess.call(cmd)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -97,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--nproc", type=int, default=1, help="train with N processes (torchrun + DDP; see docs/distributed.md)")
     p.add_argument("--stop-on-collapse", action="store_true", help="end the run when the collapse detector fires")
     p.add_argument("--help-config", action="store_true", help="list every config field and exit")
     _add_data_flags(p)
@@ -136,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return args.func(args)
     except SiamdynError as e:

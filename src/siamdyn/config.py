@@ -21,7 +21,7 @@ DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
 # The knobs of the design space and their allowed values (DESIGN.md §1).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("fashion-mnist", "cifar10", "imagefolder", "synthetic"),
+    "dataset": ("fashion-mnist", "cifar10", "imagefolder", "synthetic", "synthetic-rgb"),
     "predictor": ("mlp", "linear", "none"),
     "target": ("online", "ema", "view_mean"),
     "grad_terms": ("predictor_branch", "both", "target_branch"),
@@ -32,6 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "init": ("kaiming", "orthogonal", "default", "zero"),
     "device": ("auto", "cpu", "cuda"),
     "channels_last": ("auto", "on", "off"),
+    "precision": ("fp32", "bf16"),
 }
 
 
@@ -42,7 +43,7 @@ class Config:
     data_dir: str = ""  # "" = $SIAMDYN_DATA or the Debian package's folder
     limit: int = 0  # class-balanced subset of the train split; 0 = all
     test_limit: int = 0  # class-balanced subset of the test split; 0 = all
-    image_size: int = 0  # imagefolder only: resize to this side; 0 = keep
+    image_size: int = 0  # imagefolder: resize to this side, 0 = keep; synthetic: side (0 = 28)
     # --- augmentation (DESIGN.md §5); RGB-only ops are skipped on 1 channel
     crop_scale_min: float = 0.2
     crop_scale_max: float = 1.0
@@ -93,6 +94,9 @@ class Config:
     # only for backbone_width >= 16: with torch 2.13's oneDNN, the channels-last backward of
     # the 1×1 shortcut conv hung (spinning in jit_avx2_1x1_convolution_bwd_weights) at width 4.
     channels_last: str = "auto"
+    # bf16 autocast of forward/backward. Measured 5-8x *slower* on this AVX2-only CPU
+    # (bench/results/); worth it on GPUs and CPUs with AVX-512 BF16 / AMX.
+    precision: str = "fp32"
     log_every: int = 1  # steps between metric lines (collapse std, RankMe, loss)
     knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the end
     knn_k: int = 200

@@ -220,6 +220,7 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
                unit="step", dynamic_ncols=True, leave=True)
     t_start, t_last, images_seen = time.perf_counter(), time.perf_counter(), 0
     probes = StepProbes(model, cfg.probe_every, ctx)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     stopped_on_collapse = False
     model.train()
     try:
@@ -235,8 +236,9 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
                 views, xbar = make_views(cfg, augment, x, aug_gen)
                 factor = lr_factor(cfg, step, schedule_steps, steps_per_epoch)
                 set_lr(optimizer, cfg, factor)
-                probes.before_step(step, views, xbar)  # on the same views, before the step
-                result = net(views, xbar)
+                with autocast:
+                    probes.before_step(step, views, xbar)  # on the same views, before the step
+                    result = net(views, xbar)
                 loss = mean_over_ranks(ctx, result.loss.detach())  # the global-batch loss
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; the last good checkpoint is in "

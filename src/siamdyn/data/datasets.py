@@ -227,6 +227,7 @@ def load_split(dataset: str, root: str, split: str, image_size: int = 0) -> Imag
         if not root:
             raise DataError("imagefolder needs --data-dir ROOT with ROOT/CLASS/*.png")
         return load_image_folder(root, split, image_size)
-    if dataset == "synthetic":
-        return make_synthetic(n=600 if split == "train" else 200, seed=0 if split == "train" else 1)
+    if dataset in ("synthetic", "synthetic-rgb"):
+        return make_synthetic(n=600 if split == "train" else 200, size=image_size or 28,
+                              channels=3 if dataset == "synthetic-rgb" else 1, seed=0 if split == "train" else 1)
     raise DataError(f"unknown dataset {dataset!r}")

@@ -1,0 +1,226 @@
+"""Side-by-side training speed: siamdyn's loop vs a typical SSL loop, in one run.
+
+    python bench/speed.py                       # fmnist-small on this machine's CPU
+    python bench/speed.py --device cuda --dataset cifar-shaped --width 64
+    python bench/speed.py --variants typical,siamdyn,siamdyn-probes --steps 100
+
+Each variant runs in its own subprocess (so peak RSS is its own), after `--warmup` steps:
+  typical          per-image augmentation in a torch Dataset + DataLoader, fp32, NCHW,
+                   the same backbone, heads, loss and batch (what lightly / solo-learn
+                   style code does)
+  siamdyn          the real `siamdyn.train.train` loop (batched on-device augmentation,
+                   channels_last, per-step collapse metrics), probes off
+  siamdyn-nchw     the same with channels_last=off
+  siamdyn-bf16     the same under bf16 autocast
+  siamdyn-probes   the same with the default probe_every=50 (the probes' cost)
+Images/s count images per step (each trained in two views). FLOPs per step come from
+torch.utils.flop_counter.FlopCounterMode on one forward + backward; the matmul peak is
+measured here with torch.mm on 2048² matrices.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from siamdyn.config import Config  # noqa: E402
+from siamdyn.methods import SiameseMethod  # noqa: E402
+from siamdyn.runs import read_metrics  # noqa: E402
+
+VARIANTS = {
+    "typical": {},
+    "siamdyn": {"probe_every": 0},
+    "siamdyn-nchw": {"probe_every": 0, "channels_last": "off"},
+    "siamdyn-bf16": {"probe_every": 0, "precision": "bf16"},
+    "siamdyn-probes": {"probe_every": 50},
+}
+
+
+def make_config(args: argparse.Namespace, **extra) -> Config:
+    data = {"dataset": "synthetic-rgb", "image_size": 32} if args.dataset == "cifar-shaped" else {}
+    return Config.from_preset("simsiam", {**data, "backbone_width": args.width, "batch_size": args.batch,
+                                          "device": args.device, "test_limit": 100, "log_every": 1,
+                                          "epochs": 0, "knn_every": 0, **extra})
+
+
+# ----------------------------------------------------------------------------- the typical loop
+class PerImageViews(torch.utils.data.Dataset):
+    """Two views per image, made one image at a time in __getitem__ (torchvision-style
+    RandomResizedCrop, flip, brightness/contrast jitter), as a typical SSL codebase does."""
+
+    def __init__(self, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+        self.images, self.mean, self.std = images, mean.view(-1, 1, 1), std.view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def view(self, img: torch.Tensor) -> torch.Tensor:
+        c, h, w = img.shape
+        for _ in range(10):
+            area = h * w * random.uniform(0.2, 1.0)
+            ratio = math.exp(random.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                top, left = random.randint(0, h - ch), random.randint(0, w - cw)
+                break
+        else:
+            top, left, ch, cw = 0, 0, h, w
+        x = img[:, top:top + ch, left:left + cw].float().div(255)
+        x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        if random.random() < 0.5:
+            x = x.flip(-1)
+        if random.random() < 0.8:
+            x = (x * random.uniform(0.6, 1.4)).clamp(0, 1)
+            m = x.mean()
+            x = ((x - m) * random.uniform(0.6, 1.4) + m).clamp(0, 1)
+        return (x - self.mean) / self.std
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        return self.view(img), self.view(img)
+
+
+def run_typical(args: argparse.Namespace) -> dict:
+    from siamdyn.data import channel_stats
+    from siamdyn.train import build_optimizer, load_data, setup_torch
+    cfg = make_config(args, channels_last="off")
+    device = setup_torch(cfg)
+    train_set, _ = load_data(cfg)
+    mean, std = channel_stats(train_set.images)
+    loader = torch.utils.data.DataLoader(PerImageViews(train_set.images, mean, std), batch_size=cfg.batch_size,
+                                         shuffle=True, drop_last=True, num_workers=args.workers,
+                                         persistent_workers=args.workers > 0)
+    model = SiameseMethod(cfg, train_set.shape[0]).to(device)
+    optimizer = build_optimizer(model, cfg)
+    times, it = [], iter(loader)
+    t = time.perf_counter()
+    for _ in range(args.warmup + args.steps):
+        v1, v2 = next(it)
+        loss = model([v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)]).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        times.append(now - t)
+        t = now
+    return {"step_s": sum(times[args.warmup:]) / args.steps}
+
+
+# ----------------------------------------------------------------------------- siamdyn's loop
+def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
+    from siamdyn.train import train
+    cfg = make_config(args, max_steps=args.warmup + args.steps, **overrides)
+    with tempfile.TemporaryDirectory() as out:
+        summary = train(cfg, out, progress=False)
+        t = {r["step"]: r["time_s"] for r in read_metrics(out) if "time_s" in r}
+    step_s = (t[args.warmup + args.steps] - t[args.warmup]) / args.steps
+    loop_s = t[args.warmup + args.steps]
+    return {"step_s": step_s, "probe_fraction": summary["probe_time_s"] / loop_s}
+
+
+def step_flops(args: argparse.Namespace) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+    cfg = make_config(args)
+    channels = 3 if args.dataset == "cifar-shaped" else 1
+    side = 32 if args.dataset == "cifar-shaped" else 28
+    model = SiameseMethod(cfg, channels)
+    views = [torch.randn(cfg.batch_size, channels, side, side) for _ in range(2)]
+    with FlopCounterMode(display=False) as counter:
+        model(views).loss.backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def child(args: argparse.Namespace) -> None:
+    result = run_typical(args) if args.child == "typical" else run_siamdyn(args, VARIANTS[args.child])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available() and args.device == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", default="typical,siamdyn,siamdyn-nchw,siamdyn-bf16")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the typical loop")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar-shaped"])
+    p.add_argument("--out", help="write the results table (markdown) here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    flops = step_flops(args)
+    peaks = {name: matmul_peak(args.device, dt) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    rows = {}
+    for variant in args.variants.split(","):
+        cmd = [sys.executable, __file__, "--child", variant] + [a for a in sys.argv[1:] if not a.startswith("--out")]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+        if done.returncode or not line:
+            rows[variant] = {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+        else:
+            rows[variant] = json.loads(line[0][7:])
+        print(variant, rows[variant], flush=True)
+    base = rows.get("typical", {}).get("step_s")
+    lines = [f"# Training speed, side by side ({datetime.date.today()})", "",
+             f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+             f"capability {torch.backends.cpu.get_cpu_capability()}, device {args.device}",
+             f"- command: `python bench/speed.py {' '.join(sys.argv[1:])}`",
+             f"- data {args.dataset}, backbone width {args.width}, batch {args.batch} (two views each), "
+             f"{args.warmup} warm-up + {args.steps} timed steps",
+             f"- FLOPs per step (forward + backward, FlopCounterMode): {flops / 1e9:.1f} GFLOP "
+             f"({flops / args.batch / 1e6:.0f} MFLOP per image)",
+             f"- measured matmul peak (2048² torch.mm): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
+             "", "| variant | s/step | images/s | vs typical | GFLOP/s | % fp32 peak | % bf16 peak | peak RSS MB | probe share |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for variant, r in rows.items():
+        if "error" in r:
+            lines.append(f"| {variant} | failed: {r['error']} | | | | | | | |")
+            continue
+        gflops = flops / r["step_s"] / 1e9
+        lines.append(f"| {variant} | {r['step_s']:.3f} | {args.batch / r['step_s']:.0f} | "
+                     f"{base / r['step_s'] if base else float('nan'):.2f}× | {gflops:.0f} | {100 * gflops * 1e9 / peaks['fp32']:.0f} % | "
+                     f"{100 * gflops * 1e9 / peaks['bf16']:.0f} % | {r['peak_rss_mb']:.0f} | "
+                     f"{'%.1f %%' % (100 * r['probe_fraction']) if 'probe_fraction' in r else '—'} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
