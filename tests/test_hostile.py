@@ -209,6 +209,6 @@ if __name__ == "__main__":  # print the reliability table with the messages actu
                 sys.stderr = io.StringIO()
                 code, err, _ = run_case(build, t, victim_dir, _Capture())
                 sys.stderr = real_err
-            err = err.replace(t, "…").replace(vt, "…").replace("|", "\\|")
+            err = err.replace(t, "…").replace(vt, "…").replace("|", "\\|").replace("`", "'")
             rows.append(f"| {i} | {what} | `{err}` ({code}) | `tests/test_hostile.py::test_hostile_input_gets_one_clean_line[{what}]` |")
     print("\n".join(rows))
