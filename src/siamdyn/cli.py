@@ -47,8 +47,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_run_dir(out, args.overwrite, args.resume)  # fail here, in one line, not in N workers
         return _relaunch_under_torchrun(args.nproc, args.argv)
     summary = train(cfg, out, overwrite=args.overwrite, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps({k: v for k, v in summary.items() if k != "knn"}, indent=2))
-    print(f"run written to {out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(json.dumps({k: v for k, v in summary.items() if k != "knn"}, indent=2))
+        print(f"run written to {out}")
     return 0
 
 

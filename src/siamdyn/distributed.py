@@ -100,10 +100,11 @@ def gather_objects(ctx: Dist, obj: object) -> list:
     return out
 
 
-def weights_digest(model: nn.Module) -> str:
-    """sha256 of every parameter and buffer, to check that ranks hold the same weights."""
+def weights_digest(model: nn.Module, buffers: bool = True) -> str:
+    """sha256 of every parameter (and buffer), to check that ranks hold the same weights.
+    Without synchronised BN the BN running statistics legitimately differ between ranks."""
     h = hashlib.sha256()
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    for name, t in list(model.named_parameters()) + (list(model.named_buffers()) if buffers else []):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

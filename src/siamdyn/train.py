@@ -199,7 +199,7 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
         """Every rank joins (its augmentation stream and a digest of its weights are gathered);
         rank 0 writes. Ranks that disagree on the weights stop the run: DDP went wrong."""
         aug_rngs = gather_objects(ctx, aug_gen.get_state())
-        digests = gather_objects(ctx, weights_digest(model)) if ctx.enabled else None
+        digests = gather_objects(ctx, weights_digest(model, buffers=cfg.sync_bn)) if ctx.enabled else None
         if digests and len(set(digests)) > 1:
             raise SiamdynError(f"the {ctx.world} processes hold different weights at step {step}; "
                                "the checkpoint was not written — report this with the config")
