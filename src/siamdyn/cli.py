@@ -1,4 +1,4 @@
-"""`siamdyn COMMAND`: train, demo, baseline, probe, plot, toy, linear.
+"""`siamdyn COMMAND`: train, demo, baseline, probe, plot, experiment, report, toy, linear.
 
 User errors (SiamdynError) are printed on one line, without a traceback, exit code 2.
 """
@@ -108,6 +108,20 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from siamdyn.experiments.runner import run_experiment
+    meta = run_experiment(args.name, args.budget, args.seeds, args.out, progress=not args.no_progress)
+    print(f"{args.name} ({args.budget}, {args.seeds} seed(s)) in {meta['sessions'][-1]['wall_time_s'] / 60:.1f} min; "
+          f"write the findings with `siamdyn report {args.out}`")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from siamdyn.experiments.report import write_report
+    print(write_report(args.dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siamdyn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", default="plots")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("experiment", help="run a named grid H1..H9 (or all): the seed's claims as measurements")
+    p.add_argument("name", help="H1 … H9, or all")
+    p.add_argument("--budget", default="small", help="smoke (CI), small (≤ 90 min for all on 2 cores), full")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="runs/experiments")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("report", help="write DIR/findings.md (+ figures) from an experiment's run directories")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_report)
 
     add_theory_commands(sub)
     return parser

@@ -60,9 +60,11 @@ def _proj_dim(run_dirs: list[str]) -> int | None:
     return dims.pop() if len(dims) == 1 else None
 
 
-def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None) -> list[str]:
-    """Every standard plot for a set of runs; quantities no run logged are skipped."""
-    runs = {os.path.basename(os.path.normpath(d)): read_metrics(d) for d in run_dirs}
+def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None, names: list[str] | None = None) -> list[str]:
+    """Every standard plot for a set of runs; quantities no run logged are skipped.
+    Legends use `names`, or the run folders' names."""
+    names = names or [os.path.basename(os.path.normpath(d)) for d in run_dirs]
+    runs = {name: read_metrics(d) for name, d in zip(names, run_dirs)}
     proj_dim = proj_dim or _proj_dim(run_dirs)
     logged = {k for records in runs.values() for r in records for k in r}
     path = lambda name: os.path.join(out_dir, name)  # noqa: E731
@@ -149,3 +151,25 @@ def plot_predictor_spectrum(runs: dict[str, list[dict]], path: str) -> str:
         row[2].plot(*series(records, "pred_asymmetry"), label="‖W−Wᵀ‖/‖W+Wᵀ‖")
         row[2].set_title(f"{name}: eigenvector alignment", fontsize=9)
     return _finish(fig, axes.flatten(), path)
+
+
+def bar_chart(groups: dict[str, dict[str, float]], ylabel: str, path: str, logy: bool = False) -> str:
+    """Grouped bars: one group per key of `groups`, one bar per inner key."""
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.3 * len(groups)), 4))
+    inner = list(dict.fromkeys(k for g in groups.values() for k in g))
+    width = 0.8 / max(1, len(inner))
+    for i, key in enumerate(inner):
+        xs = [j + i * width for j in range(len(groups))]
+        ax.bar(xs, [g.get(key, 0.0) for g in groups.values()], width, label=key)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], list(groups), rotation=20, ha="right", fontsize=8)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    if len(inner) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -16,7 +16,8 @@ from siamdyn.runs import CKPT_FILE, atomic_write_text, load_run_config
 from siamdyn.train import eval_input, load_data, setup_torch
 
 
-def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
+def load_trained(run_dir: str) -> tuple[Any, SiameseMethod, BatchAugment, Any, Any, torch.device]:
+    """(config, model in eval mode, the run's augmentation, train split, test split, device)."""
     cfg = load_run_config(run_dir)
     path = os.path.join(run_dir, CKPT_FILE)
     if not os.path.exists(path):
@@ -26,13 +27,18 @@ def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
     train, test = load_data(cfg)
     model = SiameseMethod(cfg, in_channels=train.shape[0])
     model.load_state_dict(ckpt["model"])
-    model = model.to(device, memory_format=cfg.memory_format)
-    model.eval()
+    model = model.to(device, memory_format=cfg.memory_format).eval()
     augment = BatchAugment(AugmentParams.from_config(cfg), ckpt["data_mean"].to(device), ckpt["data_std"].to(device))
+    return cfg, model, augment, train, test, device
+
+
+def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
+    cfg, model, augment, train, test, device = load_trained(run_dir)
+    step = torch.load(os.path.join(run_dir, CKPT_FILE), map_location="cpu", weights_only=False)["step"]
     t0 = time.perf_counter()
     bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
     t_feat = time.perf_counter() - t0
-    result = {"run": run_dir, "step": ckpt["step"],
+    result = {"run": run_dir, "step": step,
               "knn_acc": weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,
                                       num_classes=len(train.classes)),
               **linear_probe(bank, train.labels, queries, test.labels, epochs=epochs, seed=cfg.seed),

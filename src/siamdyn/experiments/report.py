@@ -1,0 +1,128 @@
+"""`siamdyn report DIR`: findings.md (+ PNGs) from the run directories of an experiment alone.
+
+Each verdict: the claim, the measurement (mean ± std over seeds), the collapse threshold,
+the call, and a figure."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from typing import Any
+
+from siamdyn.errors import SiamdynError
+from siamdyn.experiments.grids import GRIDS, grid_cells
+from siamdyn.plots import plot_runs
+from siamdyn.probes.collapse import COLLAPSE_FRACTION, RANK_FLOOR
+from siamdyn.runs import atomic_write_text, load_run_config, read_metrics
+
+THRESHOLD = f"collapse = min(std z, std p) < {COLLAPSE_FRACTION}/√d or RankMe(z) < {RANK_FLOOR} at any step"
+
+
+def _ms(xs: list[float], fmt: str = "{:.2f}") -> str:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not xs:
+        return "—"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{fmt.format(statistics.mean(xs))} ± {fmt.format(sd)}"
+
+
+def cell_stats(out: str, cell, seeds: int) -> dict[str, Any] | None:
+    """Final numbers of a cell over its finished seeds (None if none finished)."""
+    rows = []
+    for seed in range(seeds):
+        run = cell.run_dir(out, seed)
+        if not os.path.exists(os.path.join(run, "summary.json")):
+            continue
+        summary = json.load(open(os.path.join(run, "summary.json")))
+        recs = read_metrics(run)
+        last = [r for r in recs if "z_std" in r][-1]
+        probes = [r for r in recs if "g1_norm" in r]
+        d = math.sqrt(load_run_config(run).proj_dim)
+        rows.append({"collapsed": summary["collapse_step"] is not None, "z_std": last["z_std"] * d,
+                     "p_std": last["p_std"] * d, "rank": last["z_erank"], "knn": summary["final_knn_acc"],
+                     "g2_over_g1": probes[-1]["g2_over_g1"] if probes else None,
+                     "pred_speed_ratio": _speed_ratio(probes[-1]) if probes else None, "run": run})
+    if not rows:
+        return None
+    col = lambda k: [r[k] for r in rows]  # noqa: E731
+    return {"n": len(rows), "collapsed": sum(col("collapsed")), "z_std": _ms(col("z_std")), "p_std": _ms(col("p_std")),
+            "rank": _ms(col("rank"), "{:.1f}"), "knn": _ms(col("knn")), "knn_mean": statistics.mean(col("knn")),
+            "g2_over_g1": _ms(col("g2_over_g1")), "pred_speed_ratio": _ms(col("pred_speed_ratio")),
+            "runs": col("run")}
+
+
+def _speed_ratio(probe: dict) -> float | None:
+    """Predictor speed over the mean encoder-stage speed (> 1: the predictor moves faster)."""
+    enc = [probe[f"speed/{g}"] for g in ("stem", "stage1", "stage2", "stage3", "stage4", "projector") if f"speed/{g}" in probe]
+    return probe["speed/predictor"] / (sum(enc) / len(enc)) if "speed/predictor" in probe and enc else None
+
+
+def _table(stats: dict[str, dict], extra: tuple[str, ...] = ()) -> list[str]:
+    head = ["cell", "collapsed (runs)", "z std·√d", "p std·√d", "RankMe(z)", "kNN %", *extra]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = {"‖g2‖/‖g1‖ (last probe)": "g2_over_g1", "predictor / encoder speed": "pred_speed_ratio"}
+    for name, s in stats.items():
+        if s is None:
+            lines.append(f"| {name} | not run | | | | |" + " |" * len(extra))
+            continue
+        cells = [name, f"{s['collapsed']}/{s['n']}", s["z_std"], s["p_std"], s["rank"], s["knn"]] + [s[keys[e]] for e in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _call(stats: dict, healthy: list[str], collapsing: list[str]) -> str:
+    ok = all(stats.get(c) and stats[c]["collapsed"] == 0 for c in healthy) and \
+         all(stats.get(c) and stats[c]["collapsed"] == stats[c]["n"] for c in collapsing)
+    return "**supported**" if ok else "**not supported** (see the table)"
+
+
+CLAIMS = {
+    "H1": ("Without stop-gradient SimSiam collapses; with it, it does not (SEED §3, SimSiam §4.1).",
+           ["simsiam"], ["simsiam-no-sg"], ()),
+    "H2": ("Without the predictor SimSiam collapses (SimSiam tab. 1); a linear predictor suffices (DirectPred).",
+           ["simsiam", "linear-predictor"], ["no-predictor"], ()),
+    "H3": ("An EMA target protects as stop-gradient does; τ = 0 is SimSiam up to the loss form.", [], [], ()),
+    "H4": ("The fast/slow argument: a predictor much slower than the encoder loses the protection (SEED §3).",
+           ["pred-lr-x1.0"], ["pred-lr-x0.01"], ("predictor / encoder speed",)),
+    "H5": ("Term 2 (through the target branch) drives collapse; term 1 alone does not (SEED §3).",
+           ["predictor_branch"], ["both", "target_branch"], ("‖g2‖/‖g1‖ (last probe)",)),
+    "H6": ("Open question of SEED §6: does eq. (10), target f(x̄) without stop-gradient or predictor, collapse?", [], [], ()),
+}
+
+
+def _grid_section(out: str, grid: str, seeds: int, fig_dir: str) -> list[str]:
+    claim, healthy, collapsing, extra = CLAIMS[grid]
+    stats = {c.name: cell_stats(out, c, seeds) for c in grid_cells(grid)}
+    lines = [f"## {grid}", "", f"Claim: {claim}", "", f"Threshold: {THRESHOLD}.", ""] + _table(stats, extra) + [""]
+    if healthy or collapsing:
+        lines += [f"Verdict: {_call(stats, healthy, collapsing)} — expected healthy: {', '.join(healthy)}; "
+                  f"expected collapsed: {', '.join(collapsing)}.", ""]
+    runs = [(name, s["runs"][0]) for name, s in stats.items() if s]
+    if runs:
+        plot_runs([r for _, r in runs], os.path.join(fig_dir, grid), names=[n for n, _ in runs])
+        lines += [f"![{grid} collapse std of p](figures/{grid}/collapse_p_std.png) "
+                  f"![{grid} RankMe](figures/{grid}/effective_rank_z.png)", ""]
+    return lines
+
+
+def write_report(out: str) -> str:
+    meta_path = os.path.join(out, "experiment.json")
+    if not os.path.exists(meta_path):
+        raise SiamdynError(f"{out} holds no experiment.json; run `siamdyn experiment NAME --out {out}` first")
+    meta = json.load(open(meta_path))
+    seeds = meta["seeds"]
+    wall = sum(s["wall_time_s"] for s in meta["sessions"])
+    fig_dir = os.path.join(out, "figures")
+    lines = ["# Findings: the seed's claims on real images", "",
+             f"- budget `{meta['budget']}`, {seeds} seed(s) per cell; wall time of all sessions {wall / 60:.1f} min",
+             f"- commands: {'; '.join(sorted({'siamdyn experiment ' + ','.join(s['grids']) for s in meta['sessions']}))} "
+             f"(`--budget {meta['budget']} --seeds {seeds} --out {out}`), then `siamdyn report {out}`", ""]
+    from siamdyn.experiments.report_analyses import analysis_sections
+    for grid in GRIDS:
+        if grid in CLAIMS and any(cell_stats(out, c, seeds) for c in grid_cells(grid)):
+            lines += _grid_section(out, grid, seeds, fig_dir)
+    lines += analysis_sections(out, fig_dir)
+    path = os.path.join(out, "findings.md")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,60 @@
+"""`siamdyn experiment NAME`: run a grid's cells × seeds, skipping finished runs and
+resuming interrupted ones, then its analysis (H7–H9). Every run is a normal run directory."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from tqdm import tqdm
+
+from siamdyn.config import Config
+from siamdyn.errors import SiamdynError
+from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, grid_cells
+from siamdyn.runs import CKPT_FILE, atomic_write_text
+
+
+def cell_config(cell: Cell, budget: str, seed: int) -> Config:
+    return Config.from_preset(cell.preset, {**BUDGETS[budget], **cell.overrides, "seed": seed})
+
+
+def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tuple[str, str]:
+    """Train one run unless it is finished; (run dir, what happened)."""
+    from siamdyn.train import train
+    run_dir = cell.run_dir(out, seed)
+    if os.path.exists(os.path.join(run_dir, "summary.json")):
+        return run_dir, "done before"
+    resume = os.path.exists(os.path.join(run_dir, CKPT_FILE))
+    train(cell_config(cell, budget, seed), run_dir, overwrite=not resume, resume=resume, progress=progress,
+          desc=f"{cell.grid}/{cell.name}/s{seed}")
+    return run_dir, "resumed" if resume else "trained"
+
+
+def run_experiment(name: str, budget: str, seeds: int, out: str, progress: bool = True) -> dict:
+    if budget not in BUDGETS:
+        raise SiamdynError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
+    if seeds < 1:
+        raise SiamdynError("--seeds must be >= 1")
+    names = list(GRIDS) if name == "all" else [name]
+    for n in names:
+        grid_cells(n)  # unknown names fail before anything runs
+    t0 = time.perf_counter()
+    log = {}
+    for n in names:
+        jobs = [(cell, seed) for cell in grid_cells(n) for seed in range(seeds)]
+        for cell, seed in tqdm(jobs, desc=f"{n} ({budget})", disable=not progress, unit="run", leave=False):
+            run_dir, what = run_cell(cell, budget, seed, out, progress=False)
+            log[run_dir] = what
+        if n in ("H7", "H8", "H9"):
+            from siamdyn.experiments import analyses
+            result_path = os.path.join(out, n, "analysis.json")
+            if not os.path.exists(result_path):
+                result = getattr(analyses, f"analyse_{n.lower()}")(out, budget, seeds)
+                atomic_write_text(result_path, json.dumps(result, indent=2))
+    meta_path = os.path.join(out, "experiment.json")
+    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
+    meta.update(budget=budget, seeds=max(seeds, meta.get("seeds", 0)))
+    meta["sessions"].append({"grids": names, "wall_time_s": time.perf_counter() - t0,
+                             "runs": {k: v for k, v in log.items()}})
+    atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    return meta
