@@ -15,8 +15,8 @@ from siamdyn.errors import ConfigError
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(dataset="synthetic", backbone_width=4, proj_hidden=32, proj_dim=32, pred_hidden=8, batch_size=32,
                   epochs=0, max_steps=6, lr=0.5, probe_every=3, knn_k=20, knn_every=0),
-    "small": dict(limit=10000, test_limit=2000, backbone_width=8, batch_size=128, epochs=0, max_steps=150, lr=0.5,
-                  probe_every=25, knn_every=0),
+    "small": dict(limit=10000, test_limit=2000, backbone_width=8, batch_size=128, epochs=0, max_steps=100, lr=0.5,
+                  probe_every=20, knn_every=0),
     "full": dict(epochs=3, lr=0.5, probe_every=50, knn_every=1),
 }
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
