@@ -111,3 +111,18 @@ def test_probe_and_baseline_commands(tmp_path, capsys):
     # The gratings are separable from raw pixels; a zero-init encoder outputs one constant.
     assert base["raw_pixels_weighted_knn"] > 50
     assert base["random_init_zero_weighted_knn"] <= 15
+
+
+def test_time_to_accuracy_reports_the_first_crossing(tmp_path):
+    from siamdyn.train import time_to_accuracy
+    history = [{"step": 10, "knn_acc": 70.0, "time_s": 5.0}, {"step": 20, "knn_acc": 80.0, "time_s": 9.0},
+               {"step": 30, "knn_acc": 79.0, "time_s": 14.0}, {"step": 40, "knn_acc": 86.0, "time_s": 20.0}]
+    assert time_to_accuracy(history, [78.85, 85.54, 90]) == {
+        "78.85": {"time_s": 9.0, "step": 20}, "85.54": {"time_s": 20.0, "step": 40}, "90": None}
+    assert Config.from_preset("simsiam").knn_target_levels == [78.85, 85.54]  # the raw-pixel kNN of fmnist
+    assert Config.from_preset("simsiam", {"dataset": "synthetic"}).knn_target_levels == []
+    with pytest.raises(SiamdynError, match="knn_targets"):
+        Config.from_preset("simsiam", {"knn_targets": "high"})
+    summary = train(Config.from_preset("simsiam", {**TINY, "max_steps": 2, "knn_targets": "1,100"}),
+                    str(tmp_path / "r"), progress=False)
+    assert summary["time_to_knn"]["1"]["step"] == 2 and summary["time_to_knn"]["100"] is None

@@ -18,6 +18,9 @@ import yaml
 from siamdyn.errors import ConfigError
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
+# Raw-pixel kNN on the full splits (weighted k=200 T=0.1, plain euclidean 5-NN), measured by
+# `siamdyn baseline` (bench/results/baseline_fmnist.json): the default time-to-accuracy targets.
+RAW_PIXEL_KNN = {"fashion-mnist": (78.85, 85.54)}
 
 # The knobs of the design space and their allowed values (DESIGN.md §1).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -101,6 +104,10 @@ class Config:
     knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the end
     knn_k: int = 200
     knn_temperature: float = 0.1
+    # Time-to-accuracy: kNN levels (%) whose first crossing time the summary reports. "" =
+    # the dataset's raw-pixel kNN (fashion-mnist: weighted k=200 78.85, plain 5-NN 85.54,
+    # measured by `siamdyn baseline`, bench/results/baseline_fmnist.json); "none" = off.
+    knn_targets: str = ""
     ckpt_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
     probe_every: int = 50  # steps between gradient-split / module-speed probes; 0 = off
     collapse_rank_floor: float = 2.0  # detector: RankMe(z) below this counts as collapse; 0 = std only
@@ -166,6 +173,14 @@ class Config:
     def scaled_lr(self) -> float:
         return self.lr * self.batch_size / 256
 
+    @property
+    def knn_target_levels(self) -> list[float]:
+        if self.knn_targets == "none":
+            return []
+        if not self.knn_targets:
+            return list(RAW_PIXEL_KNN.get(self.dataset, ()))
+        return [float(x) for x in self.knn_targets.split(",")]
+
     # ------------------------------------------------------------------ checks
     def validate(self) -> "Config":
         for key, allowed in CHOICES.items():
@@ -197,6 +212,11 @@ class Config:
         _check(self.temperature > 0 and self.knn_temperature > 0, "temperatures must be > 0")
         _check(self.knn_k >= 1, "knn_k must be >= 1")
         _check(self.log_every >= 1, "log_every must be >= 1")
+        try:
+            levels = self.knn_target_levels
+        except ValueError:
+            raise ConfigError(f"knn_targets={self.knn_targets!r} must be comma-separated percentages, '' or 'none'") from None
+        _check(all(0 < x <= 100 for x in levels), "knn_targets must lie in (0, 100]")
         _check(self.collapse_rank_floor >= 0, "collapse_rank_floor must be >= 0 (0 turns the rank test off)")
         _check(min(self.knn_every, self.ckpt_every, self.threads, self.image_size, self.probe_every) >= 0,
                "knn_every, ckpt_every, probe_every, threads and image_size must be >= 0")

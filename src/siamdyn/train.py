@@ -128,6 +128,15 @@ def knn_accuracy(model: SiameseMethod, augment: BatchAugment, train: ImageData, 
                         num_classes=len(train.classes))
 
 
+def time_to_accuracy(knn_history: list[dict], levels: list[float]) -> dict[str, Any]:
+    """For each kNN level (%), the wall time and step of the first evaluation at or above it (None: never)."""
+    out = {}
+    for level in levels:
+        hit = next((h for h in knn_history if h["knn_acc"] is not None and h["knn_acc"] >= level), None)
+        out[f"{level:g}"] = {"time_s": hit["time_s"], "step": hit["step"]} if hit else None
+    return out
+
+
 class _StopRequested(Exception):
     pass
 
@@ -172,7 +181,7 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
     total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps
     images = train_set.images.to(device)
     aug_gen = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ctx.rank))  # a stream per rank
-    step, knn_history = 0, []
+    step, knn_history, elapsed_before = 0, [], 0.0
     detector = CollapseDetector(cfg.proj_dim, rank_floor=cfg.collapse_rank_floor)
 
     if resume:
@@ -189,6 +198,7 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
             random.setstate(ckpt["python_rng"])
             np.random.set_state(ckpt["numpy_rng"])
         step, knn_history = ckpt["step"], ckpt["knn"]
+        elapsed_before = ckpt.get("elapsed_s", 0.0)  # wall time of the earlier sessions of this run
         detector.step, detector.reason = ckpt["collapse_step"], ckpt.get("collapse_reason")
         if ctx.is_main:
             truncate_metrics(out, step)  # lines a killed run wrote after its last checkpoint
@@ -209,7 +219,8 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
                          "rank_digests": digests, "torch_rng": torch.get_rng_state(),
                          "python_rng": random.getstate(), "numpy_rng": np.random.get_state(), "knn": knn_history,
                          "collapse_step": detector.step, "collapse_reason": detector.reason,
-                         "config": cfg.to_dict(), "data_mean": mean, "data_std": std}, os.path.join(out, CKPT_FILE))
+                         "elapsed_s": elapsed_before + time.perf_counter() - t_start, "config": cfg.to_dict(),
+                         "data_mean": mean, "data_std": std}, os.path.join(out, CKPT_FILE))
             log.sync()
 
     # SIGTERM (and Ctrl-C) end the run at a step boundary with a checkpoint.
@@ -267,7 +278,8 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
                     metrics = collapse_metrics(result.z, result.p, result.features[0])
                     fired = detector.update(step, metrics)
                     log.write({"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), **metrics,
-                               "lr": cfg.scaled_lr * factor, "tau": tau, "images_per_s": rate, "time_s": now - t_start})
+                               "lr": cfg.scaled_lr * factor, "tau": tau, "images_per_s": rate,
+                               "time_s": elapsed_before + now - t_start})
                     bar.set_postfix(loss=f"{loss.item():.3f}", std=f"{metrics['z_std'] * math.sqrt(cfg.proj_dim):.2f}/√d",
                                     rank=f"{metrics['z_erank']:.1f}", img_s=f"{rate:.0f}",
                                     collapsed=f"@{detector.step}" if detector.step else "no", refresh=False)
@@ -284,10 +296,14 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
             if (cfg.knn_every and finished_epoch % cfg.knn_every == 0 and step % steps_per_epoch == 0) or at_end:
                 acc = knn_accuracy(model, augment, train_set, test_set, cfg, device, ctx)
                 knn_history.append({"step": step, "epoch": step / steps_per_epoch, "knn_acc": acc,
-                                    "time_s": time.perf_counter() - t_start})
+                                    "time_s": elapsed_before + time.perf_counter() - t_start})
                 log.write({"step": step, "epoch": step / steps_per_epoch, "knn_acc": acc})
                 if ctx.is_main:
-                    bar.write(f"[{desc or cfg.preset}] epoch {step / steps_per_epoch:.2f}: kNN {acc:.2f} %")
+                    reached = [f"{lv:g} %" for lv in cfg.knn_target_levels
+                               if acc >= lv and not any(h["knn_acc"] >= lv for h in knn_history[:-1])]
+                    bar.write(f"[{desc or cfg.preset}] epoch {step / steps_per_epoch:.2f}: kNN {acc:.2f} %"
+                              + (f" — first at or above {', '.join(reached)} after {knn_history[-1]['time_s']:.0f} s"
+                                 if reached else ""))
             save_checkpoint()
     except (KeyboardInterrupt, _StopRequested):
         save_checkpoint()
@@ -303,7 +319,8 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
                "final_knn_acc": knn_history[-1]["knn_acc"] if knn_history else None, "knn": knn_history,
                "collapse_step": detector.step, "collapse_reason": detector.reason,
                "collapse_threshold": detector.threshold, "stopped_on_collapse": stopped_on_collapse,
-               "probe_time_s": probes.seconds, "wall_time_s": time.perf_counter() - t_start}
+               "time_to_knn": time_to_accuracy(knn_history, cfg.knn_target_levels),
+               "probe_time_s": probes.seconds, "wall_time_s": elapsed_before + time.perf_counter() - t_start}
     if ctx.is_main:
         atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
     return summary
