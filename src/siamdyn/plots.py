@@ -18,18 +18,22 @@ def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _finish(fig, axes, path: str) -> str:
-    """Common axis dressing, then save and close."""
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+def _save(fig, path: str) -> str:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _finish(fig, axes, path: str) -> str:
+    """Common axis dressing (step on x, grid, legend where labelled), then save and close."""
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return _save(fig, path)
 
 
 def plot_metric(runs: dict[str, list[dict]], key: str, path: str, ylabel: str, title: str,
@@ -168,8 +172,4 @@ def bar_chart(groups: dict[str, dict[str, float]], ylabel: str, path: str, logy:
     ax.grid(alpha=0.3, axis="y")
     if len(inner) > 1:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -91,6 +91,32 @@ CLAIMS = {
 }
 
 
+def _collapsed_cells(stats: dict, pick) -> str:
+    cells = [(n, s) for n, s in stats.items() if s and pick(n)]
+    hit = [n for n, s in cells if s["collapsed"] == s["n"]]
+    some = [n for n, s in cells if 0 < s["collapsed"] < s["n"]]
+    return f"{len(hit)} of {len(cells)} cells collapsed in every seed" + (f", {len(some)} in some" if some else "") + \
+        (f" ({', '.join(hit)})" if hit else "")
+
+
+def _verdict_h3(stats: dict) -> str:
+    tau0, ref = stats.get("byol-tau0.0-fixed"), stats.get("simsiam")
+    parts = ["Verdict: EMA targets: " + _collapsed_cells(stats, lambda n: n.startswith("byol")) + "."]
+    if tau0 and ref:
+        parts.append(f"τ = 0 (fixed) vs simsiam: collapsed {tau0['collapsed']}/{tau0['n']} vs {ref['collapsed']}/{ref['n']}, "
+                     f"kNN {tau0['knn']} vs {ref['knn']} % (they differ in the loss form — 2−2cos summed over both "
+                     "orders vs −cos averaged — and in BYOL's heads and decayed predictor lr).")
+    return " ".join(parts)
+
+
+def _verdict_h6(stats: dict) -> str:
+    return ("Verdict: eq. (10) without stop-gradient: " + _collapsed_cells(stats, lambda n: "no-sg" in n)
+            + "; with stop-gradient on the x̄ target: " + _collapsed_cells(stats, lambda n: "-sg-" in n and "no-sg" not in n) + ".")
+
+
+SPECIAL_VERDICTS = {"H3": _verdict_h3, "H6": _verdict_h6}
+
+
 def _grid_section(out: str, grid: str, seeds: int, fig_dir: str) -> list[str]:
     claim, healthy, collapsing, extra = CLAIMS[grid]
     stats = {c.name: cell_stats(out, c, seeds) for c in grid_cells(grid)}
@@ -98,6 +124,8 @@ def _grid_section(out: str, grid: str, seeds: int, fig_dir: str) -> list[str]:
     if healthy or collapsing:
         lines += [f"Verdict: {_call(stats, healthy, collapsing)} — expected healthy: {', '.join(healthy)}; "
                   f"expected collapsed: {', '.join(collapsing)}.", ""]
+    if grid in SPECIAL_VERDICTS:
+        lines += [SPECIAL_VERDICTS[grid](stats), ""]
     runs = [(name, s["runs"][0]) for name, s in stats.items() if s]
     if runs:
         plot_runs([r for _, r in runs], os.path.join(fig_dir, grid), names=[n for n, _ in runs])
