@@ -115,7 +115,7 @@ def test_collapse_detector_fires_once_on_a_collapsing_sequence_and_never_on_a_he
     healthy = CollapseDetector(d)
     assert not any(healthy.update(s, _metrics(0.9 / 8 + 0.01 * (s % 3), 30.0 - s % 5)) for s in range(1, 200))
     assert healthy.step is None
-    falling = CollapseDetector(d)
+    falling = CollapseDetector(d)  # patience 1: the first step below
     fired = [falling.update(s, _metrics(0.125 * 0.97 ** s, 40.0)) for s in range(1, 200)]
     assert fired.count(True) == 1
     first = fired.index(True) + 1  # 0.125·0.97^s < 0.25/8 first at s = 46
@@ -125,6 +125,18 @@ def test_collapse_detector_fires_once_on_a_collapsing_sequence_and_never_on_a_he
     rank = CollapseDetector(d)
     assert rank.update(3, _metrics(0.12, 1.3)) and "RankMe" in rank.reason
     assert not CollapseDetector(d, rank_floor=0).update(3, _metrics(0.12, 1.3))
+
+
+def test_collapse_detector_with_patience_ignores_a_dip_and_dates_a_sustained_collapse():
+    from siamdyn.probes.collapse import CollapseDetector
+    d, low, ok = 64, 0.02, 0.1  # threshold 0.25/8 = 0.03125
+    dip = CollapseDetector(d, patience=10)  # 9 steps below, then recovery (BYOL's early dip)
+    seq = [ok] * 5 + [low] * 9 + [ok] * 50
+    assert not any(dip.update(s, _metrics(v, 20.0)) for s, v in enumerate(seq, 1)) and dip.step is None
+    sustained = CollapseDetector(d, patience=10)
+    seq = [ok] * 5 + [low] * 3 + [ok] + [low] * 30
+    fired = [sustained.update(s, _metrics(v, 20.0)) for s, v in enumerate(seq, 1)]
+    assert fired.index(True) + 1 == 19 and sustained.step == 10 and "held 10 steps" in sustained.reason
 
 
 def test_predictor_spectrum_alignment_is_one_when_eigenvectors_are_shared():
@@ -153,7 +165,7 @@ def test_linear_predictor_run_logs_the_spectrum_and_stop_on_collapse_ends_the_ru
     assert any(p.endswith("predictor_spectrum.png") for p in plot_runs([str(tmp_path / "lin")], str(tmp_path / "pl")))
     # An impossible rank floor makes the detector fire on the first step; the run then
     # stops there, with a checkpoint and a final kNN.
-    cfg = cfg.replace(collapse_rank_floor=1e6, stop_on_collapse=True)
+    cfg = cfg.replace(collapse_rank_floor=1e6, collapse_patience=1, stop_on_collapse=True)
     summary = train(cfg, str(tmp_path / "stop"), progress=False)
     assert summary["stopped_on_collapse"] and summary["collapse_step"] == 1 and summary["steps"] == 1
     assert summary["final_knn_acc"] is not None

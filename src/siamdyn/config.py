@@ -111,6 +111,7 @@ class Config:
     ckpt_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
     probe_every: int = 50  # steps between gradient-split / module-speed probes; 0 = off
     collapse_rank_floor: float = 2.0  # detector: RankMe(z) below this counts as collapse; 0 = std only
+    collapse_patience: int = 50  # detector: steps the condition must hold (BYOL dips briefly early on)
     stop_on_collapse: bool = False  # end the run (checkpoint + kNN) when the detector fires
 
     # ------------------------------------------------------------------ building
@@ -217,6 +218,7 @@ class Config:
         except ValueError:
             raise ConfigError(f"knn_targets={self.knn_targets!r} must be comma-separated percentages, '' or 'none'") from None
         _check(all(0 < x <= 100 for x in levels), "knn_targets must lie in (0, 100]")
+        _check(self.collapse_patience >= 1, "collapse_patience must be >= 1")
         _check(self.collapse_rank_floor >= 0, "collapse_rank_floor must be >= 0 (0 turns the rank test off)")
         _check(min(self.knn_every, self.ckpt_every, self.threads, self.image_size, self.probe_every) >= 0,
                "knn_every, ckpt_every, probe_every, threads and image_size must be >= 0")

@@ -182,7 +182,7 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
     images = train_set.images.to(device)
     aug_gen = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ctx.rank))  # a stream per rank
     step, knn_history, elapsed_before = 0, [], 0.0
-    detector = CollapseDetector(cfg.proj_dim, rank_floor=cfg.collapse_rank_floor)
+    detector = CollapseDetector(cfg.proj_dim, rank_floor=cfg.collapse_rank_floor, patience=cfg.collapse_patience)
 
     if resume:
         ckpt = load_checkpoint(out, device)
@@ -284,7 +284,8 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
                                     rank=f"{metrics['z_erank']:.1f}", img_s=f"{rate:.0f}",
                                     collapsed=f"@{detector.step}" if detector.step else "no", refresh=False)
                     if fired:
-                        bar.write(f"[{desc or cfg.preset}] collapse detected at step {step}: {detector.reason}")
+                        bar.write(f"[{desc or cfg.preset}] collapse detected at step {step} (since step {detector.step}): "
+                                  f"{detector.reason}")
                 if cfg.stop_on_collapse and any_rank(ctx, fired):
                     stopped_on_collapse = True
                     total_steps = step  # end here: the kNN and checkpoint below still run
