@@ -38,23 +38,29 @@ def run_experiment(name: str, budget: str, seeds: int, out: str, progress: bool 
     names = list(GRIDS) if name == "all" else [name]
     for n in names:
         grid_cells(n)  # unknown names fail before anything runs
+    meta_path = os.path.join(out, "experiment.json")
+    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
+    meta.update(budget=budget, seeds=max(seeds, meta.get("seeds", 0)))
+    session = {"grids": names, "wall_time_s": 0.0, "runs": {}}
+    meta["sessions"].append(session)
     t0 = time.perf_counter()
-    log = {}
+
+    def save_meta() -> None:  # after every run, so a killed session still counts its time
+        session["wall_time_s"] = time.perf_counter() - t0
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
+
     for n in names:
         jobs = [(cell, seed) for cell in grid_cells(n) for seed in range(seeds)]
         for cell, seed in tqdm(jobs, desc=f"{n} ({budget})", disable=not progress, unit="run", leave=False):
             run_dir, what = run_cell(cell, budget, seed, out, progress=False)
-            log[run_dir] = what
+            session["runs"][run_dir] = what
+            save_meta()
         if n in ("H7", "H8", "H9"):
             from siamdyn.experiments import analyses
             result_path = os.path.join(out, n, "analysis.json")
             if not os.path.exists(result_path):
                 result = getattr(analyses, f"analyse_{n.lower()}")(out, budget, seeds)
                 atomic_write_text(result_path, json.dumps(result, indent=2))
-    meta_path = os.path.join(out, "experiment.json")
-    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
-    meta.update(budget=budget, seeds=max(seeds, meta.get("seeds", 0)))
-    meta["sessions"].append({"grids": names, "wall_time_s": time.perf_counter() - t0,
-                             "runs": {k: v for k, v in log.items()}})
-    atomic_write_text(meta_path, json.dumps(meta, indent=2))
+            save_meta()
+    save_meta()
     return meta
