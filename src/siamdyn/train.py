@@ -300,8 +300,8 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
                                     "time_s": elapsed_before + time.perf_counter() - t_start})
                 log.write({"step": step, "epoch": step / steps_per_epoch, "knn_acc": acc})
                 if ctx.is_main:
-                    reached = [f"{lv:g} %" for lv in cfg.knn_target_levels
-                               if acc >= lv and not any(h["knn_acc"] >= lv for h in knn_history[:-1])]
+                    crossings = time_to_accuracy(knn_history, cfg.knn_target_levels)
+                    reached = [f"{lv} %" for lv, hit in crossings.items() if hit and hit["step"] == step]
                     bar.write(f"[{desc or cfg.preset}] epoch {step / steps_per_epoch:.2f}: kNN {acc:.2f} %"
                               + (f" — first at or above {', '.join(reached)} after {knn_history[-1]['time_s']:.0f} s"
                                  if reached else ""))

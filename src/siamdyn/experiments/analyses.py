@@ -139,14 +139,13 @@ def analyse_h9(out: str, budget: str, seeds: int) -> dict[str, Any]:
     result: dict[str, Any] = {"settings": a, "runs": {}}
     for cell in grid_cells("H9"):
         for seed in range(seeds):
-            cfg, trained, _, train, _, device = load_trained(cell.run_dir(out, seed))
+            cfg, trained, run_augment, train, _, device = load_trained(cell.run_dir(out, seed))
             torch.manual_seed(seed)
             initial = SiameseMethod(cfg, train.shape[0]).to(device).eval()  # the run's starting weights
             images = train.images[:a["images"]].to(device)
-            from siamdyn.data import channel_stats
-            mean, std = channel_stats(train.images)
-            for crop in (0.2, 0.6):
-                augment = BatchAugment(AugmentParams.from_config(cfg.replace(crop_scale_min=crop)), mean.to(device), std.to(device))
+            for crop in (0.2, 0.6):  # the run's own normalisation, at two crop strengths
+                augment = BatchAugment(AugmentParams.from_config(cfg.replace(crop_scale_min=crop)),
+                                       run_augment.mean, run_augment.std)
                 for when, model in (("init", initial), ("trained", trained.float())):
                     model = model.to(memory_format=torch.contiguous_format)
                     f = _encoder(model)

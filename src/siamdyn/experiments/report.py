@@ -12,6 +12,7 @@ from typing import Any
 
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.grids import GRIDS, grid_cells
+from siamdyn.experiments.report_format import mean_std as _ms
 from siamdyn.plots import plot_runs
 from siamdyn.probes.collapse import COLLAPSE_FRACTION, RANK_FLOOR, CollapseDetector
 from siamdyn.runs import atomic_write_text, load_run_config, read_metrics
@@ -19,14 +20,6 @@ from siamdyn.runs import atomic_write_text, load_run_config, read_metrics
 THRESHOLD = (f"collapsed = at the end of the run (mean of the last 10 logged steps) min(std z, std p) < "
              f"{COLLAPSE_FRACTION}/√d or RankMe(z) < {RANK_FLOOR}; 'dipped' counts runs whose run-time detector "
              f"saw the condition at some step (BYOL's p std dips early and recovers)")
-
-
-def _ms(xs: list[float], fmt: str = "{:.2f}") -> str:
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not xs:
-        return "—"
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{fmt.format(statistics.mean(xs))} ± {fmt.format(sd)}"
 
 
 def cell_stats(out: str, cell, seeds: int) -> dict[str, Any] | None:

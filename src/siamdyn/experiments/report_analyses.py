@@ -7,16 +7,12 @@ import statistics
 from collections import defaultdict
 
 from siamdyn.plots import bar_chart
+from siamdyn.experiments.report_format import mean_std as _ms
 
 
 def _load(out: str, grid: str) -> dict | None:
     path = os.path.join(out, grid, "analysis.json")
     return json.load(open(path)) if os.path.exists(path) else None
-
-
-def _ms(xs: list[float]) -> str:
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.2f} ± {sd:.2f}"
 
 
 def _h7(res: dict, fig_dir: str) -> list[str]:
