@@ -59,15 +59,20 @@ def test_module_speeds_read_one_update():
 
 
 def test_effective_rank_of_known_matrices():
-    assert effective_rank(torch.ones(50, 8)) == pytest.approx(1.0, abs=1e-3)
+    assert float(effective_rank(torch.ones(50, 8))) == pytest.approx(1.0, abs=1e-3)
     q, _ = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(0)))
-    assert effective_rank(q[:, :5] * 3) == pytest.approx(5.0, rel=1e-3)  # 5 equal singular values
-    assert 1.0 < effective_rank(torch.randn(100, 20)) <= 20.0
+    assert float(effective_rank(q[:, :5] * 3)) == pytest.approx(5.0, rel=1e-3)  # 5 equal singular values
+    assert 1.0 < float(effective_rank(torch.randn(100, 20))) <= 20.0
+    # The Gram-eigenvalue route equals RankMe's SVD definition, wide or tall, full rank or not.
+    for x in (torch.randn(64, 200), torch.randn(300, 40), torch.randn(128, 6) @ torch.randn(6, 90)):
+        s = torch.linalg.svdvals(x.double())
+        p = s / s.sum()
+        assert float(effective_rank(x)) == pytest.approx(float(torch.exp(-(p * p.clamp(min=1e-30).log()).sum())), rel=1e-4)
 
 
 def test_normalized_std_healthy_and_collapsed():
     healthy = torch.randn(4096, 64)
-    assert normalized_std(healthy)[0] * 64 ** 0.5 == pytest.approx(1.0, abs=0.05)
+    assert float(normalized_std(healthy)[0]) * 64 ** 0.5 == pytest.approx(1.0, abs=0.05)
     collapsed = torch.ones(256, 64) + 1e-4 * torch.randn(256, 64)
     assert normalized_std(collapsed)[0] < 1e-3
 
@@ -95,14 +100,14 @@ def test_alignment_uniformity_and_cosines_on_known_embeddings():
     g = torch.Generator().manual_seed(0)
     spread = torch.randn(512, 64, generator=g)
     same = torch.ones(512, 64)
-    assert alignment(spread, spread) == pytest.approx(0.0, abs=1e-6)
-    assert alignment(spread, -spread) == pytest.approx(4.0, rel=1e-5)  # antipodal unit vectors
-    assert uniformity(same) == pytest.approx(0.0, abs=1e-5)
+    assert float(alignment(spread, spread)) == pytest.approx(0.0, abs=1e-6)
+    assert float(alignment(spread, -spread)) == pytest.approx(4.0, rel=1e-5)  # antipodal unit vectors
+    assert float(uniformity(same)) == pytest.approx(0.0, abs=1e-5)
     # Random unit vectors in 64-d: ‖ẑi − ẑj‖² ≈ 2, so uniformity ≈ −4 (+ a small spread term).
-    assert -4.0 < uniformity(spread) < -3.5
-    cos_views, cos_images = mean_cosines(spread, spread + 0.01 * torch.randn(512, 64, generator=g))
+    assert -4.0 < float(uniformity(spread)) < -3.5
+    cos_views, cos_images = map(float, mean_cosines(spread, spread + 0.01 * torch.randn(512, 64, generator=g)))
     assert cos_views > 0.99 and abs(cos_images) < 0.02
-    assert mean_cosines(same, same) == pytest.approx((1.0, 1.0), abs=1e-5)
+    assert tuple(map(float, mean_cosines(same, same))) == pytest.approx((1.0, 1.0), abs=1e-5)
 
 
 def _metrics(std, rank, p_std=None):

@@ -85,11 +85,13 @@ def test_nonfinite_gradient_names_the_module_nearest_the_loss():
     model = SiameseMethod(Config.from_preset("simsiam", TINY), 1)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
-    assert model.nonfinite_gradient() is None
+    assert model.nonfinite_gradient() is None and model.nonfinite_gradient(torch.tensor(0.3)) is None
+    assert model.nonfinite_gradient(torch.tensor(float("nan"))) == "loss"
     model.backbone.stage2[0].conv1.weight.grad[0, 0, 0, 0] = float("nan")
     assert model.nonfinite_gradient().startswith("stage2 (")
     model.projector[0].weight.grad[0, 0] = float("inf")
     assert model.nonfinite_gradient() == "projector (0.weight)"
+    assert model.nonfinite_gradient(torch.tensor(float("inf"))) == "loss"  # a bad loss is named before its gradients
 
 
 def test_diverging_run_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):

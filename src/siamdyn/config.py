@@ -44,7 +44,7 @@ class Config:
     # --- data
     dataset: str = "fashion-mnist"
     data_dir: str = ""  # "" = $SIAMDYN_DATA or the Debian package's folder
-    limit: int = 0  # class-balanced subset of the train split; 0 = all
+    limit: int = 0  # class-balanced subset of the train split; 0 = all (synthetic: that many images, ≥ 600)
     test_limit: int = 0  # class-balanced subset of the test split; 0 = all
     image_size: int = 0  # imagefolder: resize to this side, 0 = keep; synthetic: side (0 = 28)
     # --- augmentation (DESIGN.md §5); RGB-only ops are skipped on 1 channel
@@ -100,6 +100,10 @@ class Config:
     # bf16 autocast of forward/backward. Measured 5-8x *slower* on this AVX2-only CPU
     # (bench/results/); worth it on GPUs and CPUs with AVX-512 BF16 / AMX.
     precision: str = "fp32"
+    # torch.compile the training step's forward (the backward follows). Off by default: on
+    # this CPU the convolutions already run in oneDNN and compiling costs a minute up front
+    # (bench/results/); try it on GPUs.
+    compile: bool = False
     log_every: int = 1  # steps between metric lines (collapse std, RankMe, loss)
     knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the end
     knn_k: int = 200

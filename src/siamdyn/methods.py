@@ -166,12 +166,16 @@ class SiameseMethod(nn.Module):
         return groups
 
     @torch.no_grad()
-    def nonfinite_gradient(self) -> str | None:
-        """None if every gradient is finite, else "GROUP (PARAM)" of the non-finite gradient
-        nearest the loss: backward runs output → input, so that is where it went bad first."""
-        params = [p for p in self.parameters() if p.grad is not None]
-        if not params or torch.isfinite(torch.stack([p.grad.sum() for p in params]).sum()):
+    def nonfinite_gradient(self, loss: torch.Tensor | None = None) -> str | None:
+        """None if `loss` and every gradient are finite (one host sync), "loss" if the loss
+        is not, else "GROUP (PARAM)" of the non-finite gradient nearest the loss: backward
+        runs output → input, so that is where it went bad first."""
+        sums = [p.grad.sum() for p in self.parameters() if p.grad is not None]
+        sums += [loss.detach().reshape(())] if loss is not None else []
+        if not sums or torch.isfinite(torch.stack(sums).sum()):
             return None
+        if loss is not None and not torch.isfinite(loss):
+            return "loss"
         for group, module in reversed(list(self.module_groups().items())):
             for name, p in reversed(list(module.named_parameters())):
                 if p.grad is not None and not torch.isfinite(p.grad).all():

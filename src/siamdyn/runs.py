@@ -187,7 +187,7 @@ def load_run_config(run_dir: str) -> Config:
 
 # Fields that may change on --resume without changing the trajectory's meaning.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "log_every", "knn_every", "ckpt_every", "probe_every", "device", "threads",
-                     "stop_on_collapse", "collapse_rank_floor", "collapse_patience", "data_dir"}  # data_dir: the data may move
+                     "stop_on_collapse", "collapse_rank_floor", "collapse_patience", "data_dir", "compile"}  # data_dir: the data may move
 
 
 def check_resume_compatible(saved: Config, new: Config) -> None:

@@ -215,8 +215,9 @@ def make_synthetic(n: int = 600, size: int = 28, channels: int = 1, classes: int
     return ImageData(img, labels.long(), [f"class{i}" for i in range(classes)])
 
 
-def load_split(dataset: str, root: str, split: str, image_size: int = 0) -> ImageData:
-    """Load one split (`train` or `test`) of a named dataset."""
+def load_split(dataset: str, root: str, split: str, image_size: int = 0, synthetic_n: int = 0) -> ImageData:
+    """Load one split (`train` or `test`) of a named dataset. Synthetic train splits hold
+    max(600, synthetic_n) images (CIFAR-sized ones for GPU benchmarks)."""
     if dataset == "fashion-mnist":
         return load_fashion_mnist(root, split)
     if dataset == "cifar10":
@@ -228,6 +229,6 @@ def load_split(dataset: str, root: str, split: str, image_size: int = 0) -> Imag
             raise DataError("imagefolder needs --data-dir ROOT with ROOT/CLASS/*.png")
         return load_image_folder(root, split, image_size)
     if dataset in ("synthetic", "synthetic-rgb"):
-        return make_synthetic(n=600 if split == "train" else 200, size=image_size or 28,
+        return make_synthetic(n=max(600, synthetic_n) if split == "train" else 200, size=image_size or 28,
                               channels=3 if dataset == "synthetic-rgb" else 1, seed=0 if split == "train" else 1)
     raise DataError(f"unknown dataset {dataset!r}")
