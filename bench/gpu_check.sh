@@ -21,24 +21,5 @@ python3 bench/speed.py --device cuda --width 16 --batch 256 --steps 100 --warmup
   --variants typical,siamdyn,siamdyn-bf16,siamdyn-log10 --out "$out/speed_cuda_fmnist.md"
 fi
 [ "$what" = speed ] && exit 0
-for v in "fp32-nchw precision=fp32 channels_last=off" "fp32-channels-last precision=fp32 channels_last=on" \
-         "bf16-channels-last precision=bf16 channels_last=on"; do
-  set -- $v
-  name=$1; shift
-  python3 -m siamdyn.cli train --preset simsiam --epochs 2 --out "/tmp/acc_$name" --overwrite --no-progress \
-    --set device=cuda --set seed=0 $(printf -- '--set %s ' "$@") > "/tmp/acc_$name.log" 2>&1 || tail -3 "/tmp/acc_$name.log"
-done
-python3 - "$out/accuracy_cuda.md" <<'PY'
-import json, sys
-rows = ["| variant | kNN after epoch 1 (%) | after epoch 2 (%) | wall time (s) |", "|---|---|---|---|"]
-for name in ("fp32-nchw", "fp32-channels-last", "bf16-channels-last"):
-    try:
-        s = json.load(open(f"/tmp/acc_{name}/summary.json"))
-        accs = [f"{k['knn_acc']:.2f}" for k in s["knn"]]
-        rows.append(f"| {name} | {' | '.join(accs)} | {s['wall_time_s']:.0f} |")
-    except Exception as e:
-        rows.append(f"| {name} | failed: {e} | | |")
-text = "\n".join(rows) + "\n"
-print(text)
-open(sys.argv[1], "w").write(text)
-PY
+python3 bench/accuracy_check.py --device cuda --variants fp32-nchw,fp32-channels-last,bf16-channels-last \
+  --runs /tmp/acc --out "$out/accuracy_cuda.md"

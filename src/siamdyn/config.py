@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "channels_last": ("auto", "on", "off"),
     "precision": ("fp32", "bf16"),
+    "optimizer": ("sgd", "lars", "adamw"),
 }
 
 
@@ -83,6 +84,7 @@ class Config:
     epochs: int = 5
     max_steps: int = 0  # 0 = epochs × steps per epoch; >0 stops early (same schedule)
     batch_size: int = 256
+    optimizer: str = "sgd"  # sgd (SimSiam), lars (BYOL; SGD with a per-layer trust ratio), adamw
     lr: float = 0.06  # per 256 images: lr_used = lr · batch_size / 256
     momentum: float = 0.9
     weight_decay: float = 5e-4

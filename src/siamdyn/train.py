@@ -53,8 +53,35 @@ def setup_torch(cfg: Config, ctx: Dist = Dist()) -> torch.device:
 
 
 def build_optimizer(model: SiameseMethod, cfg: Config) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.param_groups(), lr=cfg.scaled_lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
+    groups = model.param_groups()
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.scaled_lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "lars":
+        return LARS(groups, lr=cfg.scaled_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+class LARS(torch.optim.SGD):
+    """LARS (You et al. 2017) as BYOL uses it: SGD with momentum whose step for each weight
+    matrix is scaled by the trust ratio η‖w‖ / ‖∇w + λw‖. Biases and BatchNorm parameters
+    (1-d) get plain SGD without weight decay, as in BYOL."""
+
+    def __init__(self, params, lr: float, momentum: float, weight_decay: float, eta: float = 0.001):
+        self.eta = eta
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=0.0)
+        self.lars_weight_decay = weight_decay
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 — torch.optim's signature
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or p.dim() == 1:
+                    continue
+                p.grad.add_(p, alpha=self.lars_weight_decay)
+                w, g = p.norm(), p.grad.norm()
+                trust = torch.where((w > 0) & (g > 0), self.eta * w / g, torch.ones_like(w))
+                p.grad.mul_(trust)
+        return super().step(closure)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, cfg: Config, factor: float) -> None:

@@ -4,6 +4,7 @@ Each verdict: the claim, the measurement (mean ± std over seeds), the collapse 
 the call, and a figure."""
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -133,6 +134,25 @@ def _grid_section(out: str, grid: str, seeds: int, fig_dir: str) -> list[str]:
     return lines
 
 
+def _run_wall(run_dir: str) -> float:
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)["wall_time_s"]
+
+
+def compute_line(out: str, meta: dict) -> str:
+    """The budget in compute: every run's own wall time, plus the time of each session that
+    no run of it accounts for (the H7–H9 analyses, bookkeeping). Sessions that recorded no
+    runs (killed before their first finished) are left out: their runs count by their own times."""
+    runs = sorted(glob.glob(os.path.join(out, "H*", "*", "seed*", "summary.json")))
+    own = [_run_wall(os.path.dirname(r)) for r in runs]
+    rest = sum(max(0.0, s["wall_time_s"] - sum(_run_wall(r) for r, what in s["runs"].items()
+                                               if what != "done before" and os.path.exists(os.path.join(r, "summary.json"))))
+               for s in meta["sessions"] if s["runs"])
+    median = sorted(own)[len(own) // 2] if own else 0.0
+    return (f"- compute: {len(own)} runs, {sum(own) / 60:.1f} min of their own wall time (median {median:.0f} s per run) "
+            f"+ {rest / 60:.1f} min of analyses and bookkeeping = **{(sum(own) + rest) / 60:.1f} min**")
+
+
 def write_report(out: str) -> str:
     meta_path = os.path.join(out, "experiment.json")
     if not os.path.exists(meta_path):
@@ -143,6 +163,7 @@ def write_report(out: str) -> str:
     fig_dir = os.path.join(out, "figures")
     lines = ["# Findings: the seed's claims on real images", "",
              f"- budget `{meta['budget']}`, {seeds} seed(s) per cell; wall time of all sessions {wall / 60:.1f} min",
+             compute_line(out, meta),
              f"- commands: {'; '.join(sorted({'siamdyn experiment ' + ','.join(s['grids']) for s in meta['sessions']}))} "
              f"(`--budget {meta['budget']} --seeds {seeds} --out {out}`), then `siamdyn report {out}`", ""]
     from siamdyn.experiments.report_analyses import analysis_sections

@@ -86,7 +86,8 @@ def collapse_metrics(z: list[torch.Tensor], p: list[torch.Tensor], features: tor
 
 class CollapseDetector:
     """Flags collapse: min(std of z, std of p) < fraction/√d, or RankMe(z) < rank_floor, held
-    for `patience` consecutive updates; `step` is the first step of that streak.
+    for `patience` consecutive steps (counted in steps, whatever log_every is); `step` is the
+    first step of that streak.
 
     Both z and p count: SimSiam's projector ends in a BN, which keeps z from becoming
     constant, so a collapse can show in p (no BN at its end) before it shows in z. The

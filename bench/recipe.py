@@ -1,0 +1,91 @@
+"""Recipe study (issue 7): short fmnist-small runs, each a named change, ranked by kNN.
+
+    python bench/recipe.py [--only NAME,...] [--out runs/recipe] [--table bench/results/recipe_prune.md]
+
+Every run trains on a class-balanced 20 000-image subset of the train split for 2 epochs
+(40 000 images seen, the lr schedule spans those 2 epochs), with the instruments on, and is
+scored by weighted kNN (k=200, T=0.1) with those 20 000 as the bank and 2 000 test images
+as queries. Raw pixels on the same bank and queries are the reference row. Finished runs
+are skipped, so the study can be extended (add a row to STUDY) or resumed after a crash.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from siamdyn.config import Config  # noqa: E402
+from siamdyn.eval import weighted_knn  # noqa: E402
+from siamdyn.runs import read_metrics  # noqa: E402
+from siamdyn.train import load_data, train  # noqa: E402
+
+PRUNE = dict(limit=20000, test_limit=2000, epochs=2, knn_every=0, probe_every=50)
+
+# name: (preset, changes). Names say what changed from the preset's fmnist-small defaults.
+STUDY: dict[str, tuple[str, dict]] = {
+    "simsiam": ("simsiam", {}),
+    "simsiam-lr0.5": ("simsiam", dict(lr=0.5)),
+    "simsiam-lr0.5-crop0.5": ("simsiam", dict(lr=0.5, crop_scale_min=0.5)),
+    "simsiam-lr0.5-batch64": ("simsiam", dict(lr=0.5, batch_size=64)),
+    "simsiam-adamw-lr2e-3": ("simsiam", dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4)),
+    "byol": ("byol", {}),
+    "byol-lr0.5": ("byol", dict(lr=0.5)),
+    "simclr-lr0.5": ("simclr", dict(lr=0.5)),
+}
+
+
+def raw_pixel_knn(cfg: Config) -> float:
+    train_set, test_set = load_data(cfg)
+    flat = lambda d: d.images.flatten(1).float()  # noqa: E731
+    return weighted_knn(flat(train_set), train_set.labels, flat(test_set), test_set.labels, cfg.knn_k, cfg.knn_temperature)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", help="comma-separated STUDY names (default: all)")
+    p.add_argument("--out", default="runs/recipe")
+    p.add_argument("--table", default="bench/results/recipe_prune.md")
+    args = p.parse_args()
+    names = args.only.split(",") if args.only else list(STUDY)
+    unknown = [n for n in names if n not in STUDY]
+    if unknown:
+        sys.exit(f"unknown study row(s) {unknown}; choose from {', '.join(STUDY)}")
+    for name in names:
+        preset, changes = STUDY[name]
+        run_dir = os.path.join(args.out, name)
+        if os.path.exists(os.path.join(run_dir, "summary.json")):
+            continue
+        print(f"[recipe] {name}", flush=True)
+        train(Config.from_preset(preset, {**PRUNE, **changes}), run_dir, overwrite=True, progress=False)
+    rows = [f"| raw pixels (reference) | — | — | {raw_pixel_knn(Config.from_preset('simsiam', PRUNE)):.2f} | | | | |"]
+    for name, (preset, changes) in STUDY.items():
+        path = os.path.join(args.out, name, "summary.json")
+        if not os.path.exists(path):
+            continue
+        s = json.load(open(path))
+        last = [r for r in read_metrics(os.path.join(args.out, name)) if "z_erank" in r][-1]
+        change = ", ".join(f"{k}={v}" for k, v in changes.items()) or "preset defaults"
+        rows.append(f"| {name} | {preset} | {change} | {s['final_knn_acc']:.2f} | {s['wall_time_s']:.0f} | "
+                    f"{last['z_erank']:.1f} | {last['p_std'] * Config.from_preset(preset).proj_dim ** 0.5:.2f} | "
+                    f"{'@' + str(s['collapse_step']) if s['collapse_step'] else 'no'} |")
+    text = "\n".join([
+        f"# Recipe study, pruning stage ({datetime.date.today()})", "",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        f"- command: `python bench/recipe.py {' '.join(sys.argv[1:])}` (runs in {args.out}/)",
+        f"- every run: {json.dumps(PRUNE)}; width-16 ResNet-18; kNN bank = the 20 000 training images, 2 000 test queries",
+        "", "| run | preset | change | kNN (%) | wall s | RankMe z (end) | p std·√d (end) | collapsed |",
+        "|---|---|---|---|---|---|---|---|", *rows]) + "\n"
+    print(text)
+    with open(args.table, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
