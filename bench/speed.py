@@ -14,6 +14,8 @@ Each variant runs in its own subprocess (so peak RSS is its own), after `--warmu
   siamdyn-bf16     the same under bf16 autocast
   siamdyn-probes   the same with the default probe_every=50 (the probes' cost)
   siamdyn-log10    the same with the collapse metrics every 10 steps, not every step
+  siamdyn-fused-views  both views in one pass of 2×batch (BN statistics pooled over views)
+  siamdyn-1thread  torch.set_num_threads(1) (the thread setting's effect)
   siamdyn-compile  the same with torch.compile (compile time is in the warm-up)
   siamdyn-bf16-compile  both
 Images/s count images per step (each trained in two views). FLOPs per step come from
@@ -51,6 +53,8 @@ VARIANTS = {
     "siamdyn-bf16": {"probe_every": 0, "precision": "bf16"},
     "siamdyn-probes": {"probe_every": 50},
     "siamdyn-log10": {"probe_every": 0, "log_every": 10},
+    "siamdyn-fused-views": {"probe_every": 0, "fuse_views": True},
+    "siamdyn-1thread": {"probe_every": 0, "threads": 1},
     "siamdyn-compile": {"probe_every": 0, "compile": True},
     "siamdyn-bf16-compile": {"probe_every": 0, "precision": "bf16", "compile": True},
 }

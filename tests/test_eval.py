@@ -36,3 +36,19 @@ def test_linear_probe_learns_separable_data():
     xte, yte = clusters(seed=1)
     res = linear_probe(xtr, ytr, xte, yte, epochs=20, batch_size=16)
     assert res["linear_test_acc"] == pytest.approx(100.0)
+
+
+def test_bn_folded_encoder_gives_the_same_features_and_leaves_the_model_alone():
+    from siamdyn.config import Config
+    from siamdyn.eval import fused_for_inference
+    from siamdyn.methods import SiameseMethod
+    from tests.conftest import TINY
+    torch.manual_seed(0)
+    model = SiameseMethod(Config.from_preset("simsiam", TINY), 1)
+    model.train()([torch.randn(32, 1, 16, 16) * 2 + 1, torch.randn(32, 1, 16, 16)])  # non-trivial running stats
+    model.eval()
+    x = torch.randn(8, 1, 16, 16)
+    fused = fused_for_inference(model.backbone)
+    n_bn = lambda m: sum(isinstance(c, torch.nn.BatchNorm2d) for c in m.modules())  # noqa: E731
+    assert n_bn(fused) == 0 < n_bn(model.backbone)  # folded away in the copy, kept in the model
+    torch.testing.assert_close(fused(x), model.backbone(x), atol=1e-4, rtol=1e-4)

@@ -106,6 +106,9 @@ class Config:
     # this CPU the convolutions already run in oneDNN and compiling costs a minute up front
     # (bench/results/); try it on GPUs.
     compile: bool = False
+    # Encode both views in one pass of 2×batch: BatchNorm statistics are then pooled over the
+    # views (SimSiam/BYOL normalise each view's batch on its own). Off: faithful by default.
+    fuse_views: bool = False
     log_every: int = 1  # steps between metric lines (collapse std, RankMe, loss)
     knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the end
     knn_k: int = 200

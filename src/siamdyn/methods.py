@@ -98,6 +98,21 @@ class SiameseMethod(nn.Module):
     def encode_target(self, x: torch.Tensor) -> torch.Tensor:
         return self.target_projector(self.target_backbone(x))
 
+    def encode_views(self, views: list[torch.Tensor], target: bool = False) -> tuple[list, list]:
+        """(features, z) of each view, online or (target=True: features None) EMA target.
+        `fuse_views`: one pass over the concatenated views — fewer, larger kernels, but
+        BatchNorm then normalises with the statistics of all views together rather than each
+        view's own batch, as SimSiam and BYOL do (bench/results/ measures both effects)."""
+        if self.cfg.fuse_views and len(views) > 1:
+            if target:
+                return [None] * len(views), list(self.encode_target(torch.cat(views)).chunk(len(views)))
+            f, z = self.encode(torch.cat(views))
+            return list(f.chunk(len(views))), list(z.chunk(len(views)))
+        if target:
+            return [None] * len(views), [self.encode_target(v) for v in views]
+        feats, zs = zip(*(self.encode(v) for v in views))
+        return list(feats), list(zs)
+
     @property
     def pairs(self) -> list[tuple[int, int]]:
         """Ordered (online view, target) pairs: both orders of the two views, or each view
@@ -114,14 +129,14 @@ class SiameseMethod(nn.Module):
         target = target or cfg.target
         term1 = grad_terms in ("predictor_branch", "both")
         term2 = grad_terms in ("both", "target_branch")
-        feats, zs = zip(*(self.encode(v) for v in views))
+        feats, zs = self.encode_views(views)
         # Term 1 off: the predictor still learns from its own input, but no gradient
         # passes through it into the encoder.
         ps = [self.predictor(z if term1 else z.detach()) for z in zs]
         if target == "online":
             targets = [z if term2 else z.detach() for z in zs]
         elif target == "ema":
-            targets = [self.encode_target(v) for v in views]
+            targets = self.encode_views(views, target=True)[1]
         else:
             if xbar is None:
                 raise ValueError("target=view_mean needs the x̄ batch")
@@ -131,7 +146,7 @@ class SiameseMethod(nn.Module):
         # SimSiam averages the two symmetric terms, BYOL sums them (its gradients are twice
         # SimSiam's for the same per-pair loss; lightly PR #1286).
         loss = torch.stack(losses).sum() if cfg.symmetrize == "sum" else torch.stack(losses).mean()
-        return StepOutput(loss, list(zs), ps, targets, list(feats))
+        return StepOutput(loss, zs, ps, targets, feats)
 
     # -------------------------------------------------------------- optimisation
     def param_groups(self) -> list[dict]:
