@@ -38,6 +38,11 @@ STUDY: dict[str, tuple[str, dict]] = {
     "byol": ("byol", {}),
     "byol-lr0.5": ("byol", dict(lr=0.5)),
     "simclr-lr0.5": ("simclr", dict(lr=0.5)),
+    # Second pass: the first pass's two wins (AdamW, milder crops) together, per method.
+    "simsiam-adamw-crop0.5": ("simsiam", dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4, crop_scale_min=0.5)),
+    "byol-adamw-crop0.5": ("byol", dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4, crop_scale_min=0.5)),
+    "simclr-adamw-crop0.5": ("simclr", dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4, crop_scale_min=0.5)),
+    "simclr-lr0.5-crop0.5": ("simclr", dict(lr=0.5, crop_scale_min=0.5)),
 }
 
 

@@ -126,3 +126,23 @@ def test_time_to_accuracy_reports_the_first_crossing(tmp_path):
     summary = train(Config.from_preset("simsiam", {**TINY, "max_steps": 2, "knn_targets": "1,100"}),
                     str(tmp_path / "r"), progress=False)
     assert summary["time_to_knn"]["1"]["step"] == 2 and summary["time_to_knn"]["100"] is None
+
+
+def test_train_applies_the_fmnist_recipe_under_the_users_settings():
+    """`siamdyn train` on Fashion-MNIST = preset + FMNIST_RECIPE[preset] + the user's flags;
+    other data and --paper-recipe get the preset alone; Config.from_preset never changes."""
+    from siamdyn.cli import _config_from_args, build_parser
+    from siamdyn.config import FMNIST_RECIPE
+    assert FMNIST_RECIPE.get("simsiam"), "the simsiam recipe is defined"
+    parse = lambda *a: build_parser().parse_args(["train", *a])  # noqa: E731
+    for preset, recipe in FMNIST_RECIPE.items():
+        cfg = _config_from_args(parse("--preset", preset), recipe=True)
+        assert all(getattr(cfg, k) == v for k, v in recipe.items())
+        paper = Config.from_preset(preset)
+        assert _config_from_args(parse("--preset", preset), recipe=False) == paper
+        assert _config_from_args(parse("--preset", preset, "--dataset", "synthetic"), recipe=True) == \
+            Config.from_preset(preset, {"dataset": "synthetic"})
+    key, value = next(iter(FMNIST_RECIPE["simsiam"].items()))
+    other = {str: "x", float: 0.123, int: 7, bool: True}[type(value)] if key != "optimizer" else "sgd"
+    cfg = _config_from_args(parse("--set", f"{key}={other}"), recipe=True)
+    assert getattr(cfg, key) == other  # the user's --set wins over the recipe

@@ -9,12 +9,14 @@ import json
 import os
 import sys
 
-from siamdyn.config import PRESETS, Config, config_help, parse_overrides
+from siamdyn.config import FMNIST_RECIPE, PRESETS, Config, config_help, parse_overrides
 from siamdyn.errors import SiamdynError
 from siamdyn.theory.cli import add_theory_commands
 
 
-def _config_from_args(args: argparse.Namespace) -> Config:
+def _config_from_args(args: argparse.Namespace, recipe: bool = False) -> Config:
+    """The run's config: preset, then (train on Fashion-MNIST, unless --paper-recipe) the
+    fmnist-small recipe, then the user's flags and --set values, which always win."""
     overrides = parse_overrides(args.set or [])
     if getattr(args, "stop_on_collapse", False):
         overrides["stop_on_collapse"] = True
@@ -25,6 +27,8 @@ def _config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "config", None):
         base = Config.from_yaml(args.config)
         return Config.from_preset(base.preset, {**base.to_dict(), **overrides, "preset": base.preset})
+    if recipe and overrides.get("dataset", "fashion-mnist") == "fashion-mnist":
+        overrides = {**FMNIST_RECIPE.get(args.preset, {}), **overrides}
     return Config.from_preset(args.preset, overrides)
 
 
@@ -40,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(config_help())
         return 0
     from siamdyn.train import train
-    cfg = _config_from_args(args)
+    cfg = _config_from_args(args, recipe=not args.paper_recipe)
     out = args.out or os.path.join("runs", cfg.preset)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from siamdyn.runs import check_run_dir
@@ -136,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--nproc", type=int, default=1, help="train with N processes (torchrun + DDP; see docs/distributed.md)")
     p.add_argument("--stop-on-collapse", action="store_true", help="end the run when the collapse detector fires")
+    p.add_argument("--paper-recipe", action="store_true",
+                   help="train with the preset's paper recipe, not the fmnist-small recipe (docs/recipe.md)")
     p.add_argument("--help-config", action="store_true", help="list every config field and exit")
     _add_data_flags(p)
     p.set_defaults(func=cmd_train)
