@@ -316,7 +316,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 # is Fashion-MNIST, under the user's own --set values; `--paper-recipe` turns it off.
 # `Config.from_preset` itself keeps the papers' recipe (DESIGN.md §5), which the experiment
 # grids, the demo and the tests build on.
-FMNIST_RECIPE: dict[str, dict[str, Any]] = {}
+FMNIST_RECIPE: dict[str, dict[str, Any]] = {
+    # AdamW beat SGD at any lr we tried (66.3 vs 60.1 % kNN in the pruning runs).
+    "simsiam": dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4),
+    # AdamW with milder crops: 65.7 vs 63.6 % (the paper recipe's p std also dips for > 50 steps).
+    "byol": dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4, crop_scale_min=0.5),
+    # SGD at lr 0.5 with milder crops: 77.1 % — above raw pixels (75.9 %) on the same bank.
+    "simclr": dict(lr=0.5, crop_scale_min=0.5),
+}
 
 
 def config_help() -> str:
