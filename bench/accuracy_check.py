@@ -7,14 +7,9 @@ setting, side by side.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import sys
 
-import torch
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from _common import emit, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.train import train  # noqa: E402
@@ -42,16 +37,10 @@ def main() -> None:
         rows.append(f"| {name} | {accs} | {s['wall_time_s']:.0f} |")
         print(rows[-1], flush=True)
     head = " | ".join(f"kNN after epoch {e + 1} (%)" for e in range(args.epochs))
-    text = "\n".join([f"# Accuracy check: speed settings vs the fp32 NCHW baseline ({datetime.date.today()})", "",
-                      f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}",
-                      f"- command: `python bench/accuracy_check.py {' '.join(sys.argv[1:])}`",
+    emit([*header("Accuracy check: speed settings vs the fp32 NCHW baseline", args.device),
                       "- simsiam, fmnist-small defaults (width 16, batch 256, SGD lr 0.06, cosine), seed 0; weighted kNN "
                       "k=200 on all 60 000 / 10 000", "",
-                      f"| variant | {head} | wall time (s) |", "|---" * (args.epochs + 2) + "|", *rows]) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+                      f"| variant | {head} | wall time (s) |", "|---" * (args.epochs + 2) + "|", *rows], args.out)
 
 
 if __name__ == "__main__":

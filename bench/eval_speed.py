@@ -13,15 +13,10 @@ kNN accuracy is computed from each, so a faster variant cannot silently change t
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import sys
 import time
 
 import torch
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from _common import emit, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.data import AugmentParams, BatchAugment, channel_stats  # noqa: E402
@@ -60,17 +55,11 @@ def main() -> None:
         knn_s = time.perf_counter() - t
         rows.append(f"| {name} | {seconds:.1f} | {len(images) / seconds:.0f} | {rel:.1e} | {knn_s:.2f} | {acc:.2f} |")
         print(rows[-1], flush=True)
-    text = "\n".join([f"# Evaluation speed ({datetime.date.today()})", "",
-                      f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}",
-                      f"- command: `python bench/eval_speed.py {' '.join(sys.argv[1:])}`",
+    emit([*header("Evaluation speed", args.device),
                       "- random-init width-16 ResNet-18 (kaiming), fmnist 60 000 + 10 000 images, batch 1024; "
                       "weighted kNN k=200 T=0.1 on the extracted features", "",
                       "| extraction | seconds for 70 000 images | images/s | max rel. diff vs no_grad | kNN seconds (60k × 10k) | kNN acc (%) |",
-                      "|---|---|---|---|---|---|", *rows]) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+                      "|---|---|---|---|---|---|", *rows], args.out)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,11 @@ forward/backward, BatchNorm, elementwise, matmul (heads), augmentation, optimize
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import sys
 import tempfile
 from collections import defaultdict
 
-import torch
+from _common import emit, header
 from torch.profiler import ProfilerActivity, profile
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.train import train  # noqa: E402
@@ -63,10 +57,7 @@ def main() -> None:
         totals[category(e.key)] += e.self_cpu_time_total
         top.append((e.self_cpu_time_total, e.key, e.count))
     whole = sum(totals.values())
-    lines = [f"# Where the time of a training step goes ({datetime.date.today()})", "",
-             f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-             f"capability {torch.backends.cpu.get_cpu_capability()}",
-             f"- command: `python bench/profile_step.py {' '.join(sys.argv[1:])}`",
+    lines = [*header("Where the time of a training step goes", cfg.device),
              f"- simsiam, width {args.width}, batch {cfg.batch_size}, channels_last {cfg.channels_last}, probes off; "
              f"the whole `train()` of {args.steps + 2} steps is profiled (the final kNN over 2 660 images is in 'other' and "
              "'convolution forward')", "",
@@ -76,11 +67,7 @@ def main() -> None:
     lines += ["", "Top 15 operators by self time:", "", "| operator | calls | self CPU (s) |", "|---|---|---|"]
     for t, key, count in sorted(top, reverse=True)[:15]:
         lines.append(f"| `{key}` | {count} | {t / 1e6:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,11 @@ are skipped, so the study can be extended (add a row to STUDY) or resumed after 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 
-import torch
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from _common import emit, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.eval import weighted_knn  # noqa: E402
@@ -80,16 +76,11 @@ def main() -> None:
         rows.append(f"| {name} | {preset} | {change} | {s['final_knn_acc']:.2f} | {s['wall_time_s']:.0f} | "
                     f"{last['z_erank']:.1f} | {last['p_std'] * Config.from_preset(preset).proj_dim ** 0.5:.2f} | "
                     f"{'@' + str(s['collapse_step']) if s['collapse_step'] else 'no'} |")
-    text = "\n".join([
-        f"# Recipe study, pruning stage ({datetime.date.today()})", "",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        f"- command: `python bench/recipe.py {' '.join(sys.argv[1:])}` (runs in {args.out}/)",
+    emit([
+        *header("Recipe study, pruning stage"), f"- runs in {args.out}/",
         f"- every run: {json.dumps(PRUNE)}; width-16 ResNet-18; kNN bank = the 20 000 training images, 2 000 test queries",
         "", "| run | preset | change | kNN (%) | wall s | RankMe z (end) | p std·√d (end) | collapsed |",
-        "|---|---|---|---|---|---|---|---|", *rows]) + "\n"
-    print(text)
-    with open(args.table, "w") as f:
-        f.write(text)
+        "|---|---|---|---|---|---|---|---|", *rows], args.table)
 
 
 if __name__ == "__main__":

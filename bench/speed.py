@@ -25,11 +25,8 @@ measured here with torch.mm on 1024² matrices.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
 import random
 import resource
 import subprocess
@@ -39,8 +36,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from _common import emit, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.methods import SiameseMethod  # noqa: E402
@@ -219,10 +215,7 @@ def main() -> None:
             rows[variant] = json.loads(line[0][7:])
         print(variant, rows[variant], flush=True)
     base = rows.get("typical", {}).get("step_s")
-    lines = [f"# Training speed, side by side ({datetime.date.today()})", "",
-             f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-             f"capability {torch.backends.cpu.get_cpu_capability()}, device {args.device}",
-             f"- command: `python bench/speed.py {' '.join(sys.argv[1:])}`",
+    lines = [*header("Training speed, side by side", args.device),
              f"- data {args.dataset}, backbone width {args.width}, batch {args.batch} (two views each), "
              f"{args.warmup} warm-up + {args.steps} timed steps",
              f"- FLOPs per step (forward + backward, FlopCounterMode): {flops / 1e9:.1f} GFLOP "
@@ -239,11 +232,7 @@ def main() -> None:
                      f"{base / r['step_s'] if base else float('nan'):.2f}× | {gflops:.0f} | {100 * gflops * 1e9 / peaks['fp32']:.0f} % | "
                      f"{100 * gflops * 1e9 / peaks['bf16']:.0f} % | {r['peak_rss_mb']:.0f} | {r.get('peak_gpu_mb', float('nan')):.0f} | " +
                      (f"{r['probe_s']:.2f} s/probe = {100 * r['probe_fraction']:.1f} % of wall" if "probe_s" in r else "—") + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""What every bench script shares: siamdyn's src on the path, the header of a results
+file (title, date, machine, the exact command) and writing it where asked."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+
+def header(title: str, device: str = "cpu") -> list[str]:
+    import torch
+    command = " ".join(["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    return [f"# {title} ({datetime.date.today()})", "",
+            f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"capability {torch.backends.cpu.get_cpu_capability()}, device {device}",
+            f"- command: `{command}`"]
+
+
+def emit(lines: list[str], path: str | None) -> None:
+    """Print the results file and, if `path`, write it there."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text)
