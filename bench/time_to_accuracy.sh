@@ -2,13 +2,16 @@
 # Issue 7's "done when": with the fmnist-small defaults, how long until weighted kNN first
 # reaches the raw-pixel numbers (78.85 %, 85.54 %), over 3 seeds, on this machine.
 #   bash bench/time_to_accuracy.sh [PRESET] [EPOCHS] [OUT]     (default: simsiam 3 bench/results/time_to_accuracy.md)
+# SEEDS="1 2" trains only those seeds (the table always reads seeds 0, 1, 2); MAX_STEPS=N stops
+# each run after N steps of the EPOCHS-long schedule (the same trajectory, cut short).
 # Each run is a plain `siamdyn train` (python -m siamdyn: run with the venv active); kNN on the full 60 000 / 10 000 after every epoch.
 set -euo pipefail
 preset=${1:-simsiam}
 epochs=${2:-3}
 out=${3:-bench/results/time_to_accuracy.md}
-for seed in 0 1 2; do
-  python -m siamdyn train --preset "$preset" --epochs "$epochs" --set seed=$seed --out "runs/tta/$preset-seed$seed" \
+for seed in ${SEEDS:-0 1 2}; do
+  python -m siamdyn train --preset "$preset" --epochs "$epochs" --set seed=$seed --set max_steps=${MAX_STEPS:-0} \
+    --out "runs/tta/$preset-seed$seed" \
     --overwrite --no-progress > "runs/tta-$preset-seed$seed.log" 2>&1 || { tail -3 "runs/tta-$preset-seed$seed.log"; exit 1; }
 done
 python - "$preset" "$epochs" "$out" <<'PY'
