@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -98,20 +99,16 @@ class SiameseMethod(nn.Module):
     def encode_target(self, x: torch.Tensor) -> torch.Tensor:
         return self.target_projector(self.target_backbone(x))
 
-    def encode_views(self, views: list[torch.Tensor], target: bool = False) -> tuple[list, list]:
-        """(features, z) of each view, online or (target=True: features None) EMA target.
-        `fuse_views`: one pass over the concatenated views — fewer, larger kernels, but
-        BatchNorm then normalises with the statistics of all views together rather than each
-        view's own batch, as SimSiam and BYOL do (bench/results/ measures both effects)."""
-        if self.cfg.fuse_views and len(views) > 1:
-            if target:
-                return [None] * len(views), list(self.encode_target(torch.cat(views)).chunk(len(views)))
-            f, z = self.encode(torch.cat(views))
-            return list(f.chunk(len(views))), list(z.chunk(len(views)))
-        if target:
-            return [None] * len(views), [self.encode_target(v) for v in views]
-        feats, zs = zip(*(self.encode(v) for v in views))
-        return list(feats), list(zs)
+    def per_view(self, fn: Callable, views: list[torch.Tensor]) -> list:
+        """[fn(v) for v in views]. `fuse_views`: one call on the concatenated views, split
+        back — fewer, larger kernels, but BatchNorm then normalises with the statistics of all
+        views together rather than each view's own batch, as SimSiam and BYOL do."""
+        if not (self.cfg.fuse_views and len(views) > 1):
+            return [fn(v) for v in views]
+        out = fn(torch.cat(views))
+        if isinstance(out, tuple):
+            return list(zip(*(t.chunk(len(views)) for t in out)))
+        return list(out.chunk(len(views)))
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
@@ -129,14 +126,14 @@ class SiameseMethod(nn.Module):
         target = target or cfg.target
         term1 = grad_terms in ("predictor_branch", "both")
         term2 = grad_terms in ("both", "target_branch")
-        feats, zs = self.encode_views(views)
+        feats, zs = map(list, zip(*self.per_view(self.encode, views)))
         # Term 1 off: the predictor still learns from its own input, but no gradient
         # passes through it into the encoder.
         ps = [self.predictor(z if term1 else z.detach()) for z in zs]
         if target == "online":
             targets = [z if term2 else z.detach() for z in zs]
         elif target == "ema":
-            targets = self.encode_views(views, target=True)[1]
+            targets = self.per_view(self.encode_target, views)
         else:
             if xbar is None:
                 raise ValueError("target=view_mean needs the x̄ batch")
