@@ -104,6 +104,8 @@ def test_probe_and_baseline_commands(tmp_path, capsys):
     assert main(["probe", run, "--epochs", "3"]) == 0
     result = json.loads((tmp_path / "r" / "eval.json").read_text())
     assert 0 <= result["linear_test_acc"] <= 100 and result["step"] == 3
+    assert set(result["knn_weighted_by_k"]) == {"5", "20", "200"} and 0 <= result["knn5_euclidean_acc"] <= 100
+    assert result["knn_weighted_by_k"]["20"] == result["knn_acc"]  # TINY's knn_k is 20: the same vote
     capsys.readouterr()
     assert main(["baseline", "--dataset", "synthetic", "--inits", "kaiming,zero", "--set", "knn_k=20",
                  "--out", str(tmp_path / "b.json")]) == 0

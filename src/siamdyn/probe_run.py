@@ -10,7 +10,7 @@ import torch
 
 from siamdyn.data import AugmentParams, BatchAugment
 from siamdyn.errors import SiamdynError
-from siamdyn.eval import encoder_features, linear_probe, weighted_knn
+from siamdyn.eval import encoder_features, euclidean_knn, linear_probe, weighted_knn
 from siamdyn.methods import SiameseMethod
 from siamdyn.runs import CKPT_FILE, atomic_write_text, load_run_config
 from siamdyn.train import eval_input, load_data, setup_torch
@@ -38,9 +38,13 @@ def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
     t0 = time.perf_counter()
     bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
     t_feat = time.perf_counter() - t0
-    result = {"run": run_dir, "step": step,
-              "knn_acc": weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,
-                                      num_classes=len(train.classes)),
+    knn = lambda k: weighted_knn(bank, train.labels, queries, test.labels, k, cfg.knn_temperature,  # noqa: E731
+                                 num_classes=len(train.classes))
+    result = {"run": run_dir, "step": step, "knn_acc": knn(cfg.knn_k),
+              # The protocols `siamdyn baseline` applies to raw pixels, so the two compare like
+              # for like: its 5-NN (euclidean, majority vote) is the strongest raw-pixel number.
+              "knn_weighted_by_k": {k: knn(k) for k in (5, 20, 200)},
+              "knn5_euclidean_acc": euclidean_knn(bank, train.labels, queries, test.labels, k=5),
               **linear_probe(bank, train.labels, queries, test.labels, epochs=epochs, seed=cfg.seed),
               "feature_time_s": t_feat, "probe_epochs": epochs}
     atomic_write_text(os.path.join(run_dir, "eval.json"), json.dumps(result, indent=2))
