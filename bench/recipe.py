@@ -1,18 +1,21 @@
 """Recipe study (issue 7): short fmnist-small runs, each a named change, ranked by kNN.
 
-    python bench/recipe.py [--only NAME,...] [--out runs/recipe] [--table bench/results/recipe_prune.md]
+    python bench/recipe.py [--only NAME,...] [--seeds 0,1,2] [--out runs/recipe] [--table bench/results/recipe_prune.md]
 
 Every run trains on a class-balanced 20 000-image subset of the train split for 2 epochs
 (40 000 images seen, the lr schedule spans those 2 epochs), with the instruments on, and is
 scored by weighted kNN (k=200, T=0.1) with those 20 000 as the bank and 2 000 test images
 as queries. Raw pixels on the same bank and queries are the reference row. Finished runs
-are skipped, so the study can be extended (add a row to STUDY) or resumed after a crash.
+are skipped, so the study can be extended (add a row to STUDY) or resumed after a crash;
+`--seeds` reruns rows under more seeds to confirm them (mean ± std in the table).
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import statistics
 import sys
 
 from _common import emit, header
@@ -65,9 +68,30 @@ def raw_pixel_knn(cfg: Config) -> float:
     return weighted_knn(flat(train_set), train_set.labels, flat(test_set), test_set.labels, cfg.knn_k, cfg.knn_temperature)
 
 
+def run_dir(out: str, name: str, seed: int) -> str:
+    """Seed 0 keeps the plain name (the pruning runs); confirmation seeds get a suffix."""
+    return os.path.join(out, name if seed == 0 else f"{name}-seed{seed}")
+
+
+def finished(out: str, name: str) -> list[dict]:
+    """Summaries of the finished runs of one STUDY row: seed 0 first, then its confirmation
+    seeds; empty while seed 0 has not finished (the other columns describe seed 0)."""
+    dirs = [run_dir(out, name, 0), *sorted(glob.glob(os.path.join(out, glob.escape(name) + "-seed*")))]
+    found = []
+    for d in dirs:
+        if not os.path.exists(os.path.join(d, "summary.json")):
+            if d == dirs[0]:
+                return []
+            continue
+        with open(os.path.join(d, "summary.json")) as f:
+            found.append(json.load(f))
+    return found
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", help="comma-separated STUDY names (default: all)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds per row (confirm a winner with 0,1,2)")
     p.add_argument("--out", default="runs/recipe")
     p.add_argument("--table", default="bench/results/recipe_prune.md")
     args = p.parse_args()
@@ -75,30 +99,35 @@ def main() -> None:
     unknown = [n for n in names if n not in STUDY]
     if unknown:
         sys.exit(f"unknown study row(s) {unknown}; choose from {', '.join(STUDY)}")
-    for name in names:
-        preset, changes = STUDY[name]
-        run_dir = os.path.join(args.out, name)
-        if os.path.exists(os.path.join(run_dir, "summary.json")):
-            continue
-        print(f"[recipe] {name}", flush=True)
-        train(Config.from_preset(preset, {**PRUNE, **changes}), run_dir, overwrite=True, progress=False)
+    for seed in [int(x) for x in args.seeds.split(",")]:
+        for name in names:
+            preset, changes = STUDY[name]
+            out = run_dir(args.out, name, seed)
+            if os.path.exists(os.path.join(out, "summary.json")):
+                continue
+            print(f"[recipe] {name} seed {seed}", flush=True)
+            train(Config.from_preset(preset, {**PRUNE, **changes, "seed": seed}), out, overwrite=True, progress=False)
     rows = [f"| raw pixels (reference) | — | — | {raw_pixel_knn(Config.from_preset('simsiam', PRUNE)):.2f} | | | | |"]
     for name, (preset, changes) in STUDY.items():
-        path = os.path.join(args.out, name, "summary.json")
-        if not os.path.exists(path):
+        runs = finished(args.out, name)
+        if not runs:
             continue
-        s = json.load(open(path))
-        last = [r for r in read_metrics(os.path.join(args.out, name)) if "z_erank" in r][-1]
+        s, knn = runs[0], [r["final_knn_acc"] for r in runs]
+        if len(knn) > 1:  # seed 0's number first, then the mean over all seeds
+            knn_cell = f"{knn[0]:.2f}; {statistics.mean(knn):.2f} ± {statistics.stdev(knn):.2f} over {len(knn)} seeds"
+        else:
+            knn_cell = f"{knn[0]:.2f}"
+        last = [r for r in read_metrics(run_dir(args.out, name, 0)) if "z_erank" in r][-1]
         change = ", ".join(f"{k}={v}" for k, v in changes.items()) or "preset defaults"
-        rows.append(f"| {name} | {preset} | {change} | {s['final_knn_acc']:.2f} | {s['wall_time_s']:.0f} | "
+        rows.append(f"| {name} | {preset} | {change} | {knn_cell} | {s['wall_time_s']:.0f} | "
                     f"{last['z_erank']:.1f} | {last['p_std'] * Config.from_preset(preset).proj_dim ** 0.5:.2f} | "
                     f"{'@' + str(s['collapse_step']) if s['collapse_step'] else 'no'} |")
     emit([
         *header("Recipe study, pruning stage"), f"- runs in {args.out}/",
         f"- every run: {json.dumps(PRUNE)}; width-16 ResNet-18; kNN bank = the 20 000 training images, 2 000 test queries",
+        "- columns other than kNN are seed 0's run",
         "", "| run | preset | change | kNN (%) | wall s | RankMe z (end) | p std·√d (end) | collapsed |",
         "|---|---|---|---|---|---|---|---|", *rows], args.table)
-
 
 if __name__ == "__main__":
     main()
