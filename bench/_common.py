@@ -3,6 +3,7 @@ file (title, date, machine, the exact command) and writing it where asked."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import sys
@@ -17,6 +18,15 @@ def header(title: str, device: str = "cpu") -> list[str]:
             f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"capability {torch.backends.cpu.get_cpu_capability()}, device {device}",
             f"- command: `{command}`"]
+
+
+def finished_summary(run_dir: str) -> dict | None:
+    """The summary.json of a run that finished (train writes it last), else None."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def emit(lines: list[str], path: str | None) -> None:

@@ -7,11 +7,10 @@ setting, side by side, with mean ± std over seeds when there are several.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 
-from _common import emit, header
+from _common import emit, finished_summary, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.runs import load_run_config  # noqa: E402
@@ -24,13 +23,10 @@ VARIANTS = {
 }
 
 
-def finished_summary(run_dir: str, cfg: Config) -> dict | None:
+def reusable_summary(run_dir: str, cfg: Config) -> dict | None:
     """The summary of a finished run in `run_dir` trained with exactly `cfg`, else None."""
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.exists(path) or load_run_config(run_dir) != cfg:
-        return None
-    with open(path) as f:
-        return json.load(f)
+    s = finished_summary(run_dir)
+    return s if s is not None and load_run_config(run_dir) == cfg else None
 
 
 def main() -> None:
@@ -52,7 +48,7 @@ def main() -> None:
             cfg = Config.from_preset("simsiam", {"device": args.device, "seed": seed, "epochs": args.epochs,
                                                  **VARIANTS[name]})
             out = os.path.join(args.runs, f"{args.device}-{name}-seed{seed}")
-            s = finished_summary(out, cfg) if args.reuse else None
+            s = reusable_summary(out, cfg) if args.reuse else None
             reused = " (reused)" if s else ""
             s = s or train(cfg, out, overwrite=True, progress=False)
             final[name].append(s["knn"][-1]["knn_acc"])

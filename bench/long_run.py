@@ -11,10 +11,8 @@ k = 5/20/200 and the raw-pixel 5-NN protocol, logistic-regression probe) and wri
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
-from _common import emit, header
+from _common import emit, finished_summary, header
 
 from siamdyn.cli import main as siamdyn  # noqa: E402
 from siamdyn.config import RAW_PIXEL_KNN  # noqa: E402
@@ -29,14 +27,12 @@ def main() -> None:
     p.add_argument("--out", default="runs/long_simclr")
     p.add_argument("--table", default="bench/results/long_run_simclr.md")
     args = p.parse_args()
-    summary_path = os.path.join(args.out, "summary.json")
-    if not os.path.exists(summary_path):
+    if finished_summary(args.out) is None:
         code = siamdyn(["train", "--preset", args.preset, "--epochs", str(args.epochs), "--set",
                         f"knn_every={args.knn_every}", "--out", args.out, "--overwrite", "--no-progress"])
         if code:
             raise SystemExit(code)
-    with open(summary_path) as f:
-        s = json.load(f)
+    s = finished_summary(args.out)
     e = evaluate_run(args.out)
     curve = [f"| {k['epoch']:.0f} | {k['step']} | {k['knn_acc']:.2f} | {k['time_s'] / 60:.1f} |" for k in s["knn"]]
     best = max(s["knn"], key=lambda k: k["knn_acc"])

@@ -18,7 +18,7 @@ import os
 import statistics
 import sys
 
-from _common import emit, header
+from _common import emit, finished_summary, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.eval import weighted_knn  # noqa: E402
@@ -77,15 +77,8 @@ def finished(out: str, name: str) -> list[dict]:
     """Summaries of the finished runs of one STUDY row: seed 0 first, then its confirmation
     seeds; empty while seed 0 has not finished (the other columns describe seed 0)."""
     dirs = [run_dir(out, name, 0), *sorted(glob.glob(os.path.join(out, glob.escape(name) + "-seed*")))]
-    found = []
-    for d in dirs:
-        if not os.path.exists(os.path.join(d, "summary.json")):
-            if d == dirs[0]:
-                return []
-            continue
-        with open(os.path.join(d, "summary.json")) as f:
-            found.append(json.load(f))
-    return found
+    found = [finished_summary(d) for d in dirs]
+    return [s for s in found if s is not None] if found[0] is not None else []
 
 
 def main() -> None:
@@ -103,7 +96,7 @@ def main() -> None:
         for name in names:
             preset, changes = STUDY[name]
             out = run_dir(args.out, name, seed)
-            if os.path.exists(os.path.join(out, "summary.json")):
+            if finished_summary(out) is not None:
                 continue
             print(f"[recipe] {name} seed {seed}", flush=True)
             train(Config.from_preset(preset, {**PRUNE, **changes, "seed": seed}), out, overwrite=True, progress=False)

@@ -40,10 +40,10 @@ def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
     t_feat = time.perf_counter() - t0
     knn = lambda k: weighted_knn(bank, train.labels, queries, test.labels, k, cfg.knn_temperature,  # noqa: E731
                                  num_classes=len(train.classes))
-    result = {"run": run_dir, "step": step, "knn_acc": knn(cfg.knn_k),
-              # The protocols `siamdyn baseline` applies to raw pixels, so the two compare like
-              # for like: its 5-NN (euclidean, majority vote) is the strongest raw-pixel number.
-              "knn_weighted_by_k": {k: knn(k) for k in (5, 20, 200)},
+    # The protocols `siamdyn baseline` applies to raw pixels, so the two compare like for
+    # like: its 5-NN (euclidean, majority vote) is the strongest raw-pixel number.
+    by_k = {k: knn(k) for k in sorted({5, 20, 200, cfg.knn_k})}
+    result = {"run": run_dir, "step": step, "knn_acc": by_k[cfg.knn_k], "knn_weighted_by_k": by_k,
               "knn5_euclidean_acc": euclidean_knn(bank, train.labels, queries, test.labels, k=5),
               **linear_probe(bank, train.labels, queries, test.labels, epochs=epochs, seed=cfg.seed),
               "feature_time_s": t_feat, "probe_epochs": epochs}
