@@ -25,12 +25,14 @@ from siamdyn.eval import weighted_knn  # noqa: E402
 from siamdyn.runs import read_metrics  # noqa: E402
 from siamdyn.train import load_data, train  # noqa: E402
 
+NOTES_MARK = "Notes (added by hand)"
 PRUNE = dict(limit=20000, test_limit=2000, epochs=2, knn_every=0, probe_every=50)
 
 # The pruning winners, which became FMNIST_RECIPE (config.py); the third pass varies them.
 SIMSIAM_WIN = dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4)
 BYOL_WIN = dict(SIMSIAM_WIN, crop_scale_min=0.5)
 SIMCLR_WIN = dict(lr=0.5, crop_scale_min=0.5)
+SIMSIAM_REC = dict(SIMSIAM_WIN, warmup_epochs=0.2)  # the third pass's confirmed win
 
 # name: (preset, changes). Names say what changed from the preset's paper recipe.
 STUDY: dict[str, tuple[str, dict]] = {
@@ -48,17 +50,36 @@ STUDY: dict[str, tuple[str, dict]] = {
     "simclr-adamw-crop0.5": ("simclr", dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4, crop_scale_min=0.5)),
     "simclr-lr0.5-crop0.5": ("simclr", SIMCLR_WIN),
     # Third pass: one change each to the winners — warm-up, batch 512 (lr per 256 images, so
-    # scaled ×2), predictor lr ×10 (H4's healthiest), predictor width, LARS, BYOL τ, temperature.
+    # scaled ×2), predictor lr ×10 (H4's healthiest), LARS, BYOL τ, temperature.
     "simsiam-adamw-warmup0.2": ("simsiam", dict(SIMSIAM_WIN, warmup_epochs=0.2)),
     "simsiam-adamw-predlr10": ("simsiam", dict(SIMSIAM_WIN, predictor_lr_scale=10.0)),
     "simsiam-adamw-batch512": ("simsiam", dict(SIMSIAM_WIN, batch_size=512)),
-    "simsiam-adamw-pred512": ("simsiam", dict(SIMSIAM_WIN, pred_hidden=512)),
     "simsiam-lars-lr1": ("simsiam", dict(optimizer="lars", lr=1.0)),
     "byol-adamw-crop0.5-tau0.9": ("byol", dict(BYOL_WIN, tau=0.9)),
     "byol-adamw-crop0.5-predlr10": ("byol", dict(BYOL_WIN, predictor_lr_scale=10.0)),
     "simclr-lr0.5-crop0.5-batch512": ("simclr", dict(SIMCLR_WIN, batch_size=512)),
     "simclr-lr0.5-crop0.5-t0.5": ("simclr", dict(SIMCLR_WIN, temperature=0.5)),
     "simclr-lars-lr1-crop0.5": ("simclr", dict(optimizer="lars", lr=1.0, crop_scale_min=0.5)),
+    # Fourth pass: one change each to the recipe as it now stands ("rec" = SIMSIAM_REC, i.e.
+    # FMNIST_RECIPE["simsiam"]: AdamW + warm-up): lr, warm-up length, batch, the predictor's
+    # lr (scale; decayed or fixed) and width, projector widths, the BN choice of the projector's
+    # output (BYOL's head has none), backbone width; for BYOL: warm-up, τ and its schedule,
+    # fixed predictor lr.
+    "simsiam-rec-lr1e-3": ("simsiam", dict(SIMSIAM_REC, lr=1e-3)),
+    "simsiam-rec-lr4e-3": ("simsiam", dict(SIMSIAM_REC, lr=4e-3)),
+    "simsiam-rec-warmup0.5": ("simsiam", dict(SIMSIAM_REC, warmup_epochs=0.5)),
+    "simsiam-rec-batch128": ("simsiam", dict(SIMSIAM_REC, batch_size=128)),
+    "simsiam-rec-predlr10": ("simsiam", dict(SIMSIAM_REC, predictor_lr_scale=10.0)),
+    "simsiam-rec-predsched": ("simsiam", dict(SIMSIAM_REC, predictor_fixed_lr=False)),
+    "simsiam-rec-pred512": ("simsiam", dict(SIMSIAM_REC, pred_hidden=512)),
+    "simsiam-rec-proj2048": ("simsiam", dict(SIMSIAM_REC, proj_hidden=2048, proj_dim=2048, pred_hidden=512)),
+    "simsiam-rec-proj256": ("simsiam", dict(SIMSIAM_REC, proj_hidden=256, proj_dim=256, pred_hidden=64)),
+    "simsiam-rec-byolproj": ("simsiam", dict(SIMSIAM_REC, projector="byol")),
+    "simsiam-rec-width32": ("simsiam", dict(SIMSIAM_REC, backbone_width=32)),
+    "byol-adamw-crop0.5-warmup0.2": ("byol", dict(BYOL_WIN, warmup_epochs=0.2)),
+    "byol-adamw-crop0.5-tau0.996": ("byol", dict(BYOL_WIN, tau=0.996)),
+    "byol-adamw-crop0.5-taufixed": ("byol", dict(BYOL_WIN, tau_schedule="fixed")),
+    "byol-adamw-crop0.5-predfixed": ("byol", dict(BYOL_WIN, predictor_fixed_lr=True)),
 }
 
 
@@ -79,6 +100,17 @@ def finished(out: str, name: str) -> list[dict]:
     dirs = [run_dir(out, name, 0), *sorted(glob.glob(os.path.join(out, glob.escape(name) + "-seed*")))]
     found = [finished_summary(d) for d in dirs]
     return [s for s in found if s is not None] if found[0] is not None else []
+
+
+def hand_notes(table: str) -> list[str]:
+    """The notes written by hand under the table (from the line starting with NOTES_MARK
+    on), kept when the table is rewritten."""
+    if not os.path.exists(table):
+        return []
+    with open(table) as f:
+        lines = f.read().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(NOTES_MARK)), None)
+    return [""] + lines[start:] if start is not None else []
 
 
 def main() -> None:
@@ -113,14 +145,14 @@ def main() -> None:
         last = [r for r in read_metrics(run_dir(args.out, name, 0)) if "z_erank" in r][-1]
         change = ", ".join(f"{k}={v}" for k, v in changes.items()) or "preset defaults"
         rows.append(f"| {name} | {preset} | {change} | {knn_cell} | {s['wall_time_s']:.0f} | "
-                    f"{last['z_erank']:.1f} | {last['p_std'] * Config.from_preset(preset).proj_dim ** 0.5:.2f} | "
+                    f"{last['z_erank']:.1f} | {last['p_std'] * Config.from_preset(preset, changes).proj_dim ** 0.5:.2f} | "
                     f"{'@' + str(s['collapse_step']) if s['collapse_step'] else 'no'} |")
     emit([
         *header("Recipe study, pruning stage"), f"- runs in {args.out}/",
         f"- every run: {json.dumps(PRUNE)}; width-16 ResNet-18; kNN bank = the 20 000 training images, 2 000 test queries",
         "- columns other than kNN are seed 0's run",
         "", "| run | preset | change | kNN (%) | wall s | RankMe z (end) | p std·√d (end) | collapsed |",
-        "|---|---|---|---|---|---|---|---|", *rows], args.table)
+        "|---|---|---|---|---|---|---|---|", *rows, *hand_notes(args.table)], args.table)
 
 if __name__ == "__main__":
     main()
