@@ -80,6 +80,9 @@ STUDY: dict[str, tuple[str, dict]] = {
     "byol-adamw-crop0.5-tau0.996": ("byol", dict(BYOL_WIN, tau=0.996)),
     "byol-adamw-crop0.5-taufixed": ("byol", dict(BYOL_WIN, tau_schedule="fixed")),
     "byol-adamw-crop0.5-predfixed": ("byol", dict(BYOL_WIN, predictor_fixed_lr=True)),
+    # LARS (BYOL's paper optimizer; SimSiam's one-seed 69.4 above) with the winners' other parts.
+    "simsiam-lars-lr1-warmup0.2": ("simsiam", dict(optimizer="lars", lr=1.0, warmup_epochs=0.2)),
+    "byol-lars-lr1-crop0.5-predlr10": ("byol", dict(optimizer="lars", lr=1.0, crop_scale_min=0.5, predictor_lr_scale=10.0)),
 }
 
 
