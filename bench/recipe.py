@@ -28,7 +28,8 @@ from siamdyn.train import load_data, train  # noqa: E402
 NOTES_MARK = "Notes (added by hand)"
 PRUNE = dict(limit=20000, test_limit=2000, epochs=2, knn_every=0, probe_every=50)
 
-# The pruning winners, which became FMNIST_RECIPE (config.py); the third pass varies them.
+# The pruning winners, which became FMNIST_RECIPE (config.py) with the later passes' confirmed
+# additions (SimSiam: warm-up, SIMSIAM_REC; BYOL: predictor lr ×10); the later passes vary them.
 SIMSIAM_WIN = dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4)
 BYOL_WIN = dict(SIMSIAM_WIN, crop_scale_min=0.5)
 SIMCLR_WIN = dict(lr=0.5, crop_scale_min=0.5)
@@ -152,7 +153,7 @@ def main() -> None:
                     f"{'@' + str(s['collapse_step']) if s['collapse_step'] else 'no'} |")
     emit([
         *header("Recipe study, pruning stage"), f"- runs in {args.out}/",
-        f"- every run: {json.dumps(PRUNE)}; width-16 ResNet-18; kNN bank = the 20 000 training images, 2 000 test queries",
+        f"- every run: {json.dumps(PRUNE)}; width-16 ResNet-18 unless the row says otherwise; kNN bank = the 20 000 training images, 2 000 test queries",
         "- columns other than kNN are seed 0's run",
         "", "| run | preset | change | kNN (%) | wall s | RankMe z (end) | p std·√d (end) | collapsed |",
         "|---|---|---|---|---|---|---|---|", *rows, *hand_notes(args.table)], args.table)
