@@ -84,6 +84,7 @@ STUDY: dict[str, tuple[str, dict]] = {
     # LARS (BYOL's paper optimizer; SimSiam's one-seed 69.4 above) with the winners' other parts.
     "simsiam-lars-lr1-warmup0.2": ("simsiam", dict(optimizer="lars", lr=1.0, warmup_epochs=0.2)),
     "byol-lars-lr1-crop0.5-predlr10": ("byol", dict(optimizer="lars", lr=1.0, crop_scale_min=0.5, predictor_lr_scale=10.0)),
+    "simclr-lr0.5-crop0.5-width32": ("simclr", dict(SIMCLR_WIN, backbone_width=32)),
 }
 
 
