@@ -27,12 +27,13 @@ def main() -> None:
     p.add_argument("--out", default="runs/long_simclr")
     p.add_argument("--table", default="bench/results/long_run_simclr.md")
     args = p.parse_args()
-    if finished_summary(args.out) is None:
+    s = finished_summary(args.out)
+    if s is None:
         code = siamdyn(["train", "--preset", args.preset, "--epochs", str(args.epochs), "--set",
                         f"knn_every={args.knn_every}", "--out", args.out, "--overwrite", "--no-progress"])
         if code:
             raise SystemExit(code)
-    s = finished_summary(args.out)
+        s = finished_summary(args.out)
     e = evaluate_run(args.out)
     curve = [f"| {k['epoch']:.0f} | {k['step']} | {k['knn_acc']:.2f} | {k['time_s'] / 60:.1f} |" for k in s["knn"]]
     best = max(s["knn"], key=lambda k: k["knn_acc"])
