@@ -22,7 +22,7 @@ from siamdyn.config import Config  # noqa: E402
 from siamdyn.data import AugmentParams, BatchAugment, channel_stats  # noqa: E402
 from siamdyn.eval import extract_features, fused_for_inference, weighted_knn  # noqa: E402
 from siamdyn.methods import SiameseMethod  # noqa: E402
-from siamdyn.train import eval_input, load_data, setup_torch  # noqa: E402
+from siamdyn.runtime import eval_input, load_data, setup_torch  # noqa: E402
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import argparse
 from _common import emit, finished_summary, header
 
 from siamdyn.cli import main as siamdyn  # noqa: E402
-from siamdyn.config import RAW_PIXEL_KNN  # noqa: E402
+from siamdyn.presets import RAW_PIXEL_KNN  # noqa: E402
 from siamdyn.probe_run import evaluate_run  # noqa: E402
 
 

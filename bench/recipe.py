@@ -23,12 +23,13 @@ from _common import emit, finished_summary, header
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.eval import weighted_knn  # noqa: E402
 from siamdyn.runs import read_metrics  # noqa: E402
-from siamdyn.train import load_data, train  # noqa: E402
+from siamdyn.runtime import load_data  # noqa: E402
+from siamdyn.train import train  # noqa: E402
 
 NOTES_MARK = "Notes (added by hand)"
 PRUNE = dict(limit=20000, test_limit=2000, epochs=2, knn_every=0, probe_every=50)
 
-# The pruning winners, which became FMNIST_RECIPE (config.py) with the later passes' confirmed
+# The pruning winners, which became FMNIST_RECIPE (presets.py) with the later passes' confirmed
 # additions (SimSiam: warm-up, SIMSIAM_REC; BYOL: predictor lr ×10); the later passes vary them.
 SIMSIAM_WIN = dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4)
 BYOL_WIN = dict(SIMSIAM_WIN, crop_scale_min=0.5)

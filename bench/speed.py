@@ -103,7 +103,8 @@ class PerImageViews(torch.utils.data.Dataset):
 
 def run_typical(args: argparse.Namespace) -> dict:
     from siamdyn.data import channel_stats
-    from siamdyn.train import build_optimizer, load_data, setup_torch
+    from siamdyn.optim import build_optimizer
+    from siamdyn.runtime import load_data, setup_torch
     cfg = make_config(args, channels_last="off")
     device = setup_torch(cfg)
     train_set, _ = load_data(cfg)

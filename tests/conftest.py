@@ -3,11 +3,11 @@ import os
 import pytest
 import torch
 
-from siamdyn.config import DEFAULT_DATA_DIR
+from siamdyn.data.datasets import DEFAULT_DATA_DIRS
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-HAVE_FMNIST = os.path.exists(os.path.join(DEFAULT_DATA_DIR, "train-images-idx3-ubyte.gz"))
+HAVE_FMNIST = os.path.exists(os.path.join(DEFAULT_DATA_DIRS["fashion-mnist"], "train-images-idx3-ubyte.gz"))
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="dataset-fashion-mnist not installed (bash scripts/setup.sh installs it)")
 
 # Small everything: the real code paths on a few hundred images.

@@ -66,14 +66,14 @@ def test_augment_is_deterministic_under_a_seed_and_varies_across_seeds():
 
 def test_jitter_off_and_full_crop_reproduce_the_input():
     imgs = (torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
-    p = AugmentParams(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0)
+    p = AugmentParams(crop_scale_min=1.0, crop_scale_max=1.0, crop_ratio_min=1.0, crop_ratio_max=1.0, flip_p=0.0, jitter_p=0.0)
     out = BatchAugment(p, torch.zeros(1), torch.ones(1))(imgs, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, imgs.float() / 255, atol=1e-5, rtol=0)
 
 
 def test_brightness_scales_pixels():
     imgs = torch.full((64, 1, 8, 8), 100, dtype=torch.uint8)
-    p = AugmentParams(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=1.0, contrast=0.0)
+    p = AugmentParams(crop_scale_min=1.0, crop_scale_max=1.0, crop_ratio_min=1.0, crop_ratio_max=1.0, flip_p=0.0, jitter_p=1.0, contrast=0.0)
     out = BatchAugment(p, torch.zeros(1), torch.ones(1))(imgs, torch.Generator().manual_seed(0))
     factors = out[:, 0, 0, 0] / (100 / 255)
     assert factors.min() >= 0.6 - 1e-5 and factors.max() <= 1.4 + 1e-5 and factors.std() > 0.1

@@ -9,10 +9,11 @@ import torch
 from siamdyn.config import Config
 from siamdyn.data import AugmentParams, BatchAugment, channel_stats
 from siamdyn.distributed import Dist, rank_seed, weights_digest
-from siamdyn.methods import SiameseMethod, ema_tau
+from siamdyn.methods import SiameseMethod
+from siamdyn.optim import build_optimizer, ema_tau, lr_factor, set_lr
 from siamdyn.probes.gradients import frozen_buffers
 from siamdyn.runs import read_metrics
-from siamdyn.train import build_optimizer, epoch_order, load_data, lr_factor, make_views, rank_batch, set_lr, setup_torch
+from siamdyn.runtime import epoch_order, load_data, make_views, rank_batch, setup_torch
 from tests.conftest import TINY
 
 STEPS = 4
@@ -45,7 +46,7 @@ def _single_process_reference(preset, world=2):
     losses = []
     order = epoch_order(cfg, len(train_set), 0)
     for step in range(STEPS):
-        shards = [make_views(cfg, augment, train_set.images[rank_batch(order, step, cfg.batch_size, Dist(r, world))], gens[r])[0]
+        shards = [make_views(model, augment, train_set.images[rank_batch(order, step, cfg.batch_size, Dist(r, world))], gens[r])[0]
                   for r in range(world)]
         views = [torch.cat([s[v] for s in shards]) for v in range(2)]
         if step == 0:  # the negative control: BN statistics per rank instead of global

@@ -92,7 +92,8 @@ def augment_cases(draw):
     h, w = draw(st.integers(8, 40)), draw(st.integers(8, 40))
     lo = draw(st.floats(0.01, 1.0))
     r_lo = draw(st.floats(0.2, 2.0))
-    params = AugmentParams(crop_scale=(lo, draw(st.floats(lo, 1.0))), crop_ratio=(r_lo, draw(st.floats(r_lo, 5.0))),
+    params = AugmentParams(crop_scale_min=lo, crop_scale_max=draw(st.floats(lo, 1.0)),
+                           crop_ratio_min=r_lo, crop_ratio_max=draw(st.floats(r_lo, 5.0)),
                            flip_p=draw(st.floats(0, 1)), jitter_p=draw(st.floats(0, 1)),
                            brightness=draw(st.floats(0, 0.99)), contrast=draw(st.floats(0, 0.99)),
                            saturation=draw(st.floats(0, 0.99)), grayscale_p=draw(st.floats(0, 1)),

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from siamdyn.config import Config
-from siamdyn.methods import SiameseMethod, ema_tau, info_nce, negative_cosine, normalized_mse
+from siamdyn.methods import SiameseMethod, info_nce, negative_cosine, normalized_mse
+from siamdyn.optim import ema_tau
 from tests.conftest import TINY
 
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from siamdyn.config import PRESETS, Config
+from siamdyn.config import Config
+from siamdyn.presets import PRESETS
 from siamdyn.methods import SiameseMethod
 from tests.conftest import TINY
 
@@ -90,7 +91,7 @@ def test_fused_views_equal_separate_passes_when_bn_statistics_coincide(preset):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars", "adamw"])
 def test_every_optimizer_takes_a_finite_step_that_lowers_the_loss_on_one_batch(optimizer):
-    from siamdyn.train import build_optimizer
+    from siamdyn.optim import build_optimizer
     torch.manual_seed(0)
     cfg = Config.from_preset("simsiam", {**TINY, "optimizer": optimizer, "lr": 0.05 if optimizer != "adamw" else 1e-3,
                                          "weight_decay": 0.0})

@@ -5,7 +5,7 @@ import torch
 from siamdyn.config import Config
 from siamdyn.methods import SiameseMethod
 from siamdyn.probes.collapse import effective_rank, normalized_std
-from siamdyn.probes.gradients import ENCODER_GROUPS, gradient_split, module_speeds, snapshot
+from siamdyn.probes.gradients import gradient_split, module_speeds, snapshot
 from siamdyn.runs import read_metrics
 from siamdyn.train import train
 from tests.conftest import TINY
@@ -21,8 +21,7 @@ def _model_and_views(preset="simsiam"):
 def _encoder_grad(model, views, grad_terms):
     model.zero_grad(set_to_none=True)
     model(views, grad_terms=grad_terms).loss.backward()
-    return torch.cat([model.module_groups()[n].get_parameter(k).grad.flatten()
-                      for n in ENCODER_GROUPS for k, _ in model.module_groups()[n].named_parameters()])
+    return torch.cat([p.grad.flatten() for m in model.encoder_groups().values() for p in m.parameters()])
 
 
 def test_split_matches_separate_autograd_and_adds_up_to_both():
@@ -38,7 +37,7 @@ def test_split_matches_separate_autograd_and_adds_up_to_both():
     assert rec["g2_norm"] == pytest.approx(float(g2.norm()), rel=1e-4)
     assert rec["cos_g1_g2"] == pytest.approx(float(torch.nn.functional.cosine_similarity(g1, g2, dim=0)), abs=1e-4)
     torch.testing.assert_close(g1 + g2, both, atol=1e-5, rtol=1e-4)
-    per_group = sum(rec[f"g1_norm/{n}"] ** 2 for n in ENCODER_GROUPS) ** 0.5
+    per_group = sum(rec[f"g1_norm/{n}"] ** 2 for n in model.encoder_groups()) ** 0.5
     assert per_group == pytest.approx(rec["g1_norm"], rel=1e-4)
     assert rec["dl_dp_norm"] > 0
 

@@ -116,7 +116,7 @@ def test_probe_and_baseline_commands(tmp_path, capsys):
 
 
 def test_time_to_accuracy_reports_the_first_crossing(tmp_path):
-    from siamdyn.train import time_to_accuracy
+    from siamdyn.eval import time_to_accuracy
     history = [{"step": 10, "knn_acc": 70.0, "time_s": 5.0}, {"step": 20, "knn_acc": 80.0, "time_s": 9.0},
                {"step": 30, "knn_acc": 79.0, "time_s": 14.0}, {"step": 40, "knn_acc": 86.0, "time_s": 20.0}]
     assert time_to_accuracy(history, [78.85, 85.54, 90]) == {
@@ -134,7 +134,7 @@ def test_train_applies_the_fmnist_recipe_under_the_users_settings():
     """`siamdyn train` on Fashion-MNIST = preset + FMNIST_RECIPE[preset] + the user's flags;
     other data and --paper-recipe get the preset alone; Config.from_preset never changes."""
     from siamdyn.cli import _config_from_args, build_parser
-    from siamdyn.config import FMNIST_RECIPE
+    from siamdyn.presets import FMNIST_RECIPE
     assert FMNIST_RECIPE.get("simsiam"), "the simsiam recipe is defined"
     parse = lambda *a: build_parser().parse_args(["train", *a])  # noqa: E731
     for preset, recipe in FMNIST_RECIPE.items():

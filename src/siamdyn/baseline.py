@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from siamdyn.config import Config
-from siamdyn.data import AugmentParams, BatchAugment, channel_stats
+from siamdyn.data import channel_stats
 from siamdyn.eval import encoder_features, euclidean_knn, weighted_knn
 from siamdyn.methods import SiameseMethod
-from siamdyn.train import eval_input, load_data, setup_torch
+from siamdyn.runtime import eval_input, load_data, make_augment, setup_torch
 
 
 def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",)) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",)) -> dict[str
         "raw_pixels_knn5_euclidean": euclidean_knn(pix_train, train.labels, pix_test, test.labels, k=5),
     }
     mean, std = channel_stats(train.images)
-    augment = BatchAugment(AugmentParams.from_config(cfg), mean.to(device), std.to(device))
+    augment = make_augment(cfg, mean, std, device)
     for init in inits:
         torch.manual_seed(cfg.seed)
         model = SiameseMethod(cfg.replace(init=init), in_channels=train.shape[0])

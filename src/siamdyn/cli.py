@@ -1,4 +1,4 @@
-"""`siamdyn COMMAND`: train, demo, baseline, probe, plot, experiment, report, toy, linear.
+"""`siamdyn COMMAND`: train, demo, baseline, probe, export, plot, experiment, report, toy, linear.
 
 User errors (SiamdynError) are printed on one line, without a traceback, exit code 2.
 """
@@ -9,7 +9,9 @@ import json
 import os
 import sys
 
-from siamdyn.config import FMNIST_RECIPE, PRESETS, Config, config_help, parse_overrides
+from siamdyn.config import Config, config_help, parse_overrides
+from siamdyn.presets import PRESETS, recipe_overrides
+from siamdyn import __version__
 from siamdyn.errors import SiamdynError
 from siamdyn.theory.cli import add_theory_commands
 
@@ -27,8 +29,8 @@ def _config_from_args(args: argparse.Namespace, recipe: bool = False) -> Config:
     if getattr(args, "config", None):
         base = Config.from_yaml(args.config)
         return Config.from_preset(base.preset, {**base.to_dict(), **overrides, "preset": base.preset})
-    if recipe and overrides.get("dataset", "fashion-mnist") == "fashion-mnist":
-        overrides = {**FMNIST_RECIPE.get(args.preset, {}), **overrides}
+    if recipe:
+        overrides = {**recipe_overrides(args.preset, overrides.get("dataset", "fashion-mnist")), **overrides}
     return Config.from_preset(args.preset, overrides)
 
 
@@ -105,6 +107,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from siamdyn.export import export_backbone
+    result = export_backbone(args.run, args.out)
+    print(f"backbone of {result['run']} (step {result['step']}, {result['parameters']:,} parameters, "
+          f"feature dim {result['feature_dim']}) written to {result['file']}\nrebuild it with:\n{result['rebuild']}")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from siamdyn.plots import plot_runs
     for path in plot_runs(args.runs, args.out):
@@ -128,6 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siamdyn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"siamdyn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one method (a preset plus overrides) into a run directory")
@@ -168,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--epochs", type=int, default=30)
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("export", help="write a run's trained backbone as a plain state_dict (weights_only loadable)")
+    p.add_argument("run")
+    p.add_argument("--out", help="file to write (default RUN/backbone.pt)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="overlay runs: loss, collapse std, kNN")
     p.add_argument("runs", nargs="+")

@@ -1,7 +1,8 @@
 """One flat config for a run: plain values, a preset name and `key=value` overrides.
 
-A method is a point in the design space of DESIGN.md §1, so a preset is nothing but a
-dict of overrides on the defaults below (fmnist-small, DESIGN.md §5). Every value is
+A method is a point in the design space of docs/design.md §1, so a preset (presets.py) is
+nothing but a dict of overrides on the defaults below (fmnist-small, docs/design.md §5).
+Each field carries its help text and whether a resume may change it; every value is
 validated in one place, `Config.validate`, with a one-line error that names the fix.
 """
 from __future__ import annotations
@@ -10,122 +11,116 @@ import dataclasses
 import difflib
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import yaml
 
 from siamdyn.errors import ConfigError
 
-DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
-# Raw-pixel kNN on the full splits (weighted k=200 T=0.1, plain euclidean 5-NN), measured by
-# `siamdyn baseline` (bench/results/baseline_fmnist.json): the default time-to-accuracy targets.
-RAW_PIXEL_KNN = {"fashion-mnist": (78.85, 85.54)}
+DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic", "synthetic-rgb")
+INITS = ("kaiming", "orthogonal", "default", "zero")
+GRAD_TERMS = ("predictor_branch", "both", "target_branch")
 
-# The knobs of the design space and their allowed values (DESIGN.md §1).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("fashion-mnist", "cifar10", "imagefolder", "synthetic", "synthetic-rgb"),
-    "predictor": ("mlp", "linear", "none"),
-    "target": ("online", "ema", "view_mean"),
-    "grad_terms": ("predictor_branch", "both", "target_branch"),
-    "loss": ("cosine", "mse", "infonce"),
-    "symmetrize": ("mean", "sum"),
-    "tau_schedule": ("fixed", "cosine"),
-    "projector": ("simsiam", "byol"),
-    "init": ("kaiming", "orthogonal", "default", "zero"),
-    "device": ("auto", "cpu", "cuda"),
-    "channels_last": ("auto", "on", "off"),
-    "precision": ("fp32", "bf16"),
-    "optimizer": ("sgd", "lars", "adamw"),
-}
+
+def knob(default: Any, help: str, choices: tuple[str, ...] = (), registry: str = "", resumable: bool = False) -> Any:
+    """A config field with its help text, its allowed values (a tuple, or the name of a
+    registry of methods/ or models/ that lists them) and whether `--resume` may change it."""
+    return field(default=default, metadata={"help": help, "choices": choices, "registry": registry,
+                                            "resumable": resumable})
+
+
+def registry_names(kind: str) -> tuple[str, ...]:
+    """The names a registry accepts: adding a loss, target or head there adds it here."""
+    from siamdyn.methods.losses import LOSSES
+    from siamdyn.methods.targets import TARGETS
+    from siamdyn.models.heads import PREDICTORS, PROJECTORS
+    return tuple({"loss": LOSSES, "target": TARGETS, "predictor": PREDICTORS, "projector": PROJECTORS}[kind])
+
+
+def field_choices(f: dataclasses.Field) -> tuple[str, ...]:
+    return registry_names(f.metadata["registry"]) if f.metadata.get("registry") else f.metadata.get("choices", ())
 
 
 @dataclass
 class Config:
     # --- data
-    dataset: str = "fashion-mnist"
-    data_dir: str = ""  # "" = $SIAMDYN_DATA or the Debian package's folder
-    limit: int = 0  # class-balanced subset of the train split; 0 = all (synthetic: that many images, ≥ 600)
-    test_limit: int = 0  # class-balanced subset of the test split; 0 = all
-    image_size: int = 0  # imagefolder: resize to this side, 0 = keep; synthetic: side (0 = 28)
-    # --- augmentation (DESIGN.md §5); RGB-only ops are skipped on 1 channel
-    crop_scale_min: float = 0.2
-    crop_scale_max: float = 1.0
-    crop_ratio_min: float = 3 / 4
-    crop_ratio_max: float = 4 / 3
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    grayscale_p: float = 0.2
-    blur_p: float = 0.0
+    dataset: str = knob("fashion-mnist", "which loader reads data_dir", choices=DATASETS)
+    data_dir: str = knob("", "data folder; '' = $SIAMDYN_DATA or the Debian package's folder", resumable=True)
+    limit: int = knob(0, "class-balanced subset of the train split; 0 = all (synthetic: that many images, >= 600)")
+    test_limit: int = knob(0, "class-balanced subset of the test split; 0 = all")
+    image_size: int = knob(0, "imagefolder: resize to this side, 0 = keep; synthetic: side (0 = 28)")
+    # --- augmentation (docs/design.md §5); RGB-only ops are skipped on 1 channel
+    crop_scale_min: float = knob(0.2, "random resized crop: smallest area fraction")
+    crop_scale_max: float = knob(1.0, "random resized crop: largest area fraction")
+    crop_ratio_min: float = knob(3 / 4, "random resized crop: smallest aspect ratio")
+    crop_ratio_max: float = knob(4 / 3, "random resized crop: largest aspect ratio")
+    flip_p: float = knob(0.5, "probability of a horizontal flip")
+    jitter_p: float = knob(0.8, "probability of colour jitter")
+    brightness: float = knob(0.4, "jitter: brightness factor drawn from [1 - b, 1 + b]")
+    contrast: float = knob(0.4, "jitter: contrast factor drawn from [1 - c, 1 + c]")
+    saturation: float = knob(0.4, "jitter: saturation factor (RGB only)")
+    grayscale_p: float = knob(0.2, "probability of greyscale (RGB only)")
+    blur_p: float = knob(0.0, "probability of a gaussian blur")
     # --- model
-    backbone_width: int = 16
-    init: str = "kaiming"
-    projector: str = "simsiam"
-    proj_hidden: int = 512
-    proj_dim: int = 512
-    pred_hidden: int = 128
-    # --- method: one point of the design space
-    preset: str = "simsiam"
-    predictor: str = "mlp"
-    predictor_lr_scale: float = 1.0
-    predictor_fixed_lr: bool = True  # SimSiam: predictor lr is not decayed
-    target: str = "online"
-    tau: float = 0.99  # EMA base; target ← tau·target + (1 − tau)·online
-    tau_schedule: str = "cosine"  # BYOL: tau → 1 with a cosine over training
-    mean_views: int = 4  # K, the augmentations averaged in pixel space for eq. (10)
-    grad_terms: str = "predictor_branch"
-    loss: str = "cosine"
-    symmetrize: str = "mean"
-    temperature: float = 0.2  # infonce only
+    backbone_width: int = knob(16, "ResNet-18 base width (stages w, 2w, 4w, 8w; feature 8w)")
+    init: str = knob("kaiming", "weight init of conv/linear layers", choices=INITS)
+    projector: str = knob("simsiam", "projector shape: SimSiam's 3 layers ending in BN, or BYOL's MLP", registry="projector")
+    proj_hidden: int = knob(512, "projector hidden width")
+    proj_dim: int = knob(512, "projector output dimension d (z, p)")
+    pred_hidden: int = knob(128, "predictor hidden width")
+    # --- method: one point of the design space (docs/design.md §1)
+    preset: str = knob("simsiam", "the named point of the design space these values started from")
+    predictor: str = knob("mlp", "predictor h: an MLP, a linear map (DirectPred), or none (identity)", registry="predictor")
+    predictor_lr_scale: float = knob(1.0, "predictor lr = lr x this")
+    predictor_fixed_lr: bool = knob(True, "predictor lr not decayed by the cosine (SimSiam)")
+    target: str = knob("online", "the target t: online z (SimSiam), an EMA copy (BYOL), f(x̄) (eq. 10)", registry="target")
+    tau: float = knob(0.99, "EMA base: target <- tau target + (1 - tau) online")
+    tau_schedule: str = knob("cosine", "BYOL's tau -> 1 by a cosine over training, or fixed", choices=("fixed", "cosine"))
+    mean_views: int = knob(4, "K, the augmentations averaged in pixel space for eq. (10)")
+    grad_terms: str = knob("predictor_branch", "gradient terms reaching the encoder (docs/seed.md §3): "
+                           "predictor_branch = stop-gradient", choices=GRAD_TERMS)
+    loss: str = knob("cosine", "pair loss D(p, t)", registry="loss")
+    symmetrize: str = knob("mean", "combine the two pair losses: mean (SimSiam) or sum (BYOL)", choices=("mean", "sum"))
+    temperature: float = knob(0.2, "InfoNCE temperature")
     # --- optimisation
-    epochs: int = 5
-    max_steps: int = 0  # 0 = epochs × steps per epoch; >0 stops early (same schedule)
-    batch_size: int = 256
-    optimizer: str = "sgd"  # sgd (SimSiam), lars (BYOL; SGD with a per-layer trust ratio), adamw
-    lr: float = 0.06  # per 256 images: lr_used = lr · batch_size / 256
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 0.0
+    epochs: int = knob(5, "epochs; the lr and tau schedules span them", resumable=True)
+    max_steps: int = knob(0, "stop after this many steps (same schedule); 0 = epochs x steps per epoch", resumable=True)
+    batch_size: int = knob(256, "images per step (global, over all processes)")
+    optimizer: str = knob("sgd", "sgd (SimSiam), lars (BYOL), adamw", choices=("sgd", "lars", "adamw"))
+    lr: float = knob(0.06, "learning rate per 256 images: lr_used = lr x batch_size / 256")
+    momentum: float = knob(0.9, "SGD/LARS momentum")
+    weight_decay: float = knob(5e-4, "weight decay")
+    warmup_epochs: float = knob(0.0, "linear lr warm-up before the cosine, in epochs")
     # --- run
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0  # 0 = all cores
-    deterministic: bool = False
-    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch (SimSiam paper)
-    # NHWC convolutions: ≈1.5× faster steps at width 16 on this CPU. `auto` turns them on
-    # only for backbone_width >= 16: with torch 2.13's oneDNN, the channels-last backward of
-    # the 1×1 shortcut conv hung (spinning in jit_avx2_1x1_convolution_bwd_weights) at width 4.
-    channels_last: str = "auto"
-    # bf16 autocast of forward/backward. Measured 5-8x *slower* on this AVX2-only CPU
-    # (bench/results/); worth it on GPUs and CPUs with AVX-512 BF16 / AMX.
-    precision: str = "fp32"
-    # torch.compile the training step's forward (the backward follows). Off by default: on
-    # this CPU the convolutions already run in oneDNN and compiling costs a minute up front
-    # (bench/results/); try it on GPUs.
-    compile: bool = False
-    # Encode both views in one pass of 2×batch: BatchNorm statistics are then pooled over the
-    # views (SimSiam/BYOL normalise each view's batch on its own). Off: faithful by default.
-    fuse_views: bool = False
-    log_every: int = 1  # steps between metric lines (collapse std, RankMe, loss)
-    knn_every: int = 1  # epochs between kNN evaluations; 0 = only at the end
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    # Time-to-accuracy: kNN levels (%) whose first crossing time the summary reports. "" =
-    # the dataset's raw-pixel kNN (fashion-mnist: weighted k=200 78.85, plain 5-NN 85.54,
-    # measured by `siamdyn baseline`, bench/results/baseline_fmnist.json); "none" = off.
-    knn_targets: str = ""
-    ckpt_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
-    probe_every: int = 50  # steps between gradient-split / module-speed probes; 0 = off
-    collapse_rank_floor: float = 2.0  # detector: RankMe(z) below this counts as collapse; 0 = std only
-    collapse_patience: int = 50  # detector: steps the condition must hold (BYOL dips briefly early on)
-    stop_on_collapse: bool = False  # end the run (checkpoint + kNN) when the detector fires
+    seed: int = knob(0, "seed of weights, data order and augmentations")
+    device: str = knob("auto", "auto = cuda if visible, else cpu", choices=("auto", "cpu", "cuda"), resumable=True)
+    threads: int = knob(0, "torch threads; 0 = all cores", resumable=True)
+    deterministic: bool = knob(False, "torch.use_deterministic_algorithms (bit-exact resumes)")
+    sync_bn: bool = knob(True, "under torchrun: BatchNorm statistics over the global batch (SimSiam paper)")
+    channels_last: str = knob("auto", "NHWC convolutions; auto = on for backbone_width >= 16 (docs/design.md "
+                              "'Speed notes')", choices=("auto", "on", "off"))
+    precision: str = knob("fp32", "bf16 = bf16 autocast of forward/backward (docs/design.md 'Speed notes')",
+                          choices=("fp32", "bf16"))
+    compile: bool = knob(False, "torch.compile the training forward (docs/design.md 'Speed notes')", resumable=True)
+    fuse_views: bool = knob(False, "encode both views in one 2B pass; BN statistics then pool the views")
+    log_every: int = knob(1, "steps between metric lines (collapse std, RankMe, loss)", resumable=True)
+    knn_every: int = knob(1, "epochs between kNN evaluations; 0 = only at the end", resumable=True)
+    knn_k: int = knob(200, "kNN neighbours")
+    knn_temperature: float = knob(0.1, "weighted kNN temperature")
+    knn_targets: str = knob("", "kNN levels (%) whose first crossing time the summary reports; '' = the "
+                            "dataset's raw-pixel kNN (docs/recipe.md); 'none' = off")
+    ckpt_every: int = knob(0, "steps between mid-epoch checkpoints; 0 = epoch ends only", resumable=True)
+    probe_every: int = knob(50, "steps between gradient-split / module-speed probes; 0 = off", resumable=True)
+    collapse_rank_floor: float = knob(2.0, "detector: RankMe(z) below this counts as collapse; 0 = std only",
+                                      resumable=True)
+    collapse_patience: int = knob(50, "detector: steps the condition must hold", resumable=True)
+    stop_on_collapse: bool = knob(False, "end the run (checkpoint + kNN) when the detector fires", resumable=True)
 
     # ------------------------------------------------------------------ building
     @classmethod
     def from_preset(cls, preset: str = "simsiam", overrides: dict[str, Any] | None = None) -> "Config":
+        from siamdyn.presets import PRESETS
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}{_did_you_mean(preset, PRESETS)}; "
                               f"choose one of: {', '.join(PRESETS)}")
@@ -140,7 +135,7 @@ class Config:
             if key not in names:
                 raise ConfigError(f"unknown config key {key!r}{_did_you_mean(key, names)}; "
                                   "see `siamdyn train --help-config` for the list")
-        return dataclasses.replace(self, **{k: _coerce(self, k, v) for k, v in changes.items()})
+        return dataclasses.replace(self, **{k: coerce_value(self, k, v) for k, v in changes.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,16 +157,15 @@ class Config:
         if not isinstance(d, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
         d = d.get("config", d)  # a run's config.yaml nests the values under `config:`
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {path}: `config:` must hold a mapping of key: value")
         preset = d.pop("preset", "simsiam")
         return cls.from_preset(preset, d)
 
     # ------------------------------------------------------------------ derived
     def resolved_data_dir(self) -> str:
-        if self.data_dir:
-            return self.data_dir
-        if self.dataset == "fashion-mnist":
-            return os.environ.get("SIAMDYN_DATA", DEFAULT_DATA_DIR)
-        return os.environ.get("SIAMDYN_DATA", "")
+        from siamdyn.data.datasets import DEFAULT_DATA_DIRS
+        return self.data_dir or os.environ.get("SIAMDYN_DATA", DEFAULT_DATA_DIRS.get(self.dataset, ""))
 
     @property
     def memory_format(self):
@@ -185,6 +179,8 @@ class Config:
 
     @property
     def knn_target_levels(self) -> list[float]:
+        """kNN levels (%) for time-to-accuracy: the user's, or the dataset's raw-pixel kNN."""
+        from siamdyn.presets import RAW_PIXEL_KNN
         if self.knn_targets == "none":
             return []
         if not self.knn_targets:
@@ -193,10 +189,10 @@ class Config:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "Config":
-        for key, allowed in CHOICES.items():
-            value = getattr(self, key)
-            if value not in allowed:
-                raise ConfigError(f"{key}={value!r} is not valid{_did_you_mean(value, allowed)}; "
+        for f in fields(self):
+            allowed, value = field_choices(f), getattr(self, f.name)
+            if allowed and value not in allowed:
+                raise ConfigError(f"{f.name}={value!r} is not valid{_did_you_mean(value, allowed)}; "
                                   f"choose one of: {', '.join(allowed)}")
         for f in fields(self):
             value = getattr(self, f.name)
@@ -249,7 +245,7 @@ def _did_you_mean(word: Any, options: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _coerce(cfg: Config, key: str, value: Any) -> Any:
+def coerce_value(cfg: Config, key: str, value: Any) -> Any:
     """Turn a `--set key=value` string (or a YAML value) into the field's type."""
     current = getattr(cfg, key)
     kind = type(current)
@@ -288,52 +284,16 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-# Presets are named points of the design space (DESIGN.md §1): overrides on the defaults.
-PRESETS: dict[str, dict[str, Any]] = {
-    # Chen & He 2021: predictor, stop-gradient, negative cosine, ½(D(p1,z2) + D(p2,z1)).
-    "simsiam": {},
-    # Grill et al. 2020: EMA target (τ 0.99 → 1), 2 − 2cos summed over both orders, the
-    # predictor's lr decays with the rest.
-    "byol": dict(target="ema", tau=0.99, tau_schedule="cosine", loss="mse", symmetrize="sum",
-                 projector="byol", proj_hidden=512, proj_dim=128, pred_hidden=512,
-                 predictor_fixed_lr=False),
-    # SimSiam without stop-gradient: terms 1 + 2 of SEED_NOTES §3 reach the encoder.
-    "simsiam-no-sg": dict(grad_terms="both"),
-    # SimSiam without predictor (h = identity), stop-gradient kept.
-    "simsiam-no-pred": dict(predictor="none"),
-    # Plain Siamese: no predictor and no stop-gradient, eq. (9).
-    "siamese": dict(predictor="none", grad_terms="both"),
-    # Eq. (10): target f(x̄), x̄ = pixel mean of K augmentations; no predictor, no stop-gradient.
-    "xbar": dict(predictor="none", target="view_mean", grad_terms="both"),
-    # SimCLR, the contrastive reference: InfoNCE with cross-view negatives.
-    "simclr": dict(predictor="none", grad_terms="both", loss="infonce", symmetrize="mean",
-                   projector="byol", proj_dim=128),
-}
-
-
-# The fmnist-small training recipe of `siamdyn train`, per preset (issue 7; the evidence is
-# in docs/recipe.md, bench/results/recipe_prune.md): applied over the preset when the data
-# is Fashion-MNIST, under the user's own --set values; `--paper-recipe` turns it off.
-# `Config.from_preset` itself keeps the papers' recipe (DESIGN.md §5), which the experiment
-# grids, the demo and the tests build on.
-FMNIST_RECIPE: dict[str, dict[str, Any]] = {
-    # AdamW beat SGD at any lr we tried (66.3 vs 60.1 % kNN in the pruning runs); a 0.2-epoch
-    # lr warm-up on top: 70.3 ± 1.2 vs 65.8 ± 1.7 % over 3 seeds (without it z's RankMe falls
-    # to ≈ 13-16 within 25 steps and ends ≈ 10; with it, 27-41 and ≈ 20; docs/recipe.md).
-    "simsiam": dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=0.2),
-    # AdamW with milder crops: 65.7 vs 63.6 % (the paper recipe's p std also dips for > 50 steps);
-    # a 10× predictor lr on top: 68.6 ± 1.0 vs 66.3 ± 1.1 % over 3 seeds, ahead on each (z's
-    # RankMe ends at 21-26 instead of 9-11; SEED_NOTES §3 (c): a faster predictor should not hurt).
-    "byol": dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4, crop_scale_min=0.5, predictor_lr_scale=10.0),
-    # SGD at lr 0.5 with milder crops: 77.1 % — above raw pixels (75.9 %) on the same bank.
-    "simclr": dict(lr=0.5, crop_scale_min=0.5),
-}
+def resumable_fields() -> set[str]:
+    """Fields that `--resume` may change without changing the trajectory's meaning."""
+    return {f.name for f in fields(Config) if f.metadata["resumable"]}
 
 
 def config_help() -> str:
     lines = []
     for f in fields(Config):
-        default = getattr(Config(), f.name)
-        choice = f"  one of {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
-        lines.append(f"  {f.name:<20} {type(default).__name__:<6} default {default!r}{choice}")
+        choices = field_choices(f)
+        extra = f" (one of {', '.join(choices)})" if choices else ""
+        tag = " [resumable]" if f.metadata["resumable"] else ""
+        lines.append(f"  {f.name:<20} {type(f.default).__name__:<5} {f.default!r:<18} {f.metadata['help']}{extra}{tag}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from siamdyn.methods import SiameseMethod
 from siamdyn.plots import plot_runs
 from siamdyn.probes.collapse import COLLAPSE_FRACTION, HEALTHY_FRACTION
 from siamdyn.runs import atomic_write_text, read_metrics
+from siamdyn.runtime import load_data
 from siamdyn.train import train
 
 # lr 0.5 (0.25 at batch 128): measured healthy for SimSiam and ≈ 3× faster collapse without
@@ -43,7 +44,6 @@ def run_demo(out: str, steps: int = 250, overwrite: bool = False, progress: bool
     settings = {**DEMO_SETTINGS, "max_steps": steps, "epochs": 0, **(overrides or {})}
     cfgs = {name: Config.from_preset(name, settings) for name in ("simsiam", "simsiam-no-sg")}
     torch.manual_seed(cfgs["simsiam"].seed)
-    from siamdyn.train import load_data  # the shape of the data decides the stem's channels
     channels = load_data(cfgs["simsiam"])[0].shape[0]
     initial = SiameseMethod(cfgs["simsiam"], channels).state_dict()  # shared starting point
     summaries = {}

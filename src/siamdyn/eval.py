@@ -1,8 +1,9 @@
-"""Evaluation on frozen features: weighted kNN (DESIGN.md §5), plain kNN and a linear probe."""
+"""Evaluation on frozen features: weighted kNN (docs/design.md §5), plain kNN, a linear probe,
+and the training run's kNN readings with their time-to-accuracy."""
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -109,3 +110,31 @@ def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
         train_acc = (head(xtr).argmax(1) == train_labels).float().mean().item() * 100
         test_acc = (head(xte).argmax(1) == test_labels).float().mean().item() * 100
     return {"linear_train_acc": train_acc, "linear_test_acc": test_acc}
+
+
+@torch.no_grad()
+def knn_accuracy(model: nn.Module, prepare: Callable[[torch.Tensor], torch.Tensor], train: Any, test: Any,
+                 cfg: Any, device: torch.device, ctx: Any = None) -> float | None:
+    """Weighted kNN of `model.backbone`'s features. Under DDP each rank embeds its share of
+    the images, the features are gathered and rank 0 votes (other ranks get None)."""
+    from siamdyn.distributed import Dist, gather_rows
+    ctx = ctx or Dist()
+    was_training = model.training
+    model.eval()
+    shares = [torch.tensor_split(x, ctx.world) for x in (train.images, test.images)]
+    bank, queries = encoder_features(model.backbone, shares[0][ctx.rank], shares[1][ctx.rank], prepare, device)
+    bank, queries = (gather_rows(ctx, f, [len(s) for s in share]) for f, share in zip((bank, queries), shares))
+    model.train(was_training)
+    if not ctx.is_main:
+        return None
+    return weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,
+                        num_classes=len(train.classes))
+
+
+def time_to_accuracy(knn_history: list[dict], levels: list[float]) -> dict[str, Any]:
+    """For each kNN level (%), the wall time and step of the first evaluation at or above it (None: never)."""
+    out = {}
+    for level in levels:
+        hit = next((h for h in knn_history if h["knn_acc"] is not None and h["knn_acc"] >= level), None)
+        out[f"{level:g}"] = {"time_s": hit["time_s"], "step": hit["step"]} if hit else None
+    return out

@@ -8,33 +8,28 @@ from typing import Any
 
 import torch
 
-from siamdyn.data import AugmentParams, BatchAugment
-from siamdyn.errors import SiamdynError
+from siamdyn.checkpoint import Checkpoint
+from siamdyn.data import BatchAugment, ImageData
 from siamdyn.eval import encoder_features, euclidean_knn, linear_probe, weighted_knn
 from siamdyn.methods import SiameseMethod
-from siamdyn.runs import CKPT_FILE, atomic_write_text, load_run_config
-from siamdyn.train import eval_input, load_data, setup_torch
+from siamdyn.runs import atomic_write_text, load_run_config
+from siamdyn.runtime import eval_input, load_data, make_augment, setup_torch
 
 
-def load_trained(run_dir: str) -> tuple[Any, SiameseMethod, BatchAugment, Any, Any, torch.device]:
-    """(config, model in eval mode, the run's augmentation, train split, test split, device)."""
+def load_trained(run_dir: str) -> tuple[Any, SiameseMethod, BatchAugment, ImageData, ImageData, torch.device, int]:
+    """(config, model in eval mode, the run's augmentation, train split, test split, device, step)."""
     cfg = load_run_config(run_dir)
-    path = os.path.join(run_dir, CKPT_FILE)
-    if not os.path.exists(path):
-        raise SiamdynError(f"{path} does not exist; train the run first")
     device = setup_torch(cfg)
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = Checkpoint.load_run(run_dir, device)
     train, test = load_data(cfg)
     model = SiameseMethod(cfg, in_channels=train.shape[0])
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt.model)
     model = model.to(device, memory_format=cfg.memory_format).eval()
-    augment = BatchAugment(AugmentParams.from_config(cfg), ckpt["data_mean"].to(device), ckpt["data_std"].to(device))
-    return cfg, model, augment, train, test, device
+    return cfg, model, make_augment(cfg, ckpt.data_mean, ckpt.data_std, device), train, test, device, ckpt.step
 
 
 def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
-    cfg, model, augment, train, test, device = load_trained(run_dir)
-    step = torch.load(os.path.join(run_dir, CKPT_FILE), map_location="cpu", weights_only=False)["step"]
+    cfg, model, augment, train, test, device, step = load_trained(run_dir)
     t0 = time.perf_counter()
     bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
     t_feat = time.perf_counter() - t0

@@ -1,5 +1,6 @@
-"""A run is a directory (DESIGN.md §4): config.yaml, metrics.jsonl, ckpt/last.pt, plots/,
-report.md. Writes that must survive a crash go through temp file + fsync + rename."""
+"""A run is a directory (docs/design.md "Runs"): config.yaml, metrics.jsonl, ckpt/last.pt
+(checkpoint.py), summary.json. Writes that must survive a crash go through temp file +
+fsync + rename."""
 from __future__ import annotations
 
 import json
@@ -13,10 +14,11 @@ import torch
 import yaml
 
 from siamdyn import __version__
-from siamdyn.config import Config
+from siamdyn.checkpoint import CKPT_FILE
+from siamdyn.config import Config, resumable_fields
 from siamdyn.errors import ConfigError, SiamdynError
 
-CONFIG_FILE, METRICS_FILE, CKPT_FILE = "config.yaml", "metrics.jsonl", os.path.join("ckpt", "last.pt")
+CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.jsonl"
 
 
 def _fsync_dir(path: str) -> None:
@@ -138,21 +140,6 @@ def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
         raise SiamdynError(f"cannot create run directory {out} ({e.strerror}); choose another --out") from None
 
 
-def load_checkpoint(run_dir: str, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The run's last checkpoint, or a one-line error if it cannot be read."""
-    path = os.path.join(run_dir, CKPT_FILE)
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # torch.load raises many types on a damaged file
-        raise SiamdynError(f"checkpoint {path} is unreadable ({type(e).__name__}); it cannot be resumed — "
-                           "start the run again with --overwrite") from None
-    missing = {"model", "optimizer", "step"} - set(ckpt if isinstance(ckpt, dict) else ())
-    if missing:
-        raise SiamdynError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by siamdyn train — "
-                           "start the run again with --overwrite")
-    return ckpt
-
-
 def truncate_metrics(run_dir: str, last_step: int) -> None:
     """Drop metric lines past `last_step` (written after the checkpoint a resume starts from,
     by a run that was killed), and any half-written line, so the resumed log has no repeats."""
@@ -185,13 +172,10 @@ def load_run_config(run_dir: str) -> Config:
     return Config.from_yaml(path)
 
 
-# Fields that may change on --resume without changing the trajectory's meaning.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "log_every", "knn_every", "ckpt_every", "probe_every", "device", "threads",
-                     "stop_on_collapse", "collapse_rank_floor", "collapse_patience", "data_dir", "compile"}  # data_dir: the data may move
-
-
 def check_resume_compatible(saved: Config, new: Config) -> None:
-    diff = [k for k, v in new.to_dict().items() if k not in RESUMABLE_CHANGES and saved.to_dict().get(k) != v]
+    """Refuse a resume whose config changes a field that is not marked resumable in `Config`."""
+    resumable = resumable_fields()
+    diff = [k for k, v in new.to_dict().items() if k not in resumable and saved.to_dict().get(k) != v]
     if diff:
         k = diff[0]
         raise ConfigError(f"--resume with an incompatible config: {k} was {getattr(saved, k)!r}, now {getattr(new, k)!r}; "

@@ -11,7 +11,8 @@ fixed order: brightness, contrast, saturation. Every random draw comes from the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,11 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision
 
 @dataclass
 class AugmentParams:
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """The augmentation knobs; the names are `Config`'s, so `from_config` maps them by name."""
+    crop_scale_min: float = 0.2
+    crop_scale_max: float = 1.0
+    crop_ratio_min: float = 3 / 4
+    crop_ratio_max: float = 4 / 3
     flip_p: float = 0.5
     jitter_p: float = 0.8
     brightness: float = 0.4
@@ -32,10 +36,16 @@ class AugmentParams:
     blur_p: float = 0.0
 
     @classmethod
-    def from_config(cls, cfg) -> "AugmentParams":
-        return cls((cfg.crop_scale_min, cfg.crop_scale_max), (cfg.crop_ratio_min, cfg.crop_ratio_max),
-                   cfg.flip_p, cfg.jitter_p, cfg.brightness, cfg.contrast, cfg.saturation,
-                   cfg.grayscale_p, cfg.blur_p)
+    def from_config(cls, cfg: Any) -> "AugmentParams":
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+    @property
+    def crop_scale(self) -> tuple[float, float]:
+        return (self.crop_scale_min, self.crop_scale_max)
+
+    @property
+    def crop_ratio(self) -> tuple[float, float]:
+        return (self.crop_ratio_min, self.crop_ratio_max)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Loaders that turn files into one uint8 tensor (N, C, H, W) plus int64 labels.
 
 Every dataset that fits in memory is held whole, so the training step slices a batch
-and augments it on the device in one call (DESIGN.md §2); there is no per-image Python.
+and augments it on the device in one call (docs/design.md 'Data flow'); there is no per-image Python.
 Malformed files raise `DataError` with the file and the fix.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 
 from siamdyn.errors import DataError
 
+# Where a dataset is read from when neither data_dir nor $SIAMDYN_DATA says: the Debian package's folder.
+DEFAULT_DATA_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
 FMNIST_FIX = "reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or point --data-dir / SIAMDYN_DATA at a good copy"
 FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

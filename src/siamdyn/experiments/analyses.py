@@ -17,7 +17,7 @@ from siamdyn.eval import encoder_features, linear_probe, weighted_knn
 from siamdyn.experiments.grids import ANALYSIS, BUDGETS, grid_cells
 from siamdyn.methods import SiameseMethod
 from siamdyn.probe_run import load_trained
-from siamdyn.train import eval_input
+from siamdyn.runtime import eval_input
 
 TEST_TIME_VIEWS = 8
 
@@ -40,7 +40,7 @@ def analyse_h7(out: str, budget: str, seeds: int) -> dict[str, Any]:
     result: dict[str, Any] = {"test_time_views": TEST_TIME_VIEWS, "runs": {}}
     for cell in grid_cells("H7"):
         for seed in range(seeds):
-            cfg, model, augment, train, test, device = load_trained(cell.run_dir(out, seed))
+            cfg, model, augment, train, test, device, _ = load_trained(cell.run_dir(out, seed))
             row = {}
             for name, prepare in (("f(x)", eval_input(cfg, augment)),
                                   ("f(xbar)", _xbar_input(cfg, augment, TEST_TIME_VIEWS, seed))):
@@ -54,7 +54,7 @@ def analyse_h7(out: str, budget: str, seeds: int) -> dict[str, Any]:
 def analyse_h8(out: str, budget: str, seeds: int) -> dict[str, Any]:
     from siamdyn.config import Config
     from siamdyn.data import channel_stats
-    from siamdyn.train import load_data, setup_torch
+    from siamdyn.runtime import load_data, make_augment, setup_torch
     epochs = ANALYSIS[budget]["probe_epochs"]
     cfg = Config.from_preset("simsiam", BUDGETS[budget])
     device = setup_torch(cfg)
@@ -62,7 +62,7 @@ def analyse_h8(out: str, budget: str, seeds: int) -> dict[str, Any]:
     pix = [s.images.flatten(1).float() / 255 for s in (train, test)]
     result: dict[str, Any] = {"raw pixels": [_scores(cfg, pix[0], train, pix[1], test, epochs)]}
     mean, std = channel_stats(train.images)
-    augment = BatchAugment(AugmentParams.from_config(cfg), mean.to(device), std.to(device))
+    augment = make_augment(cfg, mean, std, device)
     for init in ("kaiming", "orthogonal", "default", "zero"):
         result[f"random init: {init}"] = []
         for seed in range(seeds):
@@ -74,7 +74,7 @@ def analyse_h8(out: str, budget: str, seeds: int) -> dict[str, Any]:
     for cell in grid_cells("H8"):
         result[f"trained: {cell.name}"] = []
         for seed in range(seeds):
-            cfg_r, model, aug_r, tr, te, dev = load_trained(cell.run_dir(out, seed))
+            cfg_r, model, aug_r, tr, te, dev, _ = load_trained(cell.run_dir(out, seed))
             with torch.no_grad():
                 bank, queries = encoder_features(model.backbone, tr.images, te.images, eval_input(cfg_r, aug_r), dev)
             result[f"trained: {cell.name}"].append(_scores(cfg_r, bank, tr, queries, te, epochs))
@@ -139,7 +139,7 @@ def analyse_h9(out: str, budget: str, seeds: int) -> dict[str, Any]:
     result: dict[str, Any] = {"settings": a, "runs": {}}
     for cell in grid_cells("H9"):
         for seed in range(seeds):
-            cfg, trained, run_augment, train, _, device = load_trained(cell.run_dir(out, seed))
+            cfg, trained, run_augment, train, _, device, _ = load_trained(cell.run_dir(out, seed))
             torch.manual_seed(seed)
             initial = SiameseMethod(cfg, train.shape[0]).to(device).eval()  # the run's starting weights
             images = train.images[:a["images"]].to(device)

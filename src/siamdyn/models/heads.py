@@ -1,7 +1,12 @@
 """Projection and prediction heads, each a short module named after its paper."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Callable
+
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from siamdyn.config import Config
 
 
 def simsiam_projector(in_dim: int, hidden: int, out: int) -> nn.Sequential:
@@ -27,3 +32,17 @@ def simsiam_predictor(dim: int, hidden: int) -> nn.Sequential:
 def linear_predictor(dim: int) -> nn.Linear:
     """DirectPred-style (Tian et al. 2021) linear predictor p = W_p z, no bias."""
     return nn.Linear(dim, dim, bias=False)
+
+
+# name → builder (input dim, cfg). The config accepts exactly these names (`projector=`, `predictor=`).
+PROJECTORS: dict[str, Callable[[int, "Config"], nn.Module]] = {
+    "simsiam": lambda dim, cfg: simsiam_projector(dim, cfg.proj_hidden, cfg.proj_dim),
+    "byol": lambda dim, cfg: byol_mlp(dim, cfg.proj_hidden, cfg.proj_dim),
+}
+# The mlp predictor takes the shape of its projector's paper: SimSiam's bottleneck or BYOL's MLP.
+PREDICTORS: dict[str, Callable[[int, "Config"], nn.Module]] = {
+    "mlp": lambda dim, cfg: (simsiam_predictor(dim, cfg.pred_hidden) if cfg.projector == "simsiam"
+                             else byol_mlp(dim, cfg.pred_hidden, dim)),
+    "linear": lambda dim, cfg: linear_predictor(dim),
+    "none": lambda dim, cfg: nn.Identity(),
+}

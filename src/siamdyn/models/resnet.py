@@ -27,8 +27,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """`forward` returns the pooled feature (N, 8·width). Module names (`stem`,
-    `stage1`..`stage4`) are the groups the instruments report speeds for."""
+    """`forward` returns the pooled feature (N, 8·width); `stages()` names its parts
+    (`stem`, `stage1`..`stage4`) for the instruments."""
 
     def __init__(self, width: int = 16, in_channels: int = 1, blocks: tuple[int, ...] = (2, 2, 2, 2)):
         super().__init__()
@@ -41,6 +41,10 @@ class ResNet18(nn.Module):
             ch = out
         self.stage1, self.stage2, self.stage3, self.stage4 = stages
         self.feature_dim = ch
+
+    def stages(self) -> dict[str, nn.Module]:
+        """The groups, input to output, whose gradient split and update speed the instruments report."""
+        return dict(stem=self.stem, stage1=self.stage1, stage2=self.stage2, stage3=self.stage3, stage4=self.stage4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stage4(self.stage3(self.stage2(self.stage1(self.stem(x)))))

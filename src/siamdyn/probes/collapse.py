@@ -13,14 +13,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-COLLAPSE_FRACTION = 0.25  # a run counts as collapsed below 0.25/√d (DESIGN.md, issue 3)
+COLLAPSE_FRACTION = 0.25  # a run counts as collapsed below 0.25/√d (docs/design.md "Instruments")
 HEALTHY_FRACTION = 0.8
-RANK_FLOOR = 2.0  # RankMe(z) below this = (near) rank-one embeddings; healthy runs measured ≥ 10
+RANK_FLOOR = 2.0  # RankMe(z) below this = (near) rank-one embeddings (docs/design.md "Instruments")
 
 
 # Each metric returns 0-d tensors: nothing waits for the device, so `collapse_metrics` can
-# fetch all ten numbers of a training step in one host sync (it was ten, plus an SVD, per
-# step: a third of the step time of a width-16 ResNet-18 on a GPU, bench/results/).
+# fetch all numbers of a training step in one host sync (docs/design.md "Speed notes (GPU)").
 @torch.no_grad()
 def normalized_std(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, min) over dimensions of the per-dimension std of z/‖z‖ over the batch."""
@@ -72,16 +71,25 @@ def mean_cosines(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torc
     return (a * b).sum(1).mean(), between
 
 
-def collapse_metrics(z: list[torch.Tensor], p: list[torch.Tensor], features: torch.Tensor) -> dict[str, float]:
-    """Every per-step collapse number for one batch: z and p are the two views' outputs."""
-    z_std, z_std_min = normalized_std(z[0])
-    p_std, p_std_min = normalized_std(p[0])
-    cos_views, cos_images = mean_cosines(z[0], z[1])
-    metrics = {"z_std": z_std, "z_std_min": z_std_min, "p_std": p_std, "p_std_min": p_std_min,
-               "z_erank": effective_rank(z[0]), "feature_erank": effective_rank(features),
-               "alignment": alignment(z[0], z[1]), "uniformity": uniformity(z[0]),
-               "cos_views": cos_views, "cos_images": cos_images}
-    return dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))  # one host sync
+def collapse_metrics(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None = None,
+                     features: torch.Tensor | None = None) -> dict[str, float]:
+    """Every per-step collapse number for one batch, fetched in one host sync. `z`: the two
+    views' projector outputs (or one tensor: the cross-view numbers are then left out);
+    `p`: the predictor outputs (the first view is read); `features`: backbone features."""
+    zs = list(z) if isinstance(z, (list, tuple)) else [z]
+    z_std, z_std_min = normalized_std(zs[0])
+    metrics = {"z_std": z_std, "z_std_min": z_std_min}
+    if p is not None:
+        metrics["p_std"], metrics["p_std_min"] = normalized_std(p[0] if isinstance(p, (list, tuple)) else p)
+    metrics["z_erank"] = effective_rank(zs[0])
+    if features is not None:
+        metrics["feature_erank"] = effective_rank(features)
+    if len(zs) > 1:
+        metrics["alignment"] = alignment(zs[0], zs[1])
+    metrics["uniformity"] = uniformity(zs[0])
+    if len(zs) > 1:
+        metrics["cos_views"], metrics["cos_images"] = mean_cosines(zs[0], zs[1])
+    return dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))
 
 
 class CollapseDetector:
@@ -91,8 +99,8 @@ class CollapseDetector:
 
     Both z and p count: SimSiam's projector ends in a BN, which keeps z from becoming
     constant, so a collapse can show in p (no BN at its end) before it shows in z. The
-    patience ignores transient dips: BYOL's p std dips to ≈ 0.2/√d for ~10–30 steps early
-    in training and recovers (measured: runs/fmnist5_byol, kNN 72.6 % after 5 epochs).
+    patience ignores transient dips, such as BYOL's early p-std dip that recovers
+    (docs/design.md "Instruments").
     """
 
     def __init__(self, dim: int, fraction: float = COLLAPSE_FRACTION, rank_floor: float = RANK_FLOOR,
@@ -128,3 +136,67 @@ class CollapseDetector:
             return False
         self.step, self.reason = start, first_why + (f", held {self.patience} steps" if self.patience > 1 else "")
         return True
+
+    def state_dict(self) -> dict:
+        return {"collapse_step": self.step, "collapse_reason": self.reason,
+                "streak": list(self._streak) if self._streak else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.reason = state.get("collapse_step"), state.get("collapse_reason")
+        streak = state.get("streak")
+        self._streak = (int(streak[0]), str(streak[1])) if streak else None
+
+
+class CollapseMonitor:
+    """The collapse instruments for any training loop. Feed it each step's projector outputs
+    of the two views (and optionally the predictor outputs and backbone features):
+
+        monitor = CollapseMonitor(dim=z.shape[1])
+        numbers = monitor.update(step, [z1, z2], p=[p1, p2], features=f1)
+        if monitor.collapsed: print(monitor.reason, "since step", monitor.collapse_step)
+
+    `update` returns the std of z/‖z‖ and p/‖p‖ (mean and min over dimensions), RankMe of z
+    and of the features, alignment/uniformity and the two mean cosines (`collapse_metrics`);
+    the detector (`CollapseDetector`) dates a collapse that has held for `patience` steps.
+    """
+
+    def __init__(self, dim: int, fraction: float = COLLAPSE_FRACTION, rank_floor: float = RANK_FLOOR,
+                 patience: int = 50):
+        self.dim = dim
+        self.detector = CollapseDetector(dim, fraction, rank_floor, patience)
+        self.last: dict[str, float] = {}
+        self.fired = False  # did the last update fire the detector?
+
+    @torch.no_grad()
+    def update(self, step: int, z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None = None,
+               features: torch.Tensor | None = None) -> dict[str, float]:
+        self.last = collapse_metrics(z, p, features)
+        self.fired = self.detector.update(step, self.last)
+        return self.last
+
+    @property
+    def collapsed(self) -> bool:
+        return self.detector.step is not None
+
+    @property
+    def collapse_step(self) -> int | None:
+        return self.detector.step
+
+    @property
+    def reason(self) -> str | None:
+        return self.detector.reason
+
+    def headline(self) -> dict[str, str]:
+        """The three numbers a progress bar shows first: min(std z, std p)·√d, RankMe(z), state."""
+        m = self.last
+        if not m:
+            return {}
+        std = min(m["z_std"], m.get("p_std", m["z_std"])) * math.sqrt(self.dim)
+        return {"std": f"{std:.2f}/√d", "rank": f"{m['z_erank']:.1f}",
+                "collapsed": f"@{self.collapse_step}" if self.collapsed else "no"}
+
+    def state_dict(self) -> dict:
+        return self.detector.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.detector.load_state_dict(state)

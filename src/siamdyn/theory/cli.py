@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from siamdyn.config import _coerce, parse_overrides
+from siamdyn.config import coerce_value, parse_overrides
 from siamdyn.errors import ConfigError
 from siamdyn.runs import atomic_write_text
 
@@ -74,7 +74,7 @@ def linear_setup_from(items: list[str]):
     for key, value in parse_overrides(items).items():
         if key not in names:
             raise ConfigError(f"unknown linear-model key {key!r}; keys: {', '.join(sorted(names))}")
-        changes[key] = _coerce(base, key, value)  # type: ignore[arg-type]
+        changes[key] = coerce_value(base, key, value)  # type: ignore[arg-type]
     return dataclasses.replace(base, **changes).validate()
 
 

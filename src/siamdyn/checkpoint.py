@@ -1,0 +1,134 @@
+"""The checkpoint of a run (`RUN/ckpt/last.pt`), one type for training, resume, probe and export.
+
+A checkpoint holds only tensors and plain Python values, so it loads with
+`torch.load(..., weights_only=True)`: no pickled code runs when a file is read. Format 1
+(siamdyn 0.1) stored numpy's RNG state as an array; it still loads, with numpy's array
+type allowed and nothing else.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from siamdyn.errors import SiamdynError
+
+CKPT_FILE = os.path.join("ckpt", "last.pt")
+FORMAT = 2
+_FIX = "start the run again with --overwrite"
+
+
+def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_state_from_plain(state: Any) -> tuple:
+    if isinstance(state, tuple):  # format 1
+        return state
+    return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+            state["cached_gaussian"])
+
+
+@dataclass
+class Checkpoint:
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    step: int
+    config: dict[str, Any]
+    data_mean: torch.Tensor
+    data_std: torch.Tensor
+    aug_rng_ranks: list[torch.Tensor]  # one augmentation stream per process
+    world_size: int = 1
+    rank_digests: list[str] | None = None  # sha256 of each rank's weights (DDP consistency)
+    knn: list[dict] = field(default_factory=list)  # kNN readings so far
+    probes: dict[str, Any] = field(default_factory=dict)  # the probe session's state (collapse detector)
+    elapsed_s: float = 0.0  # wall time of the run's sessions up to this checkpoint
+    torch_rng: torch.Tensor | None = None
+    python_rng: Any = None
+    numpy_rng: Any = None
+    format: int = FORMAT
+
+    # ------------------------------------------------------------------ capture / restore
+    @classmethod
+    def capture(cls, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict,
+                data_mean: torch.Tensor, data_std: torch.Tensor, aug_rng_ranks: list[torch.Tensor],
+                **state: Any) -> "Checkpoint":
+        """The state of a run at a step boundary, with this process's global RNG streams."""
+        return cls(model=model.state_dict(), optimizer=optimizer.state_dict(), step=step, config=config,
+                   data_mean=data_mean, data_std=data_std, aug_rng_ranks=aug_rng_ranks,
+                   torch_rng=torch.get_rng_state(), python_rng=random.getstate(),
+                   numpy_rng=_numpy_state_to_plain(np.random.get_state()), **state)
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, aug_gen: torch.Generator,
+                rank: int = 0) -> None:
+        """Put weights, optimiser state and every RNG stream back as they were at `step`."""
+        model.load_state_dict(self.model)
+        optimizer.load_state_dict(self.optimizer)
+        state = self.aug_rng_ranks[rank]
+        aug_gen.set_state(state.to(aug_gen.get_state().device) if aug_gen.device.type == "cpu" else state)
+        if self.torch_rng is not None:
+            torch.set_rng_state(self.torch_rng)
+        if self.python_rng is not None:
+            random.setstate(_as_tuple(self.python_rng))
+            np.random.set_state(_numpy_state_from_plain(self.numpy_rng))
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str) -> None:
+        from siamdyn.runs import atomic_save
+        atomic_save(asdict(self), path)
+
+    @classmethod
+    def load(cls, path: str, device: torch.device | str = "cpu") -> "Checkpoint":
+        """The checkpoint in `path`, or a one-line error saying why it cannot be used."""
+        if not os.path.exists(path):
+            raise SiamdynError(f"checkpoint {path} does not exist; train the run first")
+        raw = _read(path, device)
+        missing = {"model", "optimizer", "step"} - set(raw if isinstance(raw, dict) else ())
+        if missing:
+            raise SiamdynError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by siamdyn train — {_FIX}")
+        if raw.get("format", 1) > FORMAT:
+            raise SiamdynError(f"checkpoint {path} has format {raw['format']}, newer than this siamdyn reads "
+                               f"({FORMAT}); upgrade siamdyn")
+        return cls(**_upgrade(raw))
+
+    @classmethod
+    def load_run(cls, run_dir: str, device: torch.device | str = "cpu") -> "Checkpoint":
+        return cls.load(os.path.join(run_dir, CKPT_FILE), device)
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _read(path: str, device: torch.device | str) -> Any:
+    legacy_numpy = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct()]
+    try:
+        with torch.serialization.safe_globals(legacy_numpy):
+            return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch.load raises many types on a damaged or foreign file
+        raise SiamdynError(f"checkpoint {path} is unreadable ({type(e).__name__}); it cannot be used — {_FIX}") from None
+
+
+def _reconstruct() -> Any:
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray._reconstruct
+
+
+def _upgrade(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 → 2: the detector's state moved under `probes`; unknown keys are dropped."""
+    raw = dict(raw)
+    if "probes" not in raw:
+        raw["probes"] = {"collapse_step": raw.get("collapse_step"), "collapse_reason": raw.get("collapse_reason")}
+    if "aug_rng_ranks" not in raw:
+        raw["aug_rng_ranks"] = [raw["aug_rng"]]
+    raw.setdefault("config", {})
+    raw.setdefault("data_mean", None)
+    raw.setdefault("data_std", None)
+    names = set(Checkpoint.__dataclass_fields__)
+    return {k: v for k, v in raw.items() if k in names}

@@ -1,0 +1,138 @@
+"""Setting up a run: device and threads, the data, the model wrapped for DDP/compile, the
+optimiser, and the batches and views of each step. Training, evaluation, the analyses and
+the bench scripts all start here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from siamdyn.config import Config
+from siamdyn.data import AugmentParams, BatchAugment, ImageData, channel_stats, load_split
+from siamdyn.distributed import Dist, check_batch, rank_seed, sync_batchnorm
+from siamdyn.errors import ConfigError, DataError
+from siamdyn.methods import SiameseMethod
+from siamdyn.optim import build_optimizer
+
+
+def pick_device(name: str, ctx: Dist = Dist()) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu or auto")
+    return torch.device("cuda", ctx.local_rank) if name == "cuda" else torch.device(name)
+
+
+def setup_torch(cfg: Config, ctx: Dist = Dist()) -> torch.device:
+    """Threads, the seed of the initial weights (the same on every rank), determinism; the device."""
+    threads = cfg.threads
+    if not threads and ctx.enabled:  # share the cores of this machine among its processes
+        threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world)))
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    else:  # let cuDNN pick the fastest convolution for our fixed shapes (no effect on CPU)
+        torch.backends.cudnn.benchmark = True
+    return pick_device(cfg.device, ctx)
+
+
+def load_data(cfg: Config) -> tuple[ImageData, ImageData]:
+    """(train, test) splits of `cfg.dataset`, checked against each other and the model."""
+    root = cfg.resolved_data_dir()
+    train = load_split(cfg.dataset, root, "train", cfg.image_size, synthetic_n=cfg.limit).balanced_subset(cfg.limit)
+    test = load_split(cfg.dataset, root, "test", cfg.image_size).balanced_subset(cfg.test_limit)
+    if train.shape != test.shape:
+        raise DataError(f"train images are {train.shape} but test images are {test.shape}; both splits need one shape")
+    if min(train.shape[1:]) < 8:
+        raise DataError(f"images of {train.shape[1]}x{train.shape[2]} are too small for the ResNet (need >= 8x8); "
+                        "resize them with image_size")
+    if cfg.batch_size > len(train):
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(train)} training images; "
+                          "lower batch_size or raise limit")
+    return train, test
+
+
+def make_augment(cfg: Config, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> BatchAugment:
+    return BatchAugment(AugmentParams.from_config(cfg), mean.to(device), std.to(device))
+
+
+def eval_input(cfg: Config, augment: BatchAugment) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Un-augmented, normalised input in the model's memory format."""
+    return lambda x: augment.normalize(x).contiguous(memory_format=cfg.memory_format)
+
+
+def epoch_order(cfg: Config, n: int, epoch: int) -> torch.Tensor:
+    """The data order depends only on (seed, epoch), so a resumed run sees the same batches."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+
+
+def rank_batch(order: torch.Tensor, b: int, batch_size: int, ctx: Dist = Dist()) -> torch.Tensor:
+    """This rank's slice of global batch b: the ranks together see what one process would."""
+    local = batch_size // ctx.world
+    start = b * batch_size + ctx.rank * local
+    return order[start:start + local]
+
+
+def make_views(model: SiameseMethod, augment: BatchAugment, x: torch.Tensor,
+               g: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The two online views and the target's extra input (x̄ of eq. 10 from its K views)."""
+    fmt = model.cfg.memory_format
+    views = [augment(x, g).contiguous(memory_format=fmt), augment(x, g).contiguous(memory_format=fmt)]
+    n_extra = model.target.extra_views(model)
+    extra = model.target.combine([augment(x, g) for _ in range(n_extra)]) if n_extra else None
+    return views, (extra.contiguous(memory_format=fmt) if extra is not None else None)
+
+
+@dataclass
+class Session:
+    """Everything a training run is set up with, before its first step."""
+    cfg: Config
+    ctx: Dist
+    device: torch.device
+    train_set: ImageData
+    test_set: ImageData
+    data_mean: torch.Tensor
+    data_std: torch.Tensor
+    augment: BatchAugment
+    model: SiameseMethod  # probes and checkpoints use this, the plain module
+    net: torch.nn.Module  # what the step calls: the model, its DDP wrapper, compiled or not
+    optimizer: torch.optim.Optimizer
+    images: torch.Tensor  # the training images, on the device
+    aug_gen: torch.Generator  # this rank's augmentation stream
+    steps_per_epoch: int
+    schedule_steps: int  # the lr and τ schedules span these
+    total_steps: int  # where the run stops (max_steps may stop early on the same schedule)
+
+
+def build_session(cfg: Config, ctx: Dist, initial_state: dict | None = None) -> Session:
+    """Device, data, model, optimiser and schedules of `cfg`; bad data or config fails here."""
+    check_batch(ctx, cfg.batch_size)
+    device = setup_torch(cfg, ctx)
+    train_set, test_set = load_data(cfg)
+    mean, std = channel_stats(train_set.images)
+    model = SiameseMethod(cfg, in_channels=train_set.shape[0])
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    model = model.to(device, memory_format=cfg.memory_format)
+    net = model
+    if ctx.enabled:
+        if cfg.sync_bn:
+            model = sync_batchnorm(model, device)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:  # the probes and checkpoints keep using `model`, the uncompiled module
+        net = torch.compile(net)
+    steps_per_epoch = len(train_set) // cfg.batch_size  # drop the last partial batch (BN)
+    # epochs=0: max_steps is the whole schedule; otherwise max_steps only stops early, so a run
+    # cut short follows the same trajectory as the full one.
+    schedule_steps = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.max_steps
+    total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps
+    aug_gen = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ctx.rank))
+    return Session(cfg, ctx, device, train_set, test_set, mean, std, make_augment(cfg, mean, std, device), model,
+                   net, build_optimizer(model, cfg), train_set.images.to(device), aug_gen, steps_per_epoch,
+                   schedule_steps, total_steps)
