@@ -48,25 +48,54 @@ def _kill_at(out, step, resume):
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_sigkill_at_three_random_steps_then_resume_is_bit_identical(tmp_path):
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    ref = tmp_path_factory.mktemp("reference") / "ref"
     subprocess.run(_argv(ref), check=True, capture_output=True)
+    return ref
+
+
+def _assert_same_run(ref, cut, note):
+    """Weights, momentum buffers and every logged (step, loss) equal bit for bit."""
+    a = torch.load(ref / "ckpt" / "last.pt", weights_only=True)
+    b = torch.load(cut / "ckpt" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 36
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), (note, k)
+    for k, v in a["optimizer"]["state"].items():
+        assert torch.equal(v["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"]), (note, k)
+    # The resumed log holds each step once, as the uninterrupted one does.
+    losses = lambda d: [(r["step"], r["loss"]) for r in read_metrics(str(d)) if "loss" in r]  # noqa: E731
+    assert losses(cut) == losses(ref), note
+
+
+def test_sigkill_at_three_random_steps_then_resume_is_bit_identical(uninterrupted, tmp_path):
+    cut = tmp_path / "cut"
     kills = sorted(random.Random(int(time.time())).sample(range(3, 34), 3))
     for i, k in enumerate(kills):
         _kill_at(cut, k, resume=i > 0)
     done = subprocess.run(_argv(cut, resume=True), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-800:]
-    a = torch.load(ref / "ckpt" / "last.pt", weights_only=False)
-    b = torch.load(cut / "ckpt" / "last.pt", weights_only=False)
-    assert a["step"] == b["step"] == 36
-    for group in ("model", "optimizer"):
-        for k, v in a[group].items() if group == "model" else enumerate(a[group]["state"].values()):
-            w = b[group][k] if group == "model" else list(b[group]["state"].values())[k]["momentum_buffer"]
-            v = v if group == "model" else v["momentum_buffer"]
-            assert torch.equal(v, w), (kills, group, k)
-    # The resumed log holds each step once, as the uninterrupted one does.
-    losses = lambda d: [(r["step"], r["loss"]) for r in read_metrics(str(d)) if "loss" in r]  # noqa: E731
-    assert losses(cut) == losses(ref), kills
+    _assert_same_run(uninterrupted, cut, kills)
+
+
+@pytest.mark.parametrize("signals", [("SIGINT",), ("SIGTERM",), ("SIGINT", "SIGINT")])
+def test_every_stop_is_an_exact_resume_point(uninterrupted, tmp_path, signals):
+    """Ctrl-C, SIGTERM and a second Ctrl-C 20 ms after the first all stop at a step boundary
+    with a whole checkpoint; the resumed run ends as the uninterrupted one."""
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_argv(cut), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    at = random.Random(int(time.time())).randrange(3, 30)
+    while _last_step(cut) < at and proc.poll() is None:
+        time.sleep(0.005)
+    for name in signals:
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.02)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 2 and "--resume" in err and "Traceback" not in err, err[-800:]
+    done = subprocess.run(_argv(cut, resume=True), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-800:]
+    _assert_same_run(uninterrupted, cut, (signals, at))
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
