@@ -3,7 +3,6 @@ finished runs, an interrupted run resumes, and the report has a section per grid
 import json
 import os
 
-import pytest
 
 from siamdyn.cli import main
 from siamdyn.experiments.grids import GRIDS, grid_cells

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from siamdyn.cli import main
-from tests.test_data import fake_fmnist, write_idx
+from tests.test_data import fake_fmnist
 
 # A tiny finished run that every case must leave untouched, and the knobs that make one.
 FAST = ["--set", "backbone_width=4", "--set", "proj_hidden=16", "--set", "proj_dim=16", "--set", "pred_hidden=8",

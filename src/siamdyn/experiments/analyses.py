@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from siamdyn.data import AugmentParams, BatchAugment
 from siamdyn.eval import encoder_features, linear_probe, weighted_knn
