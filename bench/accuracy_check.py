@@ -2,7 +2,8 @@
 same seeds, ≥ 2 epochs, kNN on the full 60 000 / 10 000 after each epoch) under each speed
 setting, side by side, with mean ± std over seeds when there are several.
 
-    python bench/accuracy_check.py --device cpu --variants fp32-nchw,fp32-channels-last --seeds 0,1,2 --out bench/results/accuracy_cpu.md
+    python bench/accuracy_check.py --device cpu --variants fp32-nchw,fp32-channels-last --seeds 0,1,2
+                                   --out bench/results/accuracy_cpu.md
 """
 from __future__ import annotations
 

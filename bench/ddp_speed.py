@@ -40,7 +40,8 @@ def main() -> None:
     lines = [f"# DDP on CPU: 1 vs {args.nproc} processes ({datetime.date.today()})", "",
              f"- machine: {platform.machine()}, {os.cpu_count()} cores; command: `python bench/ddp_speed.py "
              f"{' '.join(sys.argv[1:])}`",
-             f"- simsiam, fmnist-small, global batch 256, width 16, {WARMUP} warm-up + {args.steps} timed steps, probes off", "",
+             f"- simsiam, fmnist-small, global batch 256, width 16, {WARMUP} warm-up + {args.steps} timed steps, "
+             "probes off", "",
              "| setting | s/step | images/s | vs 1 process |", "|---|---|---|---|"]
     lines += [f"| {name} | {s:.3f} | {256 / s:.0f} | {base / s:.2f}× |" for name, s in rows]
     text = "\n".join(lines) + "\n"

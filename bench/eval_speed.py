@@ -51,14 +51,16 @@ def main() -> None:
         reference = feats if reference is None else reference
         rel = float((feats - reference).abs().max() / reference.abs().max())
         t = time.perf_counter()
-        acc = weighted_knn(feats[:len(train)], train.labels, feats[len(train):], test.labels, cfg.knn_k, cfg.knn_temperature)
+        acc = weighted_knn(feats[:len(train)], train.labels, feats[len(train):], test.labels, cfg.knn_k,
+                           cfg.knn_temperature)
         knn_s = time.perf_counter() - t
         rows.append(f"| {name} | {seconds:.1f} | {len(images) / seconds:.0f} | {rel:.1e} | {knn_s:.2f} | {acc:.2f} |")
         print(rows[-1], flush=True)
     emit([*header("Evaluation speed", args.device),
                       "- random-init width-16 ResNet-18 (kaiming), fmnist 60 000 + 10 000 images, batch 1024; "
                       "weighted kNN k=200 T=0.1 on the extracted features", "",
-                      "| extraction | seconds for 70 000 images | images/s | max rel. diff vs no_grad | kNN seconds (60k × 10k) | kNN acc (%) |",
+                      "| extraction | seconds for 70 000 images | images/s | max rel. diff vs no_grad "
+                      "| kNN seconds (60k × 10k) | kNN acc (%) |",
                       "|---|---|---|---|---|---|", *rows], args.out)
 
 

@@ -59,8 +59,8 @@ def main() -> None:
     whole = sum(totals.values())
     lines = [*header("Where the time of a training step goes", cfg.device),
              f"- simsiam, width {args.width}, batch {cfg.batch_size}, channels_last {cfg.channels_last}, probes off; "
-             f"the whole `train()` of {args.steps + 2} steps is profiled (the final kNN over 2 660 images is in 'other' and "
-             "'convolution forward')", "",
+             f"the whole `train()` of {args.steps + 2} steps is profiled (the final kNN over 2 660 images is in "
+             "'other' and 'convolution forward')", "",
              "| category | self CPU time (s) | share |", "|---|---|---|"]
     for label, t in sorted(totals.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {label} | {t / 1e6:.2f} | {100 * t / whole:.1f} % |")

@@ -86,7 +86,8 @@ STUDY: dict[str, tuple[str, dict]] = {
     "byol-adamw-crop0.5-predfixed": ("byol", dict(BYOL_WIN, predictor_fixed_lr=True)),
     # LARS (BYOL's paper optimizer; SimSiam's one-seed 69.4 above) with the winners' other parts.
     "simsiam-lars-lr1-warmup0.2": ("simsiam", dict(optimizer="lars", lr=1.0, warmup_epochs=0.2)),
-    "byol-lars-lr1-crop0.5-predlr10": ("byol", dict(optimizer="lars", lr=1.0, crop_scale_min=0.5, predictor_lr_scale=10.0)),
+    "byol-lars-lr1-crop0.5-predlr10": ("byol", dict(optimizer="lars", lr=1.0, crop_scale_min=0.5,
+                                                    predictor_lr_scale=10.0)),
     "simclr-lr0.5-crop0.5-width32": ("simclr", dict(SIMCLR_WIN, backbone_width=32)),
 }
 
@@ -94,7 +95,8 @@ STUDY: dict[str, tuple[str, dict]] = {
 def raw_pixel_knn(cfg: Config) -> float:
     train_set, test_set = load_data(cfg)
     flat = lambda d: d.images.flatten(1).float()  # noqa: E731
-    return weighted_knn(flat(train_set), train_set.labels, flat(test_set), test_set.labels, cfg.knn_k, cfg.knn_temperature)
+    return weighted_knn(flat(train_set), train_set.labels, flat(test_set), test_set.labels, cfg.knn_k,
+                        cfg.knn_temperature)
 
 
 def run_dir(out: str, name: str, seed: int) -> str:
@@ -152,12 +154,13 @@ def main() -> None:
             knn_cell = f"{knn[0]:.2f}"
         last = [r for r in read_metrics(run_dir(args.out, name, 0)) if "z_erank" in r][-1]
         change = ", ".join(f"{k}={v}" for k, v in changes.items()) or "preset defaults"
-        rows.append(f"| {name} | {preset} | {change} | {knn_cell} | {s['wall_time_s']:.0f} | "
-                    f"{last['z_erank']:.1f} | {last['p_std'] * Config.from_preset(preset, changes).proj_dim ** 0.5:.2f} | "
+        rows.append(f"| {name} | {preset} | {change} | {knn_cell} | {s['wall_time_s']:.0f} | {last['z_erank']:.1f} | "
+                    f"{last['p_std'] * Config.from_preset(preset, changes).proj_dim ** 0.5:.2f} | "
                     f"{'@' + str(s['collapse_step']) if s['collapse_step'] else 'no'} |")
     emit([
         *header("Recipe study, pruning stage"), f"- runs in {args.out}/",
-        f"- every run: {json.dumps(PRUNE)}; width-16 ResNet-18 unless the row says otherwise; kNN bank = the 20 000 training images, 2 000 test queries",
+        f"- every run: {json.dumps(PRUNE)}; width-16 ResNet-18 unless the row says otherwise; "
+        "kNN bank = the 20 000 training images, 2 000 test queries",
         "- columns other than kNN are seed 0's run",
         "", "| run | preset | change | kNN (%) | wall s | RankMe z (end) | p std·√d (end) | collapsed |",
         "|---|---|---|---|---|---|---|---|", *rows, *hand_notes(args.table)], args.table)

@@ -147,7 +147,8 @@ def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
         return {"step_s": step_s}
     # The probes' share of wall time at this probe_every: one probe per probe_every steps.
     per_probe = summary["probe_time_s"] / n_probes
-    return {"step_s": step_s, "probe_s": per_probe, "probe_fraction": per_probe / (cfg.probe_every * step_s + per_probe)}
+    return {"step_s": step_s, "probe_s": per_probe,
+            "probe_fraction": per_probe / (cfg.probe_every * step_s + per_probe)}
 
 
 def step_flops(args: argparse.Namespace) -> float:
@@ -221,8 +222,10 @@ def main() -> None:
              f"{args.warmup} warm-up + {args.steps} timed steps",
              f"- FLOPs per step (forward + backward, FlopCounterMode): {flops / 1e9:.1f} GFLOP "
              f"({flops / args.batch / 1e6:.0f} MFLOP per image)",
-             f"- measured matmul peak ({8192 if args.device == 'cuda' else 1024}² torch.mm): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
-             "", "| variant | s/step | images/s | vs typical | GFLOP/s | % fp32 peak | % bf16 peak | peak RSS MB | peak GPU MB | probe cost |",
+             f"- measured matmul peak ({8192 if args.device == 'cuda' else 1024}² torch.mm): "
+             f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
+             "", "| variant | s/step | images/s | vs typical | GFLOP/s | % fp32 peak | % bf16 peak | peak RSS MB "
+             "| peak GPU MB | probe cost |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for variant, r in rows.items():
         if "error" in r:
@@ -230,9 +233,11 @@ def main() -> None:
             continue
         gflops = flops / r["step_s"] / 1e9
         lines.append(f"| {variant} | {r['step_s']:.3f} | {args.batch / r['step_s']:.0f} | "
-                     f"{base / r['step_s'] if base else float('nan'):.2f}× | {gflops:.0f} | {100 * gflops * 1e9 / peaks['fp32']:.0f} % | "
-                     f"{100 * gflops * 1e9 / peaks['bf16']:.0f} % | {r['peak_rss_mb']:.0f} | {r.get('peak_gpu_mb', float('nan')):.0f} | " +
-                     (f"{r['probe_s']:.2f} s/probe = {100 * r['probe_fraction']:.1f} % of wall" if "probe_s" in r else "—") + " |")
+                     f"{base / r['step_s'] if base else float('nan'):.2f}× | {gflops:.0f} | "
+                     f"{100 * gflops * 1e9 / peaks['fp32']:.0f} % | {100 * gflops * 1e9 / peaks['bf16']:.0f} % | "
+                     f"{r['peak_rss_mb']:.0f} | {r.get('peak_gpu_mb', float('nan')):.0f} | " +
+                     (f"{r['probe_s']:.2f} s/probe = {100 * r['probe_fraction']:.1f} % of wall" if "probe_s" in r
+                      else "—") + " |")
     emit(lines, args.out)
 
 

@@ -8,7 +8,8 @@ from siamdyn.data.datasets import DEFAULT_DATA_DIRS
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 HAVE_FMNIST = os.path.exists(os.path.join(DEFAULT_DATA_DIRS["fashion-mnist"], "train-images-idx3-ubyte.gz"))
-needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="dataset-fashion-mnist not installed (bash scripts/setup.sh installs it)")
+needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST,
+                                  reason="dataset-fashion-mnist not installed (bash scripts/setup.sh installs it)")
 
 # Small everything: the real code paths on a few hundred images.
 TINY = dict(dataset="synthetic", backbone_width=4, proj_hidden=32, proj_dim=32, pred_hidden=8,

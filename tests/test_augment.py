@@ -14,8 +14,9 @@ def test_resized_crop_matches_interpolate_of_the_box():
     imgs = ramp_images()
     boxes = torch.tensor([[0, 0, 12, 10], [2, 3, 5, 4], [7, 6, 5, 4], [1, 1, 9, 7]])
     out = resized_crop(imgs, boxes, (8, 8))
-    for k, (t, l, h, w) in enumerate(boxes.tolist()):
-        expected = F.interpolate(imgs[k:k + 1, :, t:t + h, l:l + w], size=(8, 8), mode="bilinear", align_corners=False)
+    for k, (t, left, h, w) in enumerate(boxes.tolist()):
+        expected = F.interpolate(imgs[k:k + 1, :, t:t + h, left:left + w], size=(8, 8), mode="bilinear",
+                                 align_corners=False)
         torch.testing.assert_close(out[k:k + 1], expected, atol=1e-4, rtol=0)
 
 
@@ -43,8 +44,8 @@ def test_crop_boxes_respect_scale_ratio_and_bounds():
 def test_impossible_ratio_falls_back_to_central_crop():
     g = torch.Generator().manual_seed(0)
     boxes = sample_crop_boxes(3, 10, 10, (1.0, 1.0), (3.0, 4.0), g)  # wide crops cannot fit at full area
-    for t, l, h, w in boxes.tolist():
-        assert (h, w) == (3, 10) and (t, l) == (3, 0)  # width kept, height = 10 / 3 rounded, centred
+    for t, left, h, w in boxes.tolist():
+        assert (h, w) == (3, 10) and (t, left) == (3, 0)  # width kept, height = 10 / 3 rounded, centred
 
 
 def _augment(c=1):
@@ -66,14 +67,16 @@ def test_augment_is_deterministic_under_a_seed_and_varies_across_seeds():
 
 def test_jitter_off_and_full_crop_reproduce_the_input():
     imgs = (torch.rand(8, 1, 12, 12, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
-    p = AugmentParams(crop_scale_min=1.0, crop_scale_max=1.0, crop_ratio_min=1.0, crop_ratio_max=1.0, flip_p=0.0, jitter_p=0.0)
+    p = AugmentParams(crop_scale_min=1.0, crop_scale_max=1.0, crop_ratio_min=1.0, crop_ratio_max=1.0, flip_p=0.0,
+                      jitter_p=0.0)
     out = BatchAugment(p, torch.zeros(1), torch.ones(1))(imgs, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, imgs.float() / 255, atol=1e-5, rtol=0)
 
 
 def test_brightness_scales_pixels():
     imgs = torch.full((64, 1, 8, 8), 100, dtype=torch.uint8)
-    p = AugmentParams(crop_scale_min=1.0, crop_scale_max=1.0, crop_ratio_min=1.0, crop_ratio_max=1.0, flip_p=0.0, jitter_p=1.0, contrast=0.0)
+    p = AugmentParams(crop_scale_min=1.0, crop_scale_max=1.0, crop_ratio_min=1.0, crop_ratio_max=1.0, flip_p=0.0,
+                      jitter_p=1.0, contrast=0.0)
     out = BatchAugment(p, torch.zeros(1), torch.ones(1))(imgs, torch.Generator().manual_seed(0))
     factors = out[:, 0, 0, 0] / (100 / 255)
     assert factors.min() >= 0.6 - 1e-5 and factors.max() <= 1.4 + 1e-5 and factors.std() > 0.1

@@ -23,7 +23,8 @@ def write_idx(path, array, magic=None):
 
 def fake_fmnist(folder, n_img=6, n_lab=6, split="t10k"):
     os.makedirs(folder, exist_ok=True)
-    write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"), np.arange(n_img * 28 * 28).reshape(n_img, 28, 28) % 256)
+    write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"),
+              np.arange(n_img * 28 * 28).reshape(n_img, 28, 28) % 256)
     write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte.gz"), np.arange(n_lab) % 10)
 
 

@@ -46,7 +46,8 @@ def _single_process_reference(preset, world=2):
     losses = []
     order = epoch_order(cfg, len(train_set), 0)
     for step in range(STEPS):
-        shards = [make_views(model, augment, train_set.images[rank_batch(order, step, cfg.batch_size, Dist(r, world))], gens[r])[0]
+        shards = [make_views(model, augment, train_set.images[rank_batch(order, step, cfg.batch_size, Dist(r, world))],
+                             gens[r])[0]
                   for r in range(world)]
         views = [torch.cat([s[v] for s in shards]) for v in range(2)]
         if step == 0:  # the negative control: BN statistics per rank instead of global
@@ -98,5 +99,5 @@ def test_distributed_run_resumes_and_rejects_another_world_size(tmp_path):
     assert resumed["step"] == straight["step"] == STEPS
     assert resumed["rank_digests"] == straight["rank_digests"]  # bit-identical
     from siamdyn.cli import main  # one process cannot continue a 2-process run (per-rank streams)
-    assert main(["train", "--out", str(out), "--resume", *[a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")],
-                 "--no-progress"]) == 2
+    assert main(["train", "--out", str(out), "--resume",
+                 *[a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")], "--no-progress"]) == 2

@@ -83,7 +83,8 @@ def test_fused_views_equal_separate_passes_when_bn_statistics_coincide(preset):
             model = SiameseMethod(Config.from_preset(preset, {**TINY, "fuse_views": fuse}), 1).train(train_mode)
             out = model(views)
             out.loss.backward()
-            results[fuse, train_mode] = (out.loss.detach(), torch.cat([p.grad.flatten() for p in model.backbone.parameters()]))
+            results[fuse, train_mode] = (out.loss.detach(),
+                                         torch.cat([p.grad.flatten() for p in model.backbone.parameters()]))
     torch.testing.assert_close(results[True, False][0], results[False, False][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(results[True, False][1], results[False, False][1], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(results[True, True][0], results[False, True][0])

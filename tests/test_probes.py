@@ -66,7 +66,8 @@ def test_effective_rank_of_known_matrices():
     for x in (torch.randn(64, 200), torch.randn(300, 40), torch.randn(128, 6) @ torch.randn(6, 90)):
         s = torch.linalg.svdvals(x.double())
         p = s / s.sum()
-        assert float(effective_rank(x)) == pytest.approx(float(torch.exp(-(p * p.clamp(min=1e-30).log()).sum())), rel=1e-4)
+        assert float(effective_rank(x)) == pytest.approx(float(torch.exp(-(p * p.clamp(min=1e-30).log()).sum())),
+                                                         rel=1e-4)
 
 
 def test_normalized_std_healthy_and_collapsed():

@@ -91,7 +91,8 @@ class Checkpoint:
         raw = _read(path, device)
         missing = {"model", "optimizer", "step"} - set(raw if isinstance(raw, dict) else ())
         if missing:
-            raise SiamdynError(f"checkpoint {path} lacks {sorted(missing)}; it was not written by siamdyn train — {_FIX}")
+            raise SiamdynError(f"checkpoint {path} lacks {sorted(missing)}; "
+                               f"it was not written by siamdyn train — {_FIX}")
         if raw.get("format", 1) > FORMAT:
             raise SiamdynError(f"checkpoint {path} has format {raw['format']}, newer than this siamdyn reads "
                                f"({FORMAT}); upgrade siamdyn")
@@ -112,7 +113,8 @@ def _read(path: str, device: torch.device | str) -> Any:
         with torch.serialization.safe_globals(legacy_numpy):
             return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch.load raises many types on a damaged or foreign file
-        raise SiamdynError(f"checkpoint {path} is unreadable ({type(e).__name__}); it cannot be used — {_FIX}") from None
+        raise SiamdynError(f"checkpoint {path} is unreadable ({type(e).__name__}); "
+                           f"it cannot be used — {_FIX}") from None
 
 
 def _reconstruct() -> Any:

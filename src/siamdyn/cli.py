@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--nproc", type=int, default=1, help="train with N processes (torchrun + DDP; see docs/distributed.md)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train with N processes (torchrun + DDP; see docs/distributed.md)")
     p.add_argument("--stop-on-collapse", action="store_true", help="end the run when the collapse detector fires")
     p.add_argument("--paper-recipe", action="store_true",
                    help="train with the preset's paper recipe, not the fmnist-small recipe (docs/recipe.md)")

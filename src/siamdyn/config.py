@@ -65,18 +65,22 @@ class Config:
     # --- model
     backbone_width: int = knob(16, "ResNet-18 base width (stages w, 2w, 4w, 8w; feature 8w)")
     init: str = knob("kaiming", "weight init of conv/linear layers", choices=INITS)
-    projector: str = knob("simsiam", "projector shape: SimSiam's 3 layers ending in BN, or BYOL's MLP", registry="projector")
+    projector: str = knob("simsiam", "projector shape: SimSiam's 3 layers ending in BN, or BYOL's MLP",
+                          registry="projector")
     proj_hidden: int = knob(512, "projector hidden width")
     proj_dim: int = knob(512, "projector output dimension d (z, p)")
     pred_hidden: int = knob(128, "predictor hidden width")
     # --- method: one point of the design space (docs/design.md §1)
     preset: str = knob("simsiam", "the named point of the design space these values started from")
-    predictor: str = knob("mlp", "predictor h: an MLP, a linear map (DirectPred), or none (identity)", registry="predictor")
+    predictor: str = knob("mlp", "predictor h: an MLP, a linear map (DirectPred), or none (identity)",
+                          registry="predictor")
     predictor_lr_scale: float = knob(1.0, "predictor lr = lr x this")
     predictor_fixed_lr: bool = knob(True, "predictor lr not decayed by the cosine (SimSiam)")
-    target: str = knob("online", "the target t: online z (SimSiam), an EMA copy (BYOL), f(x̄) (eq. 10)", registry="target")
+    target: str = knob("online", "the target t: online z (SimSiam), an EMA copy (BYOL), f(x̄) (eq. 10)",
+                       registry="target")
     tau: float = knob(0.99, "EMA base: target <- tau target + (1 - tau) online")
-    tau_schedule: str = knob("cosine", "BYOL's tau -> 1 by a cosine over training, or fixed", choices=("fixed", "cosine"))
+    tau_schedule: str = knob("cosine", "BYOL's tau -> 1 by a cosine over training, or fixed",
+                             choices=("fixed", "cosine"))
     mean_views: int = knob(4, "K, the augmentations averaged in pixel space for eq. (10)")
     grad_terms: str = knob("predictor_branch", "gradient terms reaching the encoder (docs/seed.md §3): "
                            "predictor_branch = stop-gradient", choices=GRAD_TERMS)
@@ -153,7 +157,8 @@ class Config:
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}; check the path") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
+            raise ConfigError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); "
+                              "fix its syntax") from None
         if not isinstance(d, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
         d = d.get("config", d)  # a run's config.yaml nests the values under `config:`
@@ -221,7 +226,8 @@ class Config:
         try:
             levels = self.knn_target_levels
         except ValueError:
-            raise ConfigError(f"knn_targets={self.knn_targets!r} must be comma-separated percentages, '' or 'none'") from None
+            raise ConfigError(f"knn_targets={self.knn_targets!r} must be comma-separated percentages, "
+                              "'' or 'none'") from None
         _check(all(0 < x <= 100 for x in levels), "knn_targets must lie in (0, 100]")
         _check(self.collapse_patience >= 1, "collapse_patience must be >= 1")
         _check(self.collapse_rank_floor >= 0, "collapse_rank_floor must be >= 0 (0 turns the rank test off)")

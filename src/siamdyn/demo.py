@@ -26,7 +26,7 @@ DEMO_SETTINGS = dict(batch_size=128, lr=0.5, limit=10000, test_limit=2000, knn_e
 
 def verdict(z_std: float, p_std: float, dim: int) -> str:
     """Collapsed if z or p has a normalised std below 0.25/√d; healthy if both are above 0.8/√d."""
-    low, high = min(z_std, p_std) * math.sqrt(dim), max(z_std, p_std) * math.sqrt(dim)
+    low = min(z_std, p_std) * math.sqrt(dim)
     if low < COLLAPSE_FRACTION:
         return "collapsed"
     return "healthy" if low > HEALTHY_FRACTION else "degraded"
@@ -87,7 +87,8 @@ def render_report(result: dict[str, Any], plots: list[str], out: str) -> str:
         "# siamdyn demo: stop-gradient prevents collapse", "",
         f"SimSiam and SimSiam without stop-gradient, {result['steps']} steps each from the same initial weights "
         f"and the same augmented views; batch {s['batch_size']}, {s['limit']} training images, kNN (weighted, "
-        f"k=200) on a {s['limit']}-image bank and {s['test_limit']} test images. Wall time {result['wall_time_s']:.0f} s.",
+        f"k=200) on a {s['limit']}-image bank and {s['test_limit']} test images. "
+        f"Wall time {result['wall_time_s']:.0f} s.",
         "", "Collapse metric (SimSiam fig. 2): the mean over dimensions of the per-dimension std of the "
         "L2-normalised output, for the projector output z and the predictor output p; a spread-out output "
         f"has ≈ 1/√d. Collapsed: below {COLLAPSE_FRACTION}/√d for z or p; healthy: above {HEALTHY_FRACTION}/√d "

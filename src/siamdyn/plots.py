@@ -64,7 +64,8 @@ def _proj_dim(run_dirs: list[str]) -> int | None:
     return dims.pop() if len(dims) == 1 else None
 
 
-def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None, names: list[str] | None = None) -> list[str]:
+def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None,
+              names: list[str] | None = None) -> list[str]:
     """Every standard plot for a set of runs; quantities no run logged are skipped.
     Legends use `names`, or the run folders' names."""
     names = names or [os.path.basename(os.path.normpath(d)) for d in run_dirs]
@@ -115,7 +116,8 @@ def plot_gradient_split(runs: dict[str, list[dict]], path: str) -> str:
     for i, (name, records) in enumerate(runs.items()):
         for key, ls in (("g1_norm", "-"), ("g2_norm", "--")):
             xs, ys = series(records, key)
-            ax1.plot(xs, ys, ls=ls, color=f"C{i}", label=f"{name} {'‖g1‖ term 1' if key == 'g1_norm' else '‖g2‖ term 2'}")
+            ax1.plot(xs, ys, ls=ls, color=f"C{i}",
+                     label=f"{name} {'‖g1‖ term 1' if key == 'g1_norm' else '‖g2‖ term 2'}")
         xs, ys = series(records, "g2_over_g1")
         ax2.plot(xs, ys, color=f"C{i}", label=name)
     ax1.set_yscale("log")
@@ -130,7 +132,8 @@ def plot_module_speeds(runs: dict[str, list[dict]], path: str) -> str:
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4), squeeze=False)
     for ax, (name, records) in zip(axes[0], runs.items()):
         keys = sorted({k for r in records for k in r if k.startswith("speed/")},
-                      key=lambda k: ["stem", "stage1", "stage2", "stage3", "stage4", "projector", "predictor"].index(k[6:]))
+                      key=lambda k: ["stem", "stage1", "stage2", "stage3", "stage4", "projector",
+                                     "predictor"].index(k[6:]))
         for key in keys:
             xs, ys = series(records, key)
             ax.plot(xs, ys, label=key[6:])
@@ -145,7 +148,8 @@ def plot_predictor_spectrum(runs: dict[str, list[dict]], path: str) -> str:
     runs = {n: r for n, r in runs.items() if any("pred_eigs" in x for x in r)}
     fig, axes = plt.subplots(len(runs), 3, figsize=(15, 3.6 * len(runs)), squeeze=False)
     for row, (name, records) in zip(axes, runs.items()):
-        for ax, key, title in ((row[0], "pred_eigs", "eigenvalues of sym(W_p)"), (row[1], "z_corr_eigs", "eigenvalues of F = E[z zᵀ]")):
+        for ax, key, title in ((row[0], "pred_eigs", "eigenvalues of sym(W_p)"),
+                               (row[1], "z_corr_eigs", "eigenvalues of F = E[z zᵀ]")):
             xs, eigs = series(records, key)
             for j in range(len(eigs[0]) if eigs else 0):
                 ax.plot(xs, [e[j] for e in eigs], label=f"λ{j + 1}")

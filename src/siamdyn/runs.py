@@ -48,7 +48,8 @@ def atomic_write(path: str, write: callable, mode: str = "wb") -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise SiamdynError(f"could not write {path} ({e.strerror}); the previous version is kept — free disk space and resume") from None
+            raise SiamdynError(f"could not write {path} ({e.strerror}); the previous version is kept — "
+                               "free disk space and resume") from None
         raise
     _fsync_dir(folder)
 
@@ -97,7 +98,8 @@ class NullLog:
 def read_metrics(run_dir: str) -> list[dict[str, Any]]:
     path = os.path.join(run_dir, METRICS_FILE)
     if not os.path.exists(path):
-        raise SiamdynError(f"{run_dir} is not a run directory (no {METRICS_FILE}); pass a folder made by `siamdyn train`")
+        raise SiamdynError(f"{run_dir} is not a run directory (no {METRICS_FILE}); "
+                           "pass a folder made by `siamdyn train`")
     return list(_parse_lines(path))
 
 
@@ -118,10 +120,12 @@ def check_run_dir(out: str, overwrite: bool, resume: bool) -> None:
     has_run = os.path.exists(os.path.join(out, CONFIG_FILE)) or os.path.exists(os.path.join(out, METRICS_FILE))
     if resume:
         if not os.path.exists(os.path.join(out, CKPT_FILE)):
-            raise SiamdynError(f"cannot resume: {os.path.join(out, CKPT_FILE)} does not exist; start the run without --resume")
+            raise SiamdynError(f"cannot resume: {os.path.join(out, CKPT_FILE)} does not exist; "
+                               "start the run without --resume")
         return
     if has_run and not overwrite:
-        raise SiamdynError(f"run directory {out} already holds a run; pass --overwrite to replace it or --resume to continue it")
+        raise SiamdynError(f"run directory {out} already holds a run; "
+                           "pass --overwrite to replace it or --resume to continue it")
     if os.path.exists(out) and not os.path.isdir(out):
         raise SiamdynError(f"--out {out} is a file, not a folder; choose another --out")
 
@@ -178,5 +182,5 @@ def check_resume_compatible(saved: Config, new: Config) -> None:
     diff = [k for k, v in new.to_dict().items() if k not in resumable and saved.to_dict().get(k) != v]
     if diff:
         k = diff[0]
-        raise ConfigError(f"--resume with an incompatible config: {k} was {getattr(saved, k)!r}, now {getattr(new, k)!r}; "
-                          "drop the change or start a new run with another --out")
+        raise ConfigError(f"--resume with an incompatible config: {k} was {getattr(saved, k)!r}, "
+                          f"now {getattr(new, k)!r}; drop the change or start a new run with another --out")

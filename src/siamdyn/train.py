@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from siamdyn.checkpoint import CKPT_FILE, Checkpoint
 from siamdyn.config import Config
-from siamdyn.distributed import Dist, any_rank, gather_objects, init_distributed, mean_over_ranks, shutdown_distributed, weights_digest
+from siamdyn.distributed import (Dist, any_rank, gather_objects, init_distributed, mean_over_ranks,
+                                 shutdown_distributed, weights_digest)
 from siamdyn.errors import ConfigError, SiamdynError, TrainingDiverged
 from siamdyn.eval import knn_accuracy, time_to_accuracy
 from siamdyn.optim import ema_tau, lr_factor, set_lr
@@ -210,7 +211,8 @@ def evaluate(s: Session, run: Progress, log: MetricsLog | NullLog, bar: tqdm, de
         crossings = time_to_accuracy(run.knn, s.cfg.knn_target_levels)
         reached = [f"{lv} %" for lv, hit in crossings.items() if hit and hit["step"] == run.step]
         bar.write(f"[{desc}] epoch {epoch:.2f}: kNN {acc:.2f} %"
-                  + (f" — first at or above {', '.join(reached)} after {run.knn[-1]['time_s']:.0f} s" if reached else ""))
+                  + (f" — first at or above {', '.join(reached)} after {run.knn[-1]['time_s']:.0f} s" if reached
+                     else ""))
 
 
 def write_summary(out: str, s: Session, probes: ProbeSession, run: Progress) -> dict[str, Any]:

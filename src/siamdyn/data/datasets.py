@@ -21,7 +21,8 @@ from siamdyn.errors import DataError
 
 # Where a dataset is read from when neither data_dir nor $SIAMDYN_DATA says: the Debian package's folder.
 DEFAULT_DATA_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
-FMNIST_FIX = "reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or point --data-dir / SIAMDYN_DATA at a good copy"
+FMNIST_FIX = ("reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or point --data-dir / SIAMDYN_DATA "
+              "at a good copy")
 FMNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -39,7 +40,8 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"images must be a uint8 tensor (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise DataError(f"images must be a uint8 tensor (N, C, H, W), "
+                            f"got {self.images.dtype} {tuple(self.images.shape)}")
         if len(self.images) != len(self.labels):
             raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -86,7 +88,8 @@ def parse_idx(raw: bytes, path: str, expect_dims: int) -> np.ndarray:
     body = raw[4 + 4 * ndim:]
     need = math.prod(dims)  # Python ints: no int64 overflow on a hostile header
     if len(body) != need:
-        raise DataError(f"{path} holds {len(body)} data bytes but its header {dims} needs {need} (truncated?); {FMNIST_FIX}")
+        raise DataError(f"{path} holds {len(body)} data bytes but its header {dims} needs {need} (truncated?); "
+                        f"{FMNIST_FIX}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
@@ -94,7 +97,8 @@ def load_idx_pair(images_path: str, labels_path: str) -> ImageData:
     images = parse_idx(_read_gz(images_path), images_path, 3)
     labels = parse_idx(_read_gz(labels_path), labels_path, 1)
     if len(images) != len(labels):
-        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; {FMNIST_FIX}")
+        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
+                        f"{FMNIST_FIX}")
     if labels.size and labels.max() > 9:
         raise DataError(f"{labels_path} has label {labels.max()} outside 0..9; {FMNIST_FIX}")
     return ImageData(torch.from_numpy(images.copy()).unsqueeze(1),
@@ -170,7 +174,8 @@ def load_image_folder(root: str, split: str, image_size: int = 0) -> ImageData:
             break
     else:
         holdout = split
-    classes = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)) and d not in ("train", "test", "val"))
+    classes = sorted(d for d in os.listdir(base)
+                     if os.path.isdir(os.path.join(base, d)) and d not in ("train", "test", "val"))
     if not classes:
         raise DataError(f"image folder {base} has no class subfolders; lay it out as ROOT/CLASS/*.png")
     images, labels = [], []
@@ -207,11 +212,13 @@ def make_synthetic(n: int = 600, size: int = 28, channels: int = 1, classes: int
     learnable structure in a few hundred images, for fast tests of the real code paths."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % classes
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
     angle = labels.float() * (torch.pi / classes)
     freq = 0.25 + 0.1 * (labels % 3).float()
     phase = torch.rand(n, generator=g) * 2 * torch.pi
-    wave = torch.sin(freq[:, None, None] * (xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None]) + phase[:, None, None])
+    wave = torch.sin(freq[:, None, None] * (xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None])
+                     + phase[:, None, None])
     img = 0.5 + 0.4 * wave + 0.1 * torch.randn(n, size, size, generator=g)
     img = img.clamp(0, 1).mul(255).round().to(torch.uint8).unsqueeze(1).repeat(1, channels, 1, 1)
     return ImageData(img, labels.long(), [f"class{i}" for i in range(classes)])

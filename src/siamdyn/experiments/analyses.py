@@ -66,9 +66,11 @@ def analyse_h8(out: str, budget: str, seeds: int) -> dict[str, Any]:
         result[f"random init: {init}"] = []
         for seed in range(seeds):
             torch.manual_seed(seed)
-            model = SiameseMethod(cfg.replace(init=init), train.shape[0]).to(device, memory_format=cfg.memory_format).eval()
+            model = SiameseMethod(cfg.replace(init=init), train.shape[0]).to(
+                device, memory_format=cfg.memory_format).eval()
             with torch.no_grad():
-                bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
+                bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment),
+                                                 device)
             result[f"random init: {init}"].append(_scores(cfg, bank, train, queries, test, epochs))
     for cell in grid_cells("H8"):
         result[f"trained: {cell.name}"] = []

@@ -60,7 +60,8 @@ def grid_cells(grid: str) -> list[Cell]:
         return [Cell("H4", f"pred-lr-x{s}", "simsiam", {"predictor_lr_scale": s}) for s in (0.01, 0.1, 1.0, 10.0)] + \
                _cells("H4", ("pred-frozen-random", "simsiam", {"predictor_lr_scale": 0.0}))
     if grid == "H5":
-        return [Cell("H5", terms, "simsiam", {"grad_terms": terms}) for terms in ("predictor_branch", "both", "target_branch")]
+        return [Cell("H5", terms, "simsiam", {"grad_terms": terms})
+                for terms in ("predictor_branch", "both", "target_branch")]
     if grid == "H6":
         return [Cell("H6", f"xbar-K{k}-{'sg' if sg else 'no-sg'}-crop{crop}", "xbar",
                      {"mean_views": k, "grad_terms": "predictor_branch" if sg else "both", "crop_scale_min": crop})

@@ -47,14 +47,16 @@ def cell_stats(out: str, cell, seeds: int) -> dict[str, Any] | None:
         return None
     col = lambda k: [r[k] for r in rows]  # noqa: E731
     return {"n": len(rows), "collapsed": sum(col("collapsed")), "dipped": sum(col("dipped")),
-            "z_std": _ms(col("z_std")), "p_std": _ms(col("p_std")), "rank": _ms(col("rank"), "{:.1f}"), "knn": _ms(col("knn")), "knn_mean": statistics.mean(col("knn")),
+            "z_std": _ms(col("z_std")), "p_std": _ms(col("p_std")), "rank": _ms(col("rank"), "{:.1f}"),
+            "knn": _ms(col("knn")), "knn_mean": statistics.mean(col("knn")),
             "g2_over_g1": _ms(col("g2_over_g1")), "pred_speed_ratio": _ms(col("pred_speed_ratio")),
             "runs": col("run")}
 
 
 def _speed_ratio(probe: dict) -> float | None:
     """Predictor speed over the mean encoder-stage speed (> 1: the predictor moves faster)."""
-    enc = [probe[f"speed/{g}"] for g in ("stem", "stage1", "stage2", "stage3", "stage4", "projector") if f"speed/{g}" in probe]
+    enc = [probe[f"speed/{g}"] for g in ("stem", "stage1", "stage2", "stage3", "stage4", "projector")
+           if f"speed/{g}" in probe]
     return probe["speed/predictor"] / (sum(enc) / len(enc)) if "speed/predictor" in probe and enc else None
 
 
@@ -66,7 +68,8 @@ def _table(stats: dict[str, dict], extra: tuple[str, ...] = ()) -> list[str]:
         if s is None:
             lines.append(f"| {name} | not run | | | | | |" + " |" * len(extra))
             continue
-        cells = [name, f"{s['collapsed']}/{s['n']}", f"{s['dipped']}/{s['n']}", s["z_std"], s["p_std"], s["rank"], s["knn"]] + [s[keys[e]] for e in extra]
+        cells = [name, f"{s['collapsed']}/{s['n']}", f"{s['dipped']}/{s['n']}", s["z_std"], s["p_std"], s["rank"],
+                 s["knn"]] + [s[keys[e]] for e in extra]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -87,7 +90,8 @@ CLAIMS = {
            ["pred-lr-x1.0"], ["pred-lr-x0.01"], ("predictor / encoder speed",)),
     "H5": ("Term 2 (through the target branch) drives collapse; term 1 alone does not (SEED §3).",
            ["predictor_branch"], ["both", "target_branch"], ("‖g2‖/‖g1‖ (last probe)",)),
-    "H6": ("Open question of SEED §6: does eq. (10), target f(x̄) without stop-gradient or predictor, collapse?", [], [], ()),
+    "H6": ("Open question of SEED §6: does eq. (10), target f(x̄) without stop-gradient or predictor, collapse?",
+           [], [], ()),
 }
 
 
@@ -103,15 +107,16 @@ def _verdict_h3(stats: dict) -> str:
     tau0, ref = stats.get("byol-tau0.0-fixed"), stats.get("simsiam")
     parts = ["Verdict: EMA targets: " + _collapsed_cells(stats, lambda n: n.startswith("byol")) + "."]
     if tau0 and ref:
-        parts.append(f"τ = 0 (fixed) vs simsiam: collapsed {tau0['collapsed']}/{tau0['n']} vs {ref['collapsed']}/{ref['n']}, "
-                     f"kNN {tau0['knn']} vs {ref['knn']} % (they differ in the loss form — 2−2cos summed over both "
-                     "orders vs −cos averaged — and in BYOL's heads and decayed predictor lr).")
+        parts.append(f"τ = 0 (fixed) vs simsiam: collapsed {tau0['collapsed']}/{tau0['n']} vs {ref['collapsed']}/"
+                     f"{ref['n']}, kNN {tau0['knn']} vs {ref['knn']} % (they differ in the loss form — 2−2cos summed "
+                     "over both orders vs −cos averaged — and in BYOL's heads and decayed predictor lr).")
     return " ".join(parts)
 
 
 def _verdict_h6(stats: dict) -> str:
     return ("Verdict: eq. (10) without stop-gradient: " + _collapsed_cells(stats, lambda n: "no-sg" in n)
-            + "; with stop-gradient on the x̄ target: " + _collapsed_cells(stats, lambda n: "-sg-" in n and "no-sg" not in n) + ".")
+            + "; with stop-gradient on the x̄ target: "
+            + _collapsed_cells(stats, lambda n: "-sg-" in n and "no-sg" not in n) + ".")
 
 
 SPECIAL_VERDICTS = {"H3": _verdict_h3, "H6": _verdict_h6}
@@ -146,11 +151,12 @@ def compute_line(out: str, meta: dict) -> str:
     runs = sorted(glob.glob(os.path.join(out, "H*", "*", "seed*", "summary.json")))
     own = [_run_wall(os.path.dirname(r)) for r in runs]
     rest = sum(max(0.0, s["wall_time_s"] - sum(_run_wall(r) for r, what in s["runs"].items()
-                                               if what != "done before" and os.path.exists(os.path.join(r, "summary.json"))))
+                                               if what != "done before"
+                                               and os.path.exists(os.path.join(r, "summary.json"))))
                for s in meta["sessions"] if s["runs"])
     median = sorted(own)[len(own) // 2] if own else 0.0
-    return (f"- compute: {len(own)} runs, {sum(own) / 60:.1f} min of their own wall time (median {median:.0f} s per run) "
-            f"+ {rest / 60:.1f} min of analyses and bookkeeping = **{(sum(own) + rest) / 60:.1f} min**")
+    return (f"- compute: {len(own)} runs, {sum(own) / 60:.1f} min of their own wall time (median {median:.0f} s "
+            f"per run) + {rest / 60:.1f} min of analyses and bookkeeping = **{(sum(own) + rest) / 60:.1f} min**")
 
 
 def write_report(out: str) -> str:
@@ -164,7 +170,8 @@ def write_report(out: str) -> str:
     lines = ["# Findings: the seed's claims on real images", "",
              f"- budget `{meta['budget']}`, {seeds} seed(s) per cell; wall time of all sessions {wall / 60:.1f} min",
              compute_line(out, meta),
-             f"- commands: {'; '.join(sorted({'siamdyn experiment ' + ','.join(s['grids']) for s in meta['sessions']}))} "
+             "- commands: "
+             f"{'; '.join(sorted({'siamdyn experiment ' + ','.join(s['grids']) for s in meta['sessions']}))} "
              f"(`--budget {meta['budget']} --seeds {seeds} --out {out}`), then `siamdyn report {out}`", ""]
     from siamdyn.experiments.report_analyses import analysis_sections
     for grid in GRIDS:

@@ -16,7 +16,8 @@ def _load(out: str, grid: str) -> dict | None:
 
 
 def _h7(res: dict, fig_dir: str) -> list[str]:
-    by_method: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    by_method: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     for run, row in res["runs"].items():
         method = run.split("/")[0]
         for feat, scores in row.items():
@@ -57,30 +58,34 @@ def _h9(res: dict, fig_dir: str) -> list[str]:
     for key, row in res["runs"].items():
         _, _, when, crop = key.split("/")
         groups[f"{when}, {crop}"].append(row)
-    lines = ["## H9", "", "Claims (SEED §6): the pair target (9) has twice the mean-target loss (7) in expectation and a "
-             "noisier gradient; both rest on the first-order expansion f(Tx) ≈ f(x) + J(Tx − x), which strong crops strain.",
+    lines = ["## H9", "", "Claims (SEED §6): the pair target (9) has twice the mean-target loss (7) in expectation "
+             "and a noisier gradient; both rest on the first-order expansion f(Tx) ≈ f(x) + J(Tx − x), "
+             "which strong crops strain.",
              "", f"Monte-Carlo settings: {res['settings']}.", "",
-             "| encoder, crop scale min | loss (7) | loss (9) | (9)/(7) | loss (10) | grad. rel. var. (7) | (9) | (10) | linearisation rel. error |",
+             "| encoder, crop scale min | loss (7) | loss (9) | (9)/(7) | loss (10) | grad. rel. var. (7) | (9) | (10) "
+             "| linearisation rel. error |",
              "|---|---|---|---|---|---|---|---|---|"]
     chart, ratios, var_ratios, lin = {}, [], [], []
     for name, rows in groups.items():
-        col = lambda f: [f(r) for r in rows]  # noqa: E731
+        col = lambda f, rows=rows: [f(r) for r in rows]  # noqa: E731
         l7, l9 = col(lambda r: r["loss"]["mean_target (7)"]), col(lambda r: r["loss"]["pair (9)"])
         gv = {k: col(lambda r, k=k: r["gradient_relative_variance"][k]) for k in rows[0]["gradient_relative_variance"]}
         lines.append(f"| {name} | {_ms(l7)} | {_ms(l9)} | {_ms([b / a for a, b in zip(l7, l9)])} | "
                      f"{_ms(col(lambda r: r['loss']['xbar_target (10)']))} | {_ms(gv['mean_target (7)'])} | "
-                     f"{_ms(gv['pair (9)'])} | {_ms(gv['xbar_target (10)'])} | {_ms(col(lambda r: r['linearisation_rel_error']))} |")
+                     f"{_ms(gv['pair (9)'])} | {_ms(gv['xbar_target (10)'])} | "
+                     f"{_ms(col(lambda r: r['linearisation_rel_error']))} |")
         chart[name] = {k: statistics.mean(v) for k, v in gv.items()}
         ratios.append(statistics.mean(b / a for a, b in zip(l7, l9)))
         var_ratios.append(statistics.mean(gv["pair (9)"]) / statistics.mean(gv["mean_target (7)"]))
         lin.append(statistics.mean(col(lambda r: r["linearisation_rel_error"])))
     bar_chart(chart, "relative variance of the minibatch gradient", os.path.join(fig_dir, "H9.png"), logy=True)
-    lines += ["", f"Verdict: loss (9)/(7) = {min(ratios):.2f}–{max(ratios):.2f} (below the 2 expected for independent views); the pair "
-              f"target's minibatch gradient is {min(var_ratios):.1f}–{max(var_ratios):.1f}× as variable as the mean target's "
-              f"— the variance claim holds, the factor 2 only roughly. But the first-order expansion itself fails: its relative error is "
-              f"{min(lin):.2f}–{max(lin):.2f} (> 1 means J(Tx − x) is no better than predicting no change), at crop scale "
-              "0.6 as at 0.2, at init and after training, so eqs. (8)–(9) hold only as statements about (7) and pair losses, "
-              "not through the linearisation.", "", "![H9](figures/H9.png)", ""]
+    lines += ["", f"Verdict: loss (9)/(7) = {min(ratios):.2f}–{max(ratios):.2f} (below the 2 expected for independent "
+              f"views); the pair target's minibatch gradient is {min(var_ratios):.1f}–{max(var_ratios):.1f}× as "
+              "variable as the mean target's — the variance claim holds, the factor 2 only roughly. But the "
+              f"first-order expansion itself fails: its relative error is {min(lin):.2f}–{max(lin):.2f} (> 1 means "
+              "J(Tx − x) is no better than predicting no change), at crop scale 0.6 as at 0.2, at init and after "
+              "training, so eqs. (8)–(9) hold only as statements about (7) and pair losses, not through the "
+              "linearisation.", "", "![H9](figures/H9.png)", ""]
     return lines
 
 

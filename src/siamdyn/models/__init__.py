@@ -4,10 +4,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from siamdyn.models.heads import PREDICTORS, PROJECTORS, byol_mlp, linear_predictor, simsiam_predictor, simsiam_projector
+from siamdyn.models.heads import (PREDICTORS, PROJECTORS, byol_mlp, linear_predictor, simsiam_predictor,
+                                  simsiam_projector)
 from siamdyn.models.resnet import ResNet18
 
-__all__ = ["PREDICTORS", "PROJECTORS", "ResNet18", "byol_mlp", "linear_predictor", "simsiam_predictor", "simsiam_projector", "init_weights"]
+__all__ = ["PREDICTORS", "PROJECTORS", "ResNet18", "byol_mlp", "linear_predictor", "simsiam_predictor",
+           "simsiam_projector", "init_weights"]
 
 
 @torch.no_grad()

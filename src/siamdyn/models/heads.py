@@ -21,12 +21,14 @@ def simsiam_projector(in_dim: int, hidden: int, out: int) -> nn.Sequential:
 
 def byol_mlp(in_dim: int, hidden: int, out: int) -> nn.Sequential:
     """BYOL (Grill et al. 2020) projector and predictor: Linear, BN, ReLU, Linear."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out))
 
 
 def simsiam_predictor(dim: int, hidden: int) -> nn.Sequential:
     """SimSiam predictor h: a bottleneck (dim → hidden → dim), BN + ReLU in the middle."""
-    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+    return nn.Sequential(nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, dim))
 
 
 def linear_predictor(dim: int) -> nn.Linear:

@@ -32,7 +32,8 @@ class ResNet18(nn.Module):
 
     def __init__(self, width: int = 16, in_channels: int = 1, blocks: tuple[int, ...] = (2, 2, 2, 2)):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
         stages, ch = [], width
         for i, n in enumerate(blocks):
             out = width * 2 ** i

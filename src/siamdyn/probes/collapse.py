@@ -168,7 +168,8 @@ class CollapseMonitor:
         self.fired = False  # did the last update fire the detector?
 
     @torch.no_grad()
-    def update(self, step: int, z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None = None,
+    def update(self, step: int, z: list[torch.Tensor] | torch.Tensor,
+               p: list[torch.Tensor] | torch.Tensor | None = None,
                features: torch.Tensor | None = None) -> dict[str, float]:
         self.last = collapse_metrics(z, p, features)
         self.fired = self.detector.update(step, self.last)

@@ -55,7 +55,8 @@ def _flat(grads: Iterable[torch.Tensor | None], params: list[torch.Tensor]) -> t
 def split_record(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> dict[str, float]:
     """‖g1‖, ‖g2‖, ‖g2‖/‖g1‖ and cos(g1, g2) in total and per group, from flat gradients."""
     record = {}
-    chunks = zip(("total",) + tuple(sizes), (g1,) + g1.split(list(sizes.values())), (g2,) + g2.split(list(sizes.values())))
+    chunks = zip(("total",) + tuple(sizes), (g1,) + g1.split(list(sizes.values())),
+                 (g2,) + g2.split(list(sizes.values())))
     for name, c1, c2 in chunks:
         n1, n2 = float(c1.norm()), float(c2.norm())
         suffix = "" if name == "total" else f"/{name}"

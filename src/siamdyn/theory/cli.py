@@ -42,8 +42,10 @@ def cmd_toy(args: argparse.Namespace) -> int:
         paths = [figures.toy_trajectories(args.phi0, args.theta0, args.t_end, args.ratio,
                                           os.path.join(args.out, "toy_trajectories.png"), args.lr),
                  figures.toy_phase_portrait(args.t_end, args.ratio, os.path.join(args.out, "toy_phase_portrait.png")),
-                 figures.toy_ratio_sweep(sweep, args.sweep_phi0, args.sweep_theta0, os.path.join(args.out, "toy_ratio_sweep.png"))]
-        basin_path, fractions = figures.toy_basins((0.25, 0.5, 1, 2, 4, 8, 16), args.t_end, os.path.join(args.out, "toy_basins.png"))
+                 figures.toy_ratio_sweep(sweep, args.sweep_phi0, args.sweep_theta0,
+                                         os.path.join(args.out, "toy_ratio_sweep.png"))]
+        basin_path, fractions = figures.toy_basins((0.25, 0.5, 1, 2, 4, 8, 16), args.t_end,
+                                                   os.path.join(args.out, "toy_basins.png"))
         result["basin_collapse_fraction"] = fractions
         result["figures"] = paths + [basin_path]
         atomic_write_text(os.path.join(args.out, "toy.json"), json.dumps(result, indent=2))
@@ -57,10 +59,11 @@ def cmd_toy(args: argparse.Namespace) -> int:
         print(f"{v:<16}{r['phi']:>10.3f}{r['theta']:>10.3f}  {'collapse ' if r['collapsed'] else 'healthy  '}"
               f" ({g['phi']:.3f}, {g['theta']:.3f})")
     c = result["conserved_quantity"]
-    print(f"stop-gradient invariant {c['formula']}: {c['initial']:.6f} → {c['final']:.6f} (max drift {c['max_abs_drift']:.1e})")
+    print(f"stop-gradient invariant {c['formula']}: {c['initial']:.6f} → {c['final']:.6f} "
+          f"(max drift {c['max_abs_drift']:.1e})")
     s = result["ratio_sweep"]
-    print(f"critical lr ratio from φ0={s['phi0']}, θ0={s['theta0']}: predicted φ0²/θ0² = {s['predicted_critical_ratio']:.3g}, "
-          f"smallest safe ratio in the sweep = {s['measured_critical_ratio']}")
+    print(f"critical lr ratio from φ0={s['phi0']}, θ0={s['theta0']}: predicted φ0²/θ0² = "
+          f"{s['predicted_critical_ratio']:.3g}, smallest safe ratio in the sweep = {s['measured_critical_ratio']}")
     if not args.no_plots:
         print("figures: " + ", ".join(result["figures"]))
     return 0
@@ -91,7 +94,8 @@ def cmd_linear(args: argparse.Namespace) -> int:
         if not args.no_plots:
             slug = name.split(" (")[0].replace(" + ", "_").replace(" ", "_").replace("-", "_").lower()
             results[name]["figure"] = figures.linear_run(
-                res["history"], f"{name}: rank(W)={res['final']['rank_W']}, alignment={res['final']['alignment'] or float('nan'):.4f}",
+                res["history"],
+                f"{name}: rank(W)={res['final']['rank_W']}, alignment={res['final']['alignment'] or float('nan'):.4f}",
                 os.path.join(args.out, f"linear_{slug}.png"))
     if not args.no_plots:
         atomic_write_text(os.path.join(args.out, "linear.json"), json.dumps(results, indent=2))
@@ -121,7 +125,8 @@ def add_theory_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("linear", help="linear networks of Tian et al. 2021: eigenvalues, alignment, rank")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a LinearSetup field (repeatable)")
-    p.add_argument("--compare", action="store_true", help="run the standard comparison (sg, no sg, no predictor, EMA, DirectPred, slow predictor)")
+    p.add_argument("--compare", action="store_true",
+                   help="run the standard comparison (sg, no sg, no predictor, EMA, DirectPred, slow predictor)")
     p.add_argument("--out", default="runs/linear")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-plots", action="store_true")

@@ -46,7 +46,8 @@ def toy_trajectories(phi0: float, theta0: float, t_end: float, ratio: float, pat
 
 
 def toy_phase_portrait(t_end: float, ratio: float, path: str, extent: float = 1.5,
-                       starts: tuple[tuple[float, float], ...] = ((0.6, 0.1), (-0.6, 0.4), (-0.3, 1.0), (1.4, -0.5), (-1.2, -0.3))) -> str:
+                       starts: tuple[tuple[float, float], ...] = ((0.6, 0.1), (-0.6, 0.4), (-0.3, 1.0), (1.4, -0.5),
+                                                                  (-1.2, -0.3))) -> str:
     """Vector field (φ̇, θ̇) and trajectories from a few starts, per variant."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
     grid = np.linspace(-extent, extent, 21)

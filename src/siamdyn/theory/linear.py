@@ -130,6 +130,7 @@ def train_linear(s: LinearSetup) -> dict[str, Any]:
     rank = int((final_sv > s.rank_tolerance * sigma0).sum())
     final_align = hist["alignment"][-1]
     return {"setup": asdict(s), "history": {k: np.array(v) for k, v in hist.items()},
-            "final": {"rank_W": rank, "collapsed": rank == 0, "alignment": None if np.isnan(final_align) else final_align,
+            "final": {"rank_W": rank, "collapsed": rank == 0,
+                      "alignment": None if np.isnan(final_align) else final_align,
                       "w_singular_values": final_sv.tolist(), "wp_eigenvalues": hist["wp_eigs"][-1].tolist(),
                       "loss": hist["loss"][-1]}}

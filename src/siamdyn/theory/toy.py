@@ -83,7 +83,8 @@ def summary(phi0: float = 0.6, theta0: float = 0.1, t_end: float = 20.0, ratio: 
     return out
 
 
-def basin(variant: str, ratio: float = 1.0, grid: int = 41, extent: float = 1.5, t_end: float = 20.0) -> dict[str, np.ndarray]:
+def basin(variant: str, ratio: float = 1.0, grid: int = 41, extent: float = 1.5,
+          t_end: float = 20.0) -> dict[str, np.ndarray]:
     """Collapse (|θ(T)| < 0.01) for a grid of starts φ0, θ0 ∈ [−extent, extent] (θ0 ≠ 0)."""
     phis = np.linspace(-extent, extent, grid)
     thetas = np.linspace(-extent, extent, grid + 1)  # an even count skips θ0 = 0, a fixed point
@@ -99,7 +100,8 @@ def critical_ratio(phi0: float, theta0: float) -> float:
     return phi0 ** 2 / theta0 ** 2 if phi0 < 0 else 0.0
 
 
-def ratio_sweep(ratios: np.ndarray, phi0: float, theta0: float, lr: float = 0.01, t_end: float = 20.0) -> dict[str, Any]:
+def ratio_sweep(ratios: np.ndarray, phi0: float, theta0: float, lr: float = 0.01,
+                t_end: float = 20.0) -> dict[str, Any]:
     """Discrete-GD stop-gradient from one start at each predictor/encoder lr ratio; returns
     the collapse verdict per ratio and the smallest ratio that does not collapse."""
     steps = int(round(t_end / lr))
