@@ -1,4 +1,4 @@
-"""Accuracy must not pay for speed (issue 6, item 3): the same fmnist-small run (simsiam,
+"""Accuracy must not pay for speed: the same fmnist-small run (simsiam,
 same seeds, ≥ 2 epochs, kNN on the full 60 000 / 10 000 after each epoch) under each speed
 setting, side by side, with mean ± std over seeds when there are several.
 

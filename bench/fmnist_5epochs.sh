@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 2's measurement: baseline numbers, then 5 epochs of simsiam and of byol on
-# fmnist-small (DESIGN.md §5 defaults), kNN after every epoch. Writes runs/ and a log.
+# fmnist-small (docs/design.md §5 defaults), kNN after every epoch. Writes runs/ and a log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=.venv/bin/siamdyn

@@ -1,4 +1,4 @@
-"""The long run (issue 7): the best kNN and linear-probe accuracy one run of `siamdyn train`
+"""The long run: the best kNN and linear-probe accuracy one run of `siamdyn train`
 reaches on fmnist-small in one to two hours of this CPU, then `siamdyn probe` on its backbone.
 
     python bench/long_run.py [--preset simclr] [--epochs 14] [--knn-every 2] [--out runs/long_simclr]

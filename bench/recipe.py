@@ -1,4 +1,4 @@
-"""Recipe study (issue 7): short fmnist-small runs, each a named change, ranked by kNN.
+"""Recipe study: short fmnist-small runs, each a named change, ranked by kNN.
 
     python bench/recipe.py [--only NAME,...] [--seeds 0,1,2] [--out runs/recipe] [--table bench/results/recipe_prune.md]
 

@@ -1,4 +1,4 @@
-"""Hostile inputs (issue 8): each meets a one-line error naming the problem and the fix,
+"""Hostile inputs: each meets a one-line error naming the problem and the fix,
 exit code 2, no traceback, and no change to an existing run. `python -m tests.test_hostile`
 prints the table of docs/reliability.md from the same cases, with the messages it got."""
 import gzip

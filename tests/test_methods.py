@@ -1,4 +1,4 @@
-"""Stop-gradient semantics: which gradient terms (SEED_NOTES §3) reach the encoder."""
+"""Stop-gradient semantics: which gradient terms (docs/seed.md §3) reach the encoder."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""The toy model (SEED_NOTES §4) and the linear theory (Tian et al. 2021)."""
+"""The toy model (docs/seed.md §4) and the linear theory (Tian et al. 2021)."""
 import json
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Reference points every trained encoder must beat: kNN on raw pixels and on a
-random-init encoder (the "deep image prior" of SEED_NOTES §5)."""
+random-init encoder (the "deep image prior" of docs/seed.md §5)."""
 from __future__ import annotations
 
 import time

@@ -136,11 +136,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="siamdyn", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"siamdyn {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one method (a preset plus overrides) into a run directory")
     p.add_argument("--preset", default="simsiam", help=f"one of: {', '.join(PRESETS)}")
     p.add_argument("--config", help="YAML file of config values (a run's config.yaml works)")
@@ -157,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--help-config", action="store_true", help="list every config field and exit")
     _add_data_flags(p)
     p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siamdyn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"siamdyn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_train_parser(sub)
 
     p = sub.add_parser("demo", help="SimSiam vs SimSiam without stop-gradient: collapse as it happens")
     p.add_argument("--out", default="runs/demo")

@@ -1,6 +1,6 @@
 """`siamdyn demo`: collapse as it happens. SimSiam and SimSiam without stop-gradient
 train side by side from the same initial weights on the same views; the second loses
-the protection of SEED_NOTES §3 (term 2 reaches the encoder) and collapses."""
+the protection of docs/seed.md §3 (term 2 reaches the encoder) and collapses."""
 from __future__ import annotations
 
 import math
@@ -19,8 +19,8 @@ from siamdyn.runs import atomic_write_text, read_metrics
 from siamdyn.runtime import load_data
 from siamdyn.train import train
 
-# lr 0.5 (0.25 at batch 128): measured healthy for SimSiam and ≈ 3× faster collapse without
-# stop-gradient than the fmnist-small lr 0.06, which is what fits the demo in ≈ 6 minutes.
+# A larger lr than fmnist-small's 0.06 (0.25 at batch 128): SimSiam stays healthy and the run
+# without stop-gradient collapses within the demo's few minutes (docs/results.md, the demo).
 DEMO_SETTINGS = dict(batch_size=128, lr=0.5, limit=10000, test_limit=2000, knn_every=0, log_every=5)
 
 
@@ -97,7 +97,7 @@ def render_report(result: dict[str, Any], plots: list[str], out: str) -> str:
         "as the effective rank (RankMe) falling towards 1, while p, which has no BN at its end, collapses "
         "to a point. Values are the mean of the last five logged steps.", "",
         render_table(result), "",
-        "Without stop-gradient, term 2 of SEED_NOTES §3 (the gradient through the target branch) reaches the "
+        "Without stop-gradient, term 2 of docs/seed.md §3 (the gradient through the target branch) reaches the "
         "encoder and drags every output to one point; with it, only term 1 acts and the output stays spread.", "",
         *[f"![{os.path.splitext(os.path.basename(p))[0]}]({p})" for p in rel], "",
     ])

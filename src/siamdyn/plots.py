@@ -111,7 +111,7 @@ def plot_panels(runs: dict[str, list[dict]], panels: list[tuple[str, str]], path
 
 
 def plot_gradient_split(runs: dict[str, list[dict]], path: str) -> str:
-    """‖g1‖ (solid) and ‖g2‖ (dashed) of SEED_NOTES §3 per run, and their ratio."""
+    """‖g1‖ (solid) and ‖g2‖ (dashed) of docs/seed.md §3 per run, and their ratio."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for i, (name, records) in enumerate(runs.items()):
         for key, ls in (("g1_norm", "-"), ("g2_norm", "--")):

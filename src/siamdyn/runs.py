@@ -1,4 +1,4 @@
-"""A run is a directory (docs/design.md "Runs"): config.yaml, metrics.jsonl, ckpt/last.pt
+"""A run is a directory (docs/design.md §4): config.yaml, metrics.jsonl, ckpt/last.pt
 (checkpoint.py), summary.json. Writes that must survive a crash go through temp file +
 fsync + rename."""
 from __future__ import annotations

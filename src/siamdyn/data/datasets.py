@@ -1,7 +1,7 @@
 """Loaders that turn files into one uint8 tensor (N, C, H, W) plus int64 labels.
 
 Every dataset that fits in memory is held whole, so the training step slices a batch
-and augments it on the device in one call (docs/design.md 'Data flow'); there is no per-image Python.
+and augments it on the device in one call (docs/design.md §2); there is no per-image Python.
 Malformed files raise `DataError` with the file and the fix.
 """
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Named experiment grids H1–H9 (issue 5): cells of runs, the analyses on them, the report."""
+"""Named experiment grids H1–H9: cells of runs, the analyses on them, the report."""

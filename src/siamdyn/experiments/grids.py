@@ -1,4 +1,4 @@
-"""The grids H1–H9 of SEED_NOTES.md as data: each cell is a preset plus overrides.
+"""The grids H1–H9 of docs/seed.md as data: each cell is a preset plus overrides.
 
 A budget fixes the size of every run (data, width, steps); the grid fixes what varies.
 Cells that two grids share (a trained `simsiam` …) are one run directory, reused.
@@ -11,7 +11,7 @@ from typing import Any
 from siamdyn.errors import ConfigError
 
 # smoke: the pipeline in CI (seconds per run); small: ≤ 90 min for every grid with 3 seeds
-# on a 2-core CPU; full: fmnist-small as DESIGN.md §5 (hours).
+# on a 2-core CPU; full: fmnist-small as docs/design.md §5 (hours).
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(dataset="synthetic", backbone_width=4, proj_hidden=32, proj_dim=32, pred_hidden=8, batch_size=32,
                   epochs=0, max_steps=6, lr=0.5, probe_every=3, knn_k=20, knn_every=0),

@@ -81,16 +81,16 @@ def _call(stats: dict, healthy: list[str], collapsing: list[str]) -> str:
 
 
 CLAIMS = {
-    "H1": ("Without stop-gradient SimSiam collapses; with it, it does not (SEED §3, SimSiam §4.1).",
+    "H1": ("Without stop-gradient SimSiam collapses; with it, it does not (docs/seed.md §3, SimSiam §4.1).",
            ["simsiam"], ["simsiam-no-sg"], ()),
     "H2": ("Without the predictor SimSiam collapses (SimSiam tab. 1); a linear predictor suffices (DirectPred).",
            ["simsiam", "linear-predictor"], ["no-predictor"], ()),
     "H3": ("An EMA target protects as stop-gradient does; τ = 0 is SimSiam up to the loss form.", [], [], ()),
-    "H4": ("The fast/slow argument: a predictor much slower than the encoder loses the protection (SEED §3).",
+    "H4": ("The fast/slow argument: a predictor much slower than the encoder loses the protection (docs/seed.md §3).",
            ["pred-lr-x1.0"], ["pred-lr-x0.01"], ("predictor / encoder speed",)),
-    "H5": ("Term 2 (through the target branch) drives collapse; term 1 alone does not (SEED §3).",
+    "H5": ("Term 2 (through the target branch) drives collapse; term 1 alone does not (docs/seed.md §3).",
            ["predictor_branch"], ["both", "target_branch"], ("‖g2‖/‖g1‖ (last probe)",)),
-    "H6": ("Open question of SEED §6: does eq. (10), target f(x̄) without stop-gradient or predictor, collapse?",
+    "H6": ("Open question of docs/seed.md §6: does eq. (10), target f(x̄) without stop-gradient or predictor, collapse?",
            [], [], ()),
 }
 

@@ -23,7 +23,7 @@ def _h7(res: dict, fig_dir: str) -> list[str]:
         for feat, scores in row.items():
             for metric, v in scores.items():
                 by_method[method][feat][metric].append(v)
-    lines = ["## H7", "", f"Question (SEED §6): is f(x) or f(x̄) the better feature? x̄ = pixel mean of "
+    lines = ["## H7", "", f"Question (docs/seed.md §6): is f(x) or f(x̄) the better feature? x̄ = pixel mean of "
              f"{res['test_time_views']} test-time augmentations, for bank and queries alike.", "",
              "| encoder | kNN f(x) | kNN f(x̄) | linear f(x) | linear f(x̄) |", "|---|---|---|---|---|"]
     better = []
@@ -39,7 +39,7 @@ def _h7(res: dict, fig_dir: str) -> list[str]:
 
 
 def _h8(res: dict, fig_dir: str) -> list[str]:
-    lines = ["## H8", "", "Claim (SEED §5): a random-init CNN is already a usable encoder, given a good "
+    lines = ["## H8", "", "Claim (docs/seed.md §5): a random-init CNN is already a usable encoder, given a good "
              "(near-orthogonal) init; a zero-init one is not.", "",
              "| features | weighted kNN % | linear probe % |", "|---|---|---|"]
     for name, rows in res.items():
@@ -58,8 +58,8 @@ def _h9(res: dict, fig_dir: str) -> list[str]:
     for key, row in res["runs"].items():
         _, _, when, crop = key.split("/")
         groups[f"{when}, {crop}"].append(row)
-    lines = ["## H9", "", "Claims (SEED §6): the pair target (9) has twice the mean-target loss (7) in expectation "
-             "and a noisier gradient; both rest on the first-order expansion f(Tx) ≈ f(x) + J(Tx − x), "
+    lines = ["## H9", "", "Claims (docs/seed.md §6): the pair target (9) has twice the mean-target loss (7) in "
+             "expectation and a noisier gradient; both rest on the first-order expansion f(Tx) ≈ f(x) + J(Tx − x), "
              "which strong crops strain.",
              "", f"Monte-Carlo settings: {res['settings']}.", "",
              "| encoder, crop scale min | loss (7) | loss (9) | (9)/(7) | loss (10) | grad. rel. var. (7) | (9) | (10) "

@@ -16,7 +16,7 @@ __all__ = ["PREDICTORS", "PROJECTORS", "ResNet18", "byol_mlp", "linear_predictor
 def init_weights(module: nn.Module, scheme: str) -> None:
     """Re-initialise conv and linear weights. `kaiming`: He normal, fan_out (the torchvision
     ResNet default); `orthogonal`; `default`: PyTorch's own; `zero`: all zeros (the seed's
-    counter-example in SEED_NOTES §5). BatchNorm is always weight 1, bias 0."""
+    counter-example in docs/seed.md §5). BatchNorm is always weight 1, bias 0."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             if scheme == "kaiming":

@@ -1,6 +1,6 @@
 """CIFAR-style ResNet-18 (He et al. 2016, as in the SimSiam CIFAR experiments): a 3×3
 stem, no max-pool, four stages of two BasicBlocks, global average pool. Width and input
-channels are parameters; fmnist-small uses width 16 and one channel (DESIGN.md §5)."""
+channels are parameters; fmnist-small uses width 16 and one channel (docs/design.md §5)."""
 from __future__ import annotations
 
 import torch

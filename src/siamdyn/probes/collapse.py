@@ -13,13 +13,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-COLLAPSE_FRACTION = 0.25  # a run counts as collapsed below 0.25/√d (docs/design.md "Instruments")
+COLLAPSE_FRACTION = 0.25  # a run counts as collapsed below 0.25/√d (docs/design.md §9)
 HEALTHY_FRACTION = 0.8
-RANK_FLOOR = 2.0  # RankMe(z) below this = (near) rank-one embeddings (docs/design.md "Instruments")
+RANK_FLOOR = 2.0  # RankMe(z) below this = (near) rank-one embeddings (docs/design.md §9)
 
 
 # Each metric returns 0-d tensors: nothing waits for the device, so `collapse_metrics` can
-# fetch all numbers of a training step in one host sync (docs/design.md "Speed notes (GPU)").
+# fetch all numbers of a training step in one host sync (docs/design.md §8).
 @torch.no_grad()
 def normalized_std(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, min) over dimensions of the per-dimension std of z/‖z‖ over the batch."""
@@ -100,7 +100,7 @@ class CollapseDetector:
     Both z and p count: SimSiam's projector ends in a BN, which keeps z from becoming
     constant, so a collapse can show in p (no BN at its end) before it shows in z. The
     patience ignores transient dips, such as BYOL's early p-std dip that recovers
-    (docs/design.md "Instruments").
+    (docs/design.md §9).
     """
 
     def __init__(self, dim: int, fraction: float = COLLAPSE_FRACTION, rank_floor: float = RANK_FLOOR,

@@ -1,1 +1,1 @@
-"""Theory: the scalar toy model (SEED_NOTES §4) and linear networks (Tian et al. 2021)."""
+"""Theory: the scalar toy model (docs/seed.md §4) and linear networks (Tian et al. 2021)."""

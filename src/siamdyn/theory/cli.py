@@ -110,7 +110,7 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
 
 def add_theory_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("toy", help="the scalar toy model of SEED_NOTES §4 (ODE, GD, phase portrait, basins)")
+    p = sub.add_parser("toy", help="the scalar toy model of docs/seed.md §4 (ODE, GD, phase portrait, basins)")
     p.add_argument("--phi0", type=float, default=0.6)
     p.add_argument("--theta0", type=float, default=0.1)
     p.add_argument("--t-end", type=float, default=20.0)

@@ -1,4 +1,4 @@
-"""The scalar toy model of SEED_NOTES §4: l(φ, θ) = (φθ − θ)², h_φ(f) = φ·f, f_θ = θ.
+"""The scalar toy model of docs/seed.md §4: l(φ, θ) = (φθ − θ)², h_φ(f) = φ·f, f_θ = θ.
 
     dφ/dt = −r · 2θ²(φ − 1)                        (the predictor; r = predictor/encoder lr ratio)
     dθ/dt = −2φθ(φ − 1)                            stop-gradient (term 1 only)
@@ -8,7 +8,7 @@
 With stop-gradient, φ² − r·θ² is conserved (d/dt = −4rφθ²(φ−1) + 4rφθ²(φ−1) = 0). Hence
 from φ0 > 0 the flow never collapses, and from φ0 < 0 it collapses (θ → 0, φ → −√C)
 exactly when C = φ0² − r·θ0² > 0, i.e. when the predictor ratio r < φ0²/θ0²: the
-predictor must be fast enough to cross zero before the encoder decays (SEED_NOTES §3).
+predictor must be fast enough to cross zero before the encoder decays (docs/seed.md §3).
 """
 from __future__ import annotations
 
