@@ -147,7 +147,7 @@ CASES = [
     ("wrong type (lr=fast)", lambda t, v: _set("lr=fast")(t), "must be of type float"),
     ("wrong type (batch_size=3.5)", lambda t, v: _set("batch_size=3.5")(t), "must be of type int"),
     ("non-finite value (lr=nan)", lambda t, v: _set("lr=nan")(t), "finite"),
-    ("tau outside [0, 1)", lambda t, v: _set("tau=1.0")(t), "tau must be in [0, 1)"),
+    ("tau outside [0, 1]", lambda t, v: _set("tau=1.5")(t), "tau must be in [0, 1]"),
     ("lr <= 0", lambda t, v: _set("lr=0")(t), "lr must be > 0"),
     ("batch larger than the dataset", lambda t, v: _set("batch_size=128")(t), "larger than the 40 training images"),
     ("K < 1 for the x̄ target", lambda t, v: _set("mean_views=0")(t), "mean_views (K) must be >= 1"),

@@ -125,7 +125,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from siamdyn.experiments.runner import run_experiment
     meta = run_experiment(args.name, args.budget, args.seeds, args.out, progress=not args.no_progress)
-    print(f"{args.name} ({args.budget}, {args.seeds} seed(s)) in {meta['sessions'][-1]['wall_time_s'] / 60:.1f} min; "
+    print(f"{args.name} ({args.budget}) in {meta['sessions'][-1]['wall_time_s'] / 60:.1f} min; "
           f"write the findings with `siamdyn report {args.out}`")
     return 0
 
@@ -197,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiment", help="run a named grid H1..H9 (or all): the seed's claims as measurements")
     p.add_argument("name", help="H1 … H9, or all")
-    p.add_argument("--budget", default="small", help="smoke (CI), small (≤ 90 min for all on 2 cores), full")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--budget", default="standard", help="standard (the findings; ≈ 2 h on 2 cores) or smoke (CI)")
+    p.add_argument("--seeds", type=int,
+                   help="seeds per cell (default: the budget's: 5 per binary cell, 3 per ladder rung)")
     p.add_argument("--out", default="runs/experiments")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experiment)

@@ -78,7 +78,7 @@ class Config:
     predictor_fixed_lr: bool = knob(True, "predictor lr not decayed by the cosine (SimSiam)")
     target: str = knob("online", "the target t: online z (SimSiam), an EMA copy (BYOL), f(x̄) (eq. 10)",
                        registry="target")
-    tau: float = knob(0.99, "EMA base: target <- tau target + (1 - tau) online")
+    tau: float = knob(0.99, "EMA base: target <- tau target + (1 - tau) online; 1 = a fixed random target")
     tau_schedule: str = knob("cosine", "BYOL's tau -> 1 by a cosine over training, or fixed",
                              choices=("fixed", "cosine"))
     mean_views: int = knob(4, "K, the augmentations averaged in pixel space for eq. (10)")
@@ -116,6 +116,11 @@ class Config:
                             "dataset's raw-pixel kNN (docs/recipe.md); 'none' = off")
     ckpt_every: int = knob(0, "steps between mid-epoch checkpoints; 0 = epoch ends only", resumable=True)
     probe_every: int = knob(50, "steps between gradient-split / module-speed probes; 0 = off", resumable=True)
+    probe_first: int = knob(0, "also probe every one of the first N steps (the split before any collapse)",
+                            resumable=True)
+    heldout_every: int = knob(0, "steps between collapse readings on a fixed held-out batch (eval mode); 0 = off",
+                              resumable=True)
+    heldout_images: int = knob(2000, "test images in the held-out batch", resumable=True)
     collapse_rank_floor: float = knob(2.0, "detector: RankMe(z) below this counts as collapse; 0 = std only",
                                       resumable=True)
     collapse_patience: int = knob(50, "detector: steps the condition must hold", resumable=True)
@@ -203,7 +208,7 @@ class Config:
             value = getattr(self, f.name)
             _check(not isinstance(value, float) or math.isfinite(value), f"{f.name}={value} must be a finite number")
         _check(self.lr > 0, "lr must be > 0")
-        _check(0 <= self.tau < 1, "tau must be in [0, 1) (tau=0 is SimSiam's online target)")
+        _check(0 <= self.tau <= 1, "tau must be in [0, 1] (0: the target follows the online net; 1: it never moves)")
         _check(self.mean_views >= 1, "mean_views (K) must be >= 1")
         _check(self.epochs >= 0, "epochs must be >= 0")
         _check(self.max_steps >= 0, "max_steps must be >= 0")
@@ -231,8 +236,10 @@ class Config:
         _check(all(0 < x <= 100 for x in levels), "knn_targets must lie in (0, 100]")
         _check(self.collapse_patience >= 1, "collapse_patience must be >= 1")
         _check(self.collapse_rank_floor >= 0, "collapse_rank_floor must be >= 0 (0 turns the rank test off)")
-        _check(min(self.knn_every, self.ckpt_every, self.threads, self.image_size, self.probe_every) >= 0,
-               "knn_every, ckpt_every, probe_every, threads and image_size must be >= 0")
+        _check(min(self.knn_every, self.ckpt_every, self.threads, self.image_size, self.probe_every, self.probe_first,
+                   self.heldout_every, self.heldout_images) >= 0,
+               "knn_every, ckpt_every, probe_every, probe_first, heldout_every, heldout_images, threads and "
+               "image_size must be >= 0")
         if self.target == "ema" and self.grad_terms != "predictor_branch":
             raise ConfigError("target=ema receives no gradient, so grad_terms must be predictor_branch; "
                               "use target=online to study term 2")

@@ -22,6 +22,7 @@ from siamdyn.distributed import (Dist, any_rank, gather_objects, init_distribute
 from siamdyn.errors import ConfigError, SiamdynError, TrainingDiverged
 from siamdyn.eval import knn_accuracy, time_to_accuracy
 from siamdyn.optim import ema_tau, lr_factor, set_lr
+from siamdyn.probes.heldout import HeldoutProbe
 from siamdyn.probes.session import ProbeSession
 from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, atomic_write_text, check_resume_compatible, check_run_dir,
                           load_run_config, prepare_run_dir, truncate_metrics, write_config)
@@ -62,7 +63,9 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
     s = build_session(cfg, ctx, initial_state)
     if ctx.is_main:
         prepare_run_dir(out, overwrite, resume)
-    probes = ProbeSession(s.model, cfg, ctx)
+    heldout = HeldoutProbe(s.model, s.test_set.images[:cfg.heldout_images].to(s.device), eval_input(cfg, s.augment),
+                           cfg.heldout_every)
+    probes = ProbeSession(s.model, cfg, ctx, heldout)
     run = Progress()
     # -- continue from the checkpoint, or record the config of a new run
     if resume:
@@ -119,6 +122,9 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: MetricsLog 
     cfg, ctx = s.cfg, s.ctx
     rate = RateMeter()
     s.model.train()
+    start = probes.heldout(run.step) if run.step == 0 else None  # the random-init reading
+    if start:
+        log.write(start)
     while run.step < s.total_steps:
         epoch, first_batch = divmod(run.step, s.steps_per_epoch)
         order = epoch_order(cfg, len(s.images), epoch)
@@ -141,6 +147,9 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: MetricsLog 
             if cfg.stop_on_collapse and any_rank(ctx, fired):
                 run.stopped_on_collapse = True
                 s.total_steps = run.step  # end here: the kNN and checkpoint below still run
+            heldout = probes.heldout(run.step)
+            if heldout:
+                log.write(heldout)
             bar.update(1)
             if cfg.ckpt_every and run.step % cfg.ckpt_every == 0:
                 save_checkpoint(out, s, probes, run, log)

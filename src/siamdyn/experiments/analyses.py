@@ -13,7 +13,7 @@ import torch
 
 from siamdyn.data import AugmentParams, BatchAugment
 from siamdyn.eval import encoder_features, linear_probe, weighted_knn
-from siamdyn.experiments.grids import ANALYSIS, BUDGETS, grid_cells
+from siamdyn.experiments.grids import ANALYSIS, BUDGETS, analysed_cells
 from siamdyn.methods import SiameseMethod
 from siamdyn.probe_run import load_trained
 from siamdyn.runtime import eval_input
@@ -37,7 +37,7 @@ def _xbar_input(cfg, augment: BatchAugment, k: int, seed: int) -> Callable[[torc
 def analyse_h7(out: str, budget: str, seeds: int) -> dict[str, Any]:
     epochs = ANALYSIS[budget]["probe_epochs"]
     result: dict[str, Any] = {"test_time_views": TEST_TIME_VIEWS, "runs": {}}
-    for cell in grid_cells("H7"):
+    for cell in analysed_cells("H7"):
         for seed in range(seeds):
             cfg, model, augment, train, test, device, _ = load_trained(cell.run_dir(out, seed))
             row = {}
@@ -72,7 +72,7 @@ def analyse_h8(out: str, budget: str, seeds: int) -> dict[str, Any]:
                 bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment),
                                                  device)
             result[f"random init: {init}"].append(_scores(cfg, bank, train, queries, test, epochs))
-    for cell in grid_cells("H8"):
+    for cell in analysed_cells("H8"):
         result[f"trained: {cell.name}"] = []
         for seed in range(seeds):
             cfg_r, model, aug_r, tr, te, dev, _ = load_trained(cell.run_dir(out, seed))
@@ -138,7 +138,7 @@ def _linearisation_error(f, x: torch.Tensor, augment: BatchAugment, m: int, g: t
 def analyse_h9(out: str, budget: str, seeds: int) -> dict[str, Any]:
     a = ANALYSIS[budget]
     result: dict[str, Any] = {"settings": a, "runs": {}}
-    for cell in grid_cells("H9"):
+    for cell in analysed_cells("H9"):
         for seed in range(seeds):
             cfg, trained, run_augment, train, _, device, _ = load_trained(cell.run_dir(out, seed))
             torch.manual_seed(seed)

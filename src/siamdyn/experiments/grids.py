@@ -1,7 +1,9 @@
 """The grids H1–H9 of docs/seed.md as data: each cell is a preset plus overrides.
 
-A budget fixes the size of every run (data, width, steps); the grid fixes what varies.
-Cells that two grids share (a trained `simsiam` …) are one run directory, reused.
+A budget fixes the size of every run (data, width, steps, schedule); a grid fixes what
+varies. Every collapse grid holds the controls: `simsiam` (negative control: must stay
+healthy) and `simsiam-no-sg`, `siamese` (positive controls: must collapse). A cell that
+several grids need is one run directory (`CONTROLS`, shared by name), trained once.
 """
 from __future__ import annotations
 
@@ -9,68 +11,87 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from siamdyn.errors import ConfigError
+from siamdyn.presets import recipe_overrides
 
-# smoke: the pipeline in CI (seconds per run); small: ≤ 90 min for every grid with 3 seeds
-# on a 2-core CPU; full: fmnist-small as docs/design.md §5 (hours).
+# standard: 600 steps of batch 128 on 10 000 Fashion-MNIST images (7.7 epochs), width-8
+# ResNet-18, the papers' SGD recipe (lr 0.06 per 256, weight decay 5e-4, momentum 0.9) with a
+# 0.5-epoch warm-up and the cosine over the whole run; collapse read every 25 steps on 2 000
+# held-out test images (docs/findings.md states its adequacy, measured from the controls).
+# smoke: the same pipeline in CI on synthetic data (seconds per run).
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(dataset="synthetic", backbone_width=4, proj_hidden=32, proj_dim=32, pred_hidden=8, batch_size=32,
-                  epochs=0, max_steps=6, lr=0.5, probe_every=3, knn_k=20, knn_every=0),
-    "small": dict(limit=10000, test_limit=2000, backbone_width=8, batch_size=128, epochs=0, max_steps=100, lr=0.5,
-                  probe_every=20, knn_every=0),
-    "full": dict(epochs=3, lr=0.5, probe_every=50, knn_every=1),
+                  epochs=0, max_steps=12, warmup_epochs=0.2, probe_every=4, probe_first=3, knn_k=20, knn_every=0,
+                  heldout_every=4, heldout_images=64, log_every=2),
+    "standard": dict(limit=10000, test_limit=2000, backbone_width=8, batch_size=128, epochs=0, max_steps=600,
+                     warmup_epochs=0.5, probe_every=50, probe_first=10, knn_every=0, heldout_every=25,
+                     heldout_images=2000, log_every=5),
 }
+# Seeds per kind of cell: binary cells (a control, one change) need more than ladder rungs.
+SEEDS = {"smoke": {"binary": 1, "ladder": 1}, "standard": {"binary": 5, "ladder": 3}}
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
-            "small": dict(images=512, views=16, draws=8, probe_epochs=20),
-            "full": dict(images=1024, views=32, draws=16, probe_epochs=30)}
+            "standard": dict(images=512, views=16, draws=8, probe_epochs=20)}
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration of a grid; its runs live in OUT/<grid>/<name>/seed<k>."""
+    """One configuration; its runs live in OUT/<grid>/<name>/seed<k>. `kind` sets its seed count."""
     grid: str
     name: str
     preset: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    kind: str = "binary"
 
     def run_dir(self, out: str, seed: int) -> str:
         return f"{out}/{self.grid}/{self.name}/seed{seed}"
 
 
-def _cells(grid: str, *specs: tuple[str, str, dict]) -> list[Cell]:
-    return [Cell(grid, name, preset, dict(over)) for name, preset, over in specs]
+CONTROLS = [Cell("controls", "simsiam", "simsiam"), Cell("controls", "simsiam-no-sg", "simsiam-no-sg"),
+            Cell("controls", "siamese", "siamese")]
+NEGATIVE, POSITIVE = "simsiam", ("simsiam-no-sg", "siamese")
 
 
-SIMSIAM = Cell("H1", "simsiam", "simsiam")
-BYOL = Cell("H3", "byol-tau0.99-cosine", "byol", {"tau": 0.99, "tau_schedule": "cosine"})
-XBAR = Cell("H6", "xbar-K4-no-sg-crop0.2", "xbar", {"mean_views": 4})
+# BYOL in its own regime: the project's BYOL recipe (AdamW, milder crops, a 10x predictor lr;
+# docs/recipe.md); the τ rungs differ in τ alone.
+BYOL_RECIPE = recipe_overrides("byol", "fashion-mnist")
+
+
+def _ladder(grid: str, specs: list[tuple[str, str, dict]]) -> list[Cell]:
+    return [Cell(grid, name, preset, dict(over), "ladder") for name, preset, over in specs]
+
+
+BYOL_COSINE = Cell("H3", "byol-tau0.99-cosine", "byol", {**BYOL_RECIPE, "tau": 0.99, "tau_schedule": "cosine"},
+                   "ladder")
+XBAR_K4 = Cell("H6", "xbar-K4", "xbar", {"mean_views": 4}, "ladder")
 
 
 def grid_cells(grid: str) -> list[Cell]:
-    """The runs a grid needs (H7–H9 analyse runs trained by H1, H3, H6)."""
-    if grid == "H1":
-        return [SIMSIAM, *_cells("H1", ("simsiam-no-sg", "simsiam-no-sg", {}))]
-    if grid == "H2":
-        return _cells("H2", ("simsiam", "simsiam", {}), ("no-predictor", "simsiam-no-pred", {}),
-                      ("linear-predictor", "simsiam", {"predictor": "linear"}))
-    if grid == "H3":
-        return [Cell("H3", f"byol-tau{tau}-{sched}", "byol", {"tau": tau, "tau_schedule": sched})
-                for tau in (0.0, 0.9, 0.99, 0.996) for sched in ("fixed", "cosine")] + \
-               _cells("H3", ("simsiam", "simsiam", {}))
-    if grid == "H4":
-        return [Cell("H4", f"pred-lr-x{s}", "simsiam", {"predictor_lr_scale": s}) for s in (0.01, 0.1, 1.0, 10.0)] + \
-               _cells("H4", ("pred-frozen-random", "simsiam", {"predictor_lr_scale": 0.0}))
-    if grid == "H5":
-        return [Cell("H5", terms, "simsiam", {"grad_terms": terms})
-                for terms in ("predictor_branch", "both", "target_branch")]
-    if grid == "H6":
-        return [Cell("H6", f"xbar-K{k}-{'sg' if sg else 'no-sg'}-crop{crop}", "xbar",
-                     {"mean_views": k, "grad_terms": "predictor_branch" if sg else "both", "crop_scale_min": crop})
-                for crop in (0.2, 0.6) for sg in (False, True) for k in (2, 4, 8)]
-    if grid in ("H7", "H9"):
-        return [SIMSIAM, BYOL, XBAR] if grid == "H7" else [SIMSIAM]
-    if grid == "H8":
-        return [SIMSIAM, BYOL]
-    raise ConfigError(f"unknown experiment {grid!r}; choose one of: {', '.join(GRIDS)} or all")
+    """The runs a grid needs: the controls and its own cells (H7–H9 analyse trained runs)."""
+    own = {
+        "H1": [],
+        "H2": [Cell("H2", "no-predictor", "simsiam-no-pred"),
+               Cell("H2", "fixed-random-predictor", "simsiam", {"predictor_lr_scale": 0.0}),
+               Cell("H2", "linear-predictor", "simsiam", {"predictor": "linear"})],
+        "H3": _ladder("H3", [(f"byol-tau{tau}", "byol", {**BYOL_RECIPE, "tau": tau, "tau_schedule": "fixed"})
+                             for tau in (0.0, 0.9, 0.99, 0.996, 1.0)]) + [BYOL_COSINE],
+        "H4": _ladder("H4", [(f"pred-lr-x{s}", "simsiam", {"predictor_lr_scale": s}) for s in (0.01, 0.1, 10.0)]
+                      + [("pred-lr-decayed", "simsiam", {"predictor_fixed_lr": False})]),
+        "H5": [Cell("H5", "term2-only", "simsiam", {"grad_terms": "target_branch"})],
+        "H6": _ladder("H6", [(f"xbar-K{k}", "xbar", {"mean_views": k}) for k in (2, 8)]) + [XBAR_K4],
+        "H7": [BYOL_COSINE, XBAR_K4], "H8": [BYOL_COSINE], "H9": [],
+    }
+    if grid not in own:
+        raise ConfigError(f"unknown experiment {grid!r}; choose one of: {', '.join(GRIDS)} or all")
+    return CONTROLS + own[grid]
+
+
+def analysed_cells(grid: str) -> list[Cell]:
+    """The trained encoders the post-hoc analyses H7–H9 read."""
+    return {"H7": [CONTROLS[0], BYOL_COSINE, XBAR_K4], "H8": [CONTROLS[0], BYOL_COSINE], "H9": [CONTROLS[0]]}[grid]
+
+
+def seeds_for(cell: Cell, budget: str, seeds: int | None = None) -> int:
+    """How many seeds a cell runs: `seeds` if given, else the budget's count for its kind."""
+    return seeds if seeds else SEEDS[budget][cell.kind]
 
 
 GRIDS = tuple(f"H{i}" for i in range(1, 10))

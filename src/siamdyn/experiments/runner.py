@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
-from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, grid_cells
+from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, grid_cells, seeds_for
 from siamdyn.runs import CKPT_FILE, atomic_write_text
 
 
@@ -30,17 +30,31 @@ def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tu
     return run_dir, "resumed" if resume else "trained"
 
 
-def run_experiment(name: str, budget: str, seeds: int, out: str, progress: bool = True) -> dict:
+def plan(names: list[str], budget: str, seeds: int | None) -> list[tuple[Cell, int]]:
+    """The (cell, seed) jobs of some grids, each run directory once, controls first."""
+    jobs, seen = [], set()
+    for n in names:
+        for cell in grid_cells(n):
+            for seed in range(seeds_for(cell, budget, seeds)):
+                key = (cell.grid, cell.name, seed)
+                if key not in seen:
+                    seen.add(key)
+                    jobs.append((cell, seed))
+    return sorted(jobs, key=lambda job: job[0].grid != "controls")
+
+
+def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress: bool = True) -> dict:
+    """Train every run of grid `name` (or all) that is not finished, then the analyses."""
     if budget not in BUDGETS:
         raise SiamdynError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
-    if seeds < 1:
+    if seeds is not None and seeds < 1:
         raise SiamdynError("--seeds must be >= 1")
     names = list(GRIDS) if name == "all" else [name]
     for n in names:
         grid_cells(n)  # unknown names fail before anything runs
     meta_path = os.path.join(out, "experiment.json")
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
-    meta.update(budget=budget, seeds=max(seeds, meta.get("seeds", 0)))
+    meta.update(budget=budget, seeds=seeds)
     session = {"grids": names, "wall_time_s": 0.0, "runs": {}}
     meta["sessions"].append(session)
     t0 = time.perf_counter()
@@ -49,17 +63,17 @@ def run_experiment(name: str, budget: str, seeds: int, out: str, progress: bool 
         session["wall_time_s"] = time.perf_counter() - t0
         atomic_write_text(meta_path, json.dumps(meta, indent=2))
 
+    jobs = plan(names, budget, seeds)
+    for cell, seed in tqdm(jobs, desc=f"{name} ({budget})", disable=not progress, unit="run"):
+        run_dir, what = run_cell(cell, budget, seed, out, progress=False)
+        session["runs"][run_dir] = what
+        save_meta()
     for n in names:
-        jobs = [(cell, seed) for cell in grid_cells(n) for seed in range(seeds)]
-        for cell, seed in tqdm(jobs, desc=f"{n} ({budget})", disable=not progress, unit="run", leave=False):
-            run_dir, what = run_cell(cell, budget, seed, out, progress=False)
-            session["runs"][run_dir] = what
-            save_meta()
         if n in ("H7", "H8", "H9"):
             from siamdyn.experiments import analyses
             result_path = os.path.join(out, n, "analysis.json")
             if not os.path.exists(result_path):
-                result = getattr(analyses, f"analyse_{n.lower()}")(out, budget, seeds)
+                result = getattr(analyses, f"analyse_{n.lower()}")(out, budget, seeds or 1)
                 atomic_write_text(result_path, json.dumps(result, indent=2))
             save_meta()
     save_meta()

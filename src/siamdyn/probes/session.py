@@ -7,6 +7,7 @@
                               spectrum → the probe record to log (probe steps)
     observe(step, result)     collapse metrics of the step's batch and the collapse detector
                               (log steps) → the metrics to log; `fired` says whether it fired
+    heldout(step)             collapse readings on the fixed held-out batch (heldout_every steps)
     headline()                the progress bar's numbers; state_dict() for checkpoints
 """
 from __future__ import annotations
@@ -20,12 +21,14 @@ from siamdyn.distributed import Dist
 from siamdyn.methods import SiameseMethod, StepOutput
 from siamdyn.probes.collapse import CollapseMonitor
 from siamdyn.probes.gradients import ModuleSpeeds, gradient_split
+from siamdyn.probes.heldout import HeldoutProbe
 from siamdyn.probes.spectrum import predictor_spectrum
 
 
 class ProbeSession:
-    def __init__(self, model: SiameseMethod, cfg: Config, ctx: Dist = Dist()):
-        self.model, self.every, self.ctx = model, cfg.probe_every, ctx
+    def __init__(self, model: SiameseMethod, cfg: Config, ctx: Dist = Dist(), heldout: HeldoutProbe | None = None):
+        self.model, self.every, self.first, self.ctx = model, cfg.probe_every, cfg.probe_first, ctx
+        self._heldout = heldout
         self.monitor = CollapseMonitor(cfg.proj_dim, rank_floor=cfg.collapse_rank_floor, patience=cfg.collapse_patience)
         self.linear_predictor = cfg.predictor == "linear"
         self.seconds = 0.0  # total time spent in gradient/speed probes, to report their cost
@@ -35,7 +38,7 @@ class ProbeSession:
 
     # ------------------------------------------------------------------ probe steps
     def before_step(self, step: int, views: list[torch.Tensor], xbar: torch.Tensor | None) -> None:
-        self.active = bool(self.every) and step % self.every == 0
+        self.active = (bool(self.every) and step % self.every == 0) or step < self.first
         if self.active:
             t = time.perf_counter()
             # Every rank joins (its forward passes hold collectives); g1, g2 are averaged over ranks.
@@ -63,6 +66,15 @@ class ProbeSession:
     def observe(self, step: int, result: StepOutput) -> dict[str, float]:
         """Collapse metrics of this step's batch, fed to the detector."""
         return self.monitor.update(step, result.z, result.p, result.features[0])
+
+    def heldout(self, step: int) -> dict | None:
+        """The held-out readings after `step` steps, when due (every rank reads; rank 0 returns them)."""
+        if self._heldout is None or not self._heldout.due(step):
+            return None
+        t = time.perf_counter()
+        record = self._heldout.read(step)
+        self.seconds += time.perf_counter() - t
+        return record if self.ctx.is_main else None
 
     @property
     def fired(self) -> bool:

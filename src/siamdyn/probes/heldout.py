@@ -1,0 +1,59 @@
+"""Collapse read where it can be seen: a fixed held-out batch, every N steps.
+
+The per-step metrics (collapse.py) read the 128-odd images of the training batch. Here the
+same ≈ 2 000 test images are embedded at every reading, as one batch with BatchNorm in
+training mode (the normalisation the loss sees; BatchNorm's running statistics are
+restored afterwards, and at step 0 they would describe nothing yet). The readings are the
+ones that work for a projector ending in an affine-free BatchNorm, whose z keeps unit
+variance per dimension whatever happens: RankMe of z, p and the backbone features, the
+mean |cos| between different images (→ 1 when all outputs lie on one line, whatever
+their signs), the norm of the centre vector ‖E[z/‖z‖]‖ (Zhang et al. 2022: a collapsing
+output is dominated by its centre), and the per-dimension std of z/‖z‖ and p/‖p‖. No
+parameter or buffer changes and no random number is drawn, so the readings never change
+the trajectory. Under DDP every rank joins (BatchNorm's statistics are global).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from siamdyn.probes.collapse import effective_rank, normalized_std
+from siamdyn.probes.gradients import frozen_buffers
+
+
+@torch.no_grad()
+def representation_stats(x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+    """RankMe, mean |cos| between different rows, centre-vector norm and normalised std of (N, d) `x`."""
+    x = x.float()
+    unit = F.normalize(x, dim=1)
+    gram = unit @ unit.T
+    n = len(x)
+    abs_cos = (gram.abs().sum() - gram.diagonal().abs().sum()) / max(1, n * (n - 1))
+    return {f"{prefix}_erank": effective_rank(x), f"{prefix}_abs_cos": abs_cos,
+            f"{prefix}_center_norm": unit.mean(0).norm(), f"{prefix}_std": normalized_std(x)[0]}
+
+
+class HeldoutProbe:
+    """Every `every` steps, the collapse readings of `model` on `images` (uint8, fixed)."""
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor],
+                 every: int):
+        self.model, self.images, self.prepare, self.every = model, images, prepare, every
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and len(self.images) > 1 and step % self.every == 0
+
+    @torch.no_grad()
+    def read(self, step: int) -> dict[str, float]:
+        with frozen_buffers(self.model):
+            f = self.model.backbone(self.prepare(self.images))
+            z = self.model.projector(f)
+            p = self.model.predictor(z)
+        stats: dict[str, torch.Tensor] = {}
+        for key, t in (("feature", f), ("z", z), ("p", p)):
+            stats.update(representation_stats(t, f"heldout/{key}"))
+        values = torch.stack(list(stats.values())).tolist()  # one host sync
+        return {"step": step, **dict(zip(stats, values))}
