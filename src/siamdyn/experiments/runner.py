@@ -31,7 +31,8 @@ def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tu
 
 
 def plan(names: list[str], budget: str, seeds: int | None) -> list[tuple[Cell, int]]:
-    """The (cell, seed) jobs of some grids, each run directory once, controls first."""
+    """The (cell, seed) jobs of some grids, each run directory once: controls first, then seed by
+    seed, so that a session cut short has every cell's first seeds."""
     jobs, seen = [], set()
     for n in names:
         for cell in grid_cells(n):
@@ -40,7 +41,7 @@ def plan(names: list[str], budget: str, seeds: int | None) -> list[tuple[Cell, i
                 if key not in seen:
                     seen.add(key)
                     jobs.append((cell, seed))
-    return sorted(jobs, key=lambda job: job[0].grid != "controls")
+    return sorted(jobs, key=lambda job: (job[0].grid != "controls", job[1]))
 
 
 def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress: bool = True) -> dict:
