@@ -5,7 +5,9 @@ import torch
 
 from siamdyn.data.datasets import DEFAULT_DATA_DIRS
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread per core this process may use (its affinity, not the machine's count): more
+# threads than cores make oneDNN's kernels spin against each other.
+torch.set_num_threads(min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 HAVE_FMNIST = os.path.exists(os.path.join(DEFAULT_DATA_DIRS["fashion-mnist"], "train-images-idx3-ubyte.gz"))
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST,

@@ -88,3 +88,26 @@ def test_linear_cli(tmp_path, capsys):
     assert out["no stop-gradient"]["setup"]["stop_gradient"] is False
     assert (tmp_path / "linear_stop_gradient_predictor.png").exists()
     assert main(["linear", "--set", "colour=1", "--no-plots"]) == 2
+
+
+def test_the_basin_not_the_initial_speed_decides_collapse_in_the_toy():
+    from siamdyn.theory.toy import initial_speed_ratio, speed_vs_basin
+    assert initial_speed_ratio(0.6, 0.1) == pytest.approx(1 / 6)  # the seed's start: the encoder 6× faster
+    res = speed_vs_basin(n=200, seed=1)
+    # The basin misses only starts on its boundary, where the flow is too slow to settle by t_end.
+    assert res["basin_predicts"] >= 0.99 and res["speed_predicts"] < res["basin_predicts"] - 0.05
+    fast_but_doomed = res["table"]["predictor faster, collapse basin"]
+    assert fast_but_doomed["collapsed"] == fast_but_doomed["runs"] > 0  # a faster predictor did not save them
+
+
+def test_linear_sweep_follows_tian_et_al_on_weight_decay_and_predictor_lr():
+    import dataclasses
+
+    from siamdyn.theory.linear import LinearSetup
+    from siamdyn.theory.sweep import prediction, run_sweep
+    rows = run_sweep(dataclasses.replace(LinearSetup(), steps=3000), weight_decays=(0.0, 0.1), ratios=(0.1, 3.0),
+                     taus=(0.0,), seeds=1)
+    rank = {(r["weight_decay"], r["predictor_lr_ratio"]): r["rank_W"] for r in rows}
+    assert rank[0.0, 0.1] == rank[0.0, 3.0] == LinearSetup().output_dim  # no weight decay: every mode survives
+    assert rank[0.1, 0.1] < rank[0.1, 3.0] < LinearSetup().output_dim  # decay kills modes; a fast predictor saves some
+    assert prediction(rows, "weight_decay", -1)["verdict"] == "agrees"

@@ -132,7 +132,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from siamdyn.experiments.report import write_report
-    print(write_report(args.dir))
+    print(write_report(args.dir, args.out))
     return 0
 
 
@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experiment)
 
-    p = sub.add_parser("report", help="write DIR/findings.md (+ figures) from an experiment's run directories")
+    p = sub.add_parser("report", help="write findings.md (+ figures) from an experiment's run directories")
     p.add_argument("dir")
+    p.add_argument("--out", help="folder for findings.md and figures/findings/ (default DIR; docs for the project's)")
     p.set_defaults(func=cmd_report)
 
     add_theory_commands(sub)

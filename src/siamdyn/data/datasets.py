@@ -145,7 +145,7 @@ def load_cifar10(root: str, split: str) -> ImageData:
         except Exception as e:  # pickle raises many types on garbage input
             raise DataError(f"corrupt CIFAR-10 batch {path} ({type(e).__name__}); {CIFAR_FIX}") from None
         if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-            keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
             raise DataError(f"CIFAR-10 batch {path} lacks keys b'data'/b'labels' (has {keys}); {CIFAR_FIX}")
         data = np.asarray(batch[b"data"])
         lab = np.asarray(batch[b"labels"])

@@ -23,7 +23,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
                   epochs=0, max_steps=12, warmup_epochs=0.2, probe_every=4, probe_first=3, knn_k=20, knn_every=0,
                   heldout_every=4, heldout_images=64, log_every=2),
     "standard": dict(limit=10000, test_limit=2000, backbone_width=8, batch_size=128, epochs=0, max_steps=600,
-                     optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, probe_every=50, probe_first=10, knn_every=0, heldout_every=25,
+                     optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, probe_every=50, probe_first=10,
+                     knn_every=0, heldout_every=25,
                      heldout_images=2000, log_every=5),
 }
 # Seeds per kind of cell: binary cells (a control, one change) need more than ladder rungs.

@@ -1,183 +1,204 @@
-"""`siamdyn report DIR`: findings.md (+ PNGs) from the run directories of an experiment alone.
+"""`siamdyn report DIR`: findings.md (+ figures) from the run directories of an experiment alone.
 
-Each verdict: the claim, the measurement (mean ± std over seeds), the collapse threshold,
-the call, and a figure."""
+Order: the protocol and compute, the controls (and whether they behave), the three-valued
+verdicts, the literature table, the gradient split before any collapse, a section per grid
+with time-to-collapse curves, then the post-hoc analyses H7–H9.
+"""
 from __future__ import annotations
 
 import glob
 import json
-import math
 import os
+import platform
 import statistics
-from typing import Any
 
 from siamdyn.errors import SiamdynError
-from siamdyn.experiments.grids import GRIDS, grid_cells
+from siamdyn.experiments.claims import CLAIMS, Claim
+from siamdyn.experiments.grids import BUDGETS, CONTROLS, GRIDS, NEGATIVE, POSITIVE, grid_cells
+from siamdyn.experiments.readings import (COLLAPSED_RATIO, HEALTHY_RATIO, RANK_FLOOR, WINDOW, Run, load_run,
+                                          time_to_collapse, window_mean, window_ratio, window_state)
+from siamdyn.experiments.report_figures import plot_curves
 from siamdyn.experiments.report_format import mean_std as _ms
-from siamdyn.plots import plot_runs
-from siamdyn.probes.collapse import COLLAPSE_FRACTION, RANK_FLOOR, CollapseDetector
-from siamdyn.runs import atomic_write_text, load_run_config, read_metrics
+from siamdyn.experiments.verdicts import Verdict, binary_verdict, trend_verdict
+from siamdyn.runs import atomic_write_text
 
-THRESHOLD = (f"collapsed = at the end of the run (mean of the last 10 logged steps) min(std z, std p) < "
-             f"{COLLAPSE_FRACTION}/√d or RankMe(z) < {RANK_FLOOR}; 'dipped' counts runs whose run-time detector "
-             f"saw the condition at some step (BYOL's p std dips early and recovers)")
+STABLE = 0.3  # the negative control's RankMe(p) may vary by at most 30 % across the window
 
 
-def cell_stats(out: str, cell, seeds: int) -> dict[str, Any] | None:
-    """Final numbers of a cell over its finished seeds (None if none finished)."""
-    rows = []
-    for seed in range(seeds):
-        run = cell.run_dir(out, seed)
-        if not os.path.exists(os.path.join(run, "summary.json")):
+def load_groups(out: str) -> dict[str, list[Run]]:
+    """"grid/cell" → its finished runs, for every cell of every grid."""
+    groups: dict[str, list[Run]] = {}
+    for grid in GRIDS:
+        for cell in grid_cells(grid):
+            key = f"{cell.grid}/{cell.name}"
+            if key not in groups:
+                paths = sorted(glob.glob(os.path.join(out, cell.grid, cell.name, "seed*")))
+                groups[key] = [r for r in map(load_run, paths) if r is not None]
+    return groups
+
+
+def min_rank(run: Run) -> float | None:
+    z, p = window_mean(run, "heldout/z_erank"), window_mean(run, "heldout/p_erank")
+    return None if z is None or p is None else min(z, p)
+
+
+def check_controls(groups: dict[str, list[Run]]) -> tuple[bool, list[str]]:
+    """Whether the controls behave: the negative one healthy and stable through the window,
+    the positive ones collapsed by half the run and through the window."""
+    ref = groups.get(f"controls/{NEGATIVE}", [])
+    problems = []
+    if not ref:
+        return False, ["the negative control has no finished run"]
+    for run in ref:
+        p = [run.heldout[s]["heldout/p_erank"] for s in run.window_steps()]
+        if p and (max(p) - min(p)) / max(p) > STABLE:
+            problems.append(f"{NEGATIVE} seed {run.cfg.seed}: RankMe(p) moves {100 * (max(p) - min(p)) / max(p):.0f} % "
+                            "within the window (not settled)")
+        if min(min_rank(run) or 0, 99) < RANK_FLOOR:
+            problems.append(f"{NEGATIVE} seed {run.cfg.seed}: RankMe below {RANK_FLOOR} in the window")
+    for name in POSITIVE:
+        runs = groups.get(f"controls/{name}", [])
+        if not runs:
+            problems.append(f"{name}: no finished run")
+        for run in runs:
+            t = time_to_collapse(run, ref)
+            if t is None or t > run.steps / 2:
+                problems.append(f"{name} seed {run.cfg.seed}: not collapsed by step {run.steps // 2} "
+                                f"(window state: {window_state(run, ref)})")
+    return not problems, problems
+
+
+def claim_verdict(claim: Claim, groups: dict[str, list[Run]], controls_ok: bool) -> Verdict:
+    ref = groups.get(claim.reference, [])
+    if claim.ladder:
+        rungs = {x: [v for r in groups.get(c, []) if (v := min_rank(r)) is not None]
+                 for x, c in zip(claim.rungs, claim.cells)}
+        verdict = trend_verdict(rungs, +1 if claim.predicted == "+" else -1, "value, window RankMe")
+    else:
+        ratios = [v for c in claim.cells for r in groups.get(c, []) if (v := window_ratio(r, ref)) is not None]
+        verdict = binary_verdict(ratios, claim.predicted)
+    if not controls_ok and verdict.value != "not run":
+        return Verdict("protocol failed", verdict.statistic + " (not a verdict: the controls misbehaved)")
+    return verdict
+
+
+def cell_row(key: str, runs: list[Run], ref: list[Run]) -> str:
+    states = [window_state(r, ref) for r in runs]
+    ttc = [t for r in runs if (t := time_to_collapse(r, ref)) is not None]
+    counts = "/".join(str(states.count(s)) for s in ("collapsed", "partial", "healthy"))
+    return (f"| {key} | {len(runs)} | {counts} | "
+            f"{_ms([window_ratio(r, ref) for r in runs])} | {_ms([min_rank(r) for r in runs], '{:.1f}')} | "
+            f"{_ms([window_mean(r, 'heldout/p_abs_cos') for r in runs], '{:.3f}')} | "
+            f"{statistics.median(ttc) if ttc else '—'} | {_ms([r.final_loss() for r in runs], '{:.3f}')} | "
+            f"{_ms([r.summary['final_knn_acc'] for r in runs], '{:.1f}')} |")
+
+
+TABLE_HEAD = ["| run group | seeds | collapsed/partial/healthy | rank ratio | min RankMe(z, p) | mean abs cos(p) | "
+              "median step of collapse | final loss | kNN % |", "|---|---|---|---|---|---|---|---|---|"]
+
+
+def controls_section(groups: dict[str, list[Run]], ok: bool, problems: list[str], fig_dir: str) -> list[str]:
+    ref = groups.get(f"controls/{NEGATIVE}", [])
+    lines = ["## Controls", "", f"Negative control `{NEGATIVE}` (must stay healthy and settle), positive controls "
+             f"{', '.join(f'`{p}`' for p in POSITIVE)} (must collapse by half the run). Status: "
+             + ("**all behaving**." if ok else "**protocol failed**: " + "; ".join(problems) + "."), "",
+             *TABLE_HEAD]
+    lines += [cell_row(f"controls/{c.name}", groups.get(f"controls/{c.name}", []), ref) for c in CONTROLS]
+    if any(groups.get(f"controls/{c.name}") for c in CONTROLS):
+        plot_curves({c.name: groups.get(f"controls/{c.name}", []) for c in CONTROLS}, ref,
+                    os.path.join(fig_dir, "controls.png"))
+        lines += ["", "![controls](figures/findings/controls.png)"]
+    return lines + [""]
+
+
+def grid_section(grid: str, groups: dict[str, list[Run]], verdicts: dict[str, Verdict], fig_dir: str) -> list[str]:
+    claims = [c for c in CLAIMS if c.grid == grid]
+    ref_key = claims[0].reference if claims else f"controls/{NEGATIVE}"
+    ref = groups.get(ref_key, [])
+    own = [f"{c.grid}/{c.name}" for c in grid_cells(grid) if c.grid != "controls"]
+    lines = [f"## {grid}", ""] + [f"- {c.key}: {c.text} {verdicts[c.key]}" for c in claims]
+    lines += ["", f"Rank ratios against `{ref_key}`.", "", *TABLE_HEAD]
+    lines += [cell_row(k, groups.get(k, []), ref) for k in [ref_key] + [k for k in own if k != ref_key]]
+    present = {k.split("/")[1]: groups[k] for k in [ref_key, *own] if groups.get(k)}
+    if len(present) > 1:
+        plot_curves(present, ref, os.path.join(fig_dir, f"{grid}.png"))
+        lines += ["", f"![{grid}](figures/findings/{grid}.png)"]
+    return lines + [""]
+
+
+def literature_table(verdicts: dict[str, Verdict]) -> list[str]:
+    agree = {"supported": "agree", "contradicted": "**disagree**", "inconclusive": "not settled"}
+    lines = ["## Literature", "", "| claim | published | ours (standard budget) | agreement |", "|---|---|---|---|"]
+    for c in CLAIMS:
+        v = verdicts[c.key]
+        lines.append(f"| {c.key} | {c.source} | {v.value}: {v.statistic} | {agree.get(v.value, v.value)} |")
+    return lines + [""]
+
+
+def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
+    """‖g2‖/‖g1‖ and cos(g1, g2) at the first probed steps, before any collapse."""
+    lines = ["## The gradient split before any collapse", "",
+             "‖g2‖/‖g1‖ and cos(g1, g2) of the encoder's two gradient terms (docs/seed.md §3) over the first "
+             "probed steps (mean over seeds and steps 1–10), per stage; the outcome of each term alone is H5 "
+             "(term 2 only) and the negative control (term 1 only).", "",
+             "| run group | total ‖g2‖/‖g1‖ | cos | stem | stage1 | stage2 | stage3 | stage4 | projector |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key in (f"controls/{NEGATIVE}", *[f"controls/{p}" for p in POSITIVE], "H5/term2-only"):
+        early = [p for r in groups.get(key, []) for p in r.probes if p["step"] <= 10]
+        if not early:
             continue
-        summary = json.load(open(os.path.join(run, "summary.json")))
-        recs = read_metrics(run)
-        tail = [r for r in recs if "z_std" in r][-10:]
-        last = {k: statistics.mean(r[k] for r in tail) for k in ("z_std", "p_std", "z_erank")}
-        probes = [r for r in recs if "g1_norm" in r]
-        cfg = load_run_config(run)
-        d = math.sqrt(cfg.proj_dim)
-        end_state = CollapseDetector(cfg.proj_dim, rank_floor=cfg.collapse_rank_floor).below(last)
-        rows.append({"collapsed": end_state is not None, "dipped": summary["collapse_step"] is not None,
-                     "z_std": last["z_std"] * d, "p_std": last["p_std"] * d, "rank": last["z_erank"],
-                     "knn": summary["final_knn_acc"],
-                     "g2_over_g1": probes[-1]["g2_over_g1"] if probes else None,
-                     "pred_speed_ratio": _speed_ratio(probes[-1]) if probes else None, "run": run})
-    if not rows:
-        return None
-    col = lambda k: [r[k] for r in rows]  # noqa: E731
-    return {"n": len(rows), "collapsed": sum(col("collapsed")), "dipped": sum(col("dipped")),
-            "z_std": _ms(col("z_std")), "p_std": _ms(col("p_std")), "rank": _ms(col("rank"), "{:.1f}"),
-            "knn": _ms(col("knn")), "knn_mean": statistics.mean(col("knn")),
-            "g2_over_g1": _ms(col("g2_over_g1")), "pred_speed_ratio": _ms(col("pred_speed_ratio")),
-            "runs": col("run")}
+        def col(k: str, early: list[dict] = early) -> str:
+            return _ms([p[k] for p in early if k in p])
+        stages = [col(f"g2_over_g1/{g}") for g in ("stem", "stage1", "stage2", "stage3", "stage4", "projector")]
+        lines.append(f"| {key} | {col('g2_over_g1')} | {col('cos_g1_g2')} | " + " | ".join(stages) + " |")
+    return lines + [""]
 
 
-def _speed_ratio(probe: dict) -> float | None:
-    """Predictor speed over the mean encoder-stage speed (> 1: the predictor moves faster)."""
-    enc = [probe[f"speed/{g}"] for g in ("stem", "stage1", "stage2", "stage3", "stage4", "projector")
-           if f"speed/{g}" in probe]
-    return probe["speed/predictor"] / (sum(enc) / len(enc)) if "speed/predictor" in probe and enc else None
+def header(out: str, meta: dict, groups: dict[str, list[Run]]) -> list[str]:
+    runs = [r for rs in groups.values() for r in rs]
+    own = sum(r.summary["wall_time_s"] for r in runs)
+    wall = sum(s["wall_time_s"] for s in meta["sessions"])
+    cpu = _cpu_model()
+    budget = meta["budget"]
+    return ["# Findings: the seed's claims on real images", "",
+            f"- protocol: budget `{budget}` — {', '.join(f'{k}={v}' for k, v in BUDGETS[budget].items())}; "
+            f"collapse read on the held-out batch, rank ratio vs the healthy reference over the last "
+            f"{WINDOW:.0%} of the steps: collapsed < {COLLAPSED_RATIO}, healthy ≥ {HEALTHY_RATIO} "
+            f"(or RankMe < {RANK_FLOOR}); verdicts three-valued with bootstrap 95 % intervals over seeds",
+            f"- compute: {len(runs)} finished runs, {own / 60:.1f} min of their own wall time; "
+            f"{wall / 60:.1f} min over {len(meta['sessions'])} session(s) of `siamdyn experiment`",
+            f"- machine: {cpu}, {os.cpu_count()} cores, {platform.machine()} (fp32)",
+            f"- commands: `siamdyn experiment all --budget {budget} --out {out}`, then `siamdyn report {out}`", ""]
 
 
-def _table(stats: dict[str, dict], extra: tuple[str, ...] = ()) -> list[str]:
-    head = ["cell", "collapsed (runs)", "dipped", "z std·√d", "p std·√d", "RankMe(z)", "kNN %", *extra]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    keys = {"‖g2‖/‖g1‖ (last probe)": "g2_over_g1", "predictor / encoder speed": "pred_speed_ratio"}
-    for name, s in stats.items():
-        if s is None:
-            lines.append(f"| {name} | not run | | | | | |" + " |" * len(extra))
-            continue
-        cells = [name, f"{s['collapsed']}/{s['n']}", f"{s['dipped']}/{s['n']}", s["z_std"], s["p_std"], s["rank"],
-                 s["knn"]] + [s[keys[e]] for e in extra]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown CPU")
+    except OSError:
+        return "unknown CPU"
 
 
-def _call(stats: dict, healthy: list[str], collapsing: list[str]) -> str:
-    ok = all(stats.get(c) and stats[c]["collapsed"] == 0 for c in healthy) and \
-         all(stats.get(c) and stats[c]["collapsed"] == stats[c]["n"] for c in collapsing)
-    return "**supported**" if ok else "**not supported** (see the table)"
-
-
-CLAIMS = {
-    "H1": ("Without stop-gradient SimSiam collapses; with it, it does not (docs/seed.md §3, SimSiam §4.1).",
-           ["simsiam"], ["simsiam-no-sg"], ()),
-    "H2": ("Without the predictor SimSiam collapses (SimSiam tab. 1); a linear predictor suffices (DirectPred).",
-           ["simsiam", "linear-predictor"], ["no-predictor"], ()),
-    "H3": ("An EMA target protects as stop-gradient does; τ = 0 is SimSiam up to the loss form.", [], [], ()),
-    "H4": ("The fast/slow argument: a predictor much slower than the encoder loses the protection (docs/seed.md §3).",
-           ["pred-lr-x1.0"], ["pred-lr-x0.01"], ("predictor / encoder speed",)),
-    "H5": ("Term 2 (through the target branch) drives collapse; term 1 alone does not (docs/seed.md §3).",
-           ["predictor_branch"], ["both", "target_branch"], ("‖g2‖/‖g1‖ (last probe)",)),
-    "H6": ("Open question of docs/seed.md §6: does eq. (10), target f(x̄) without stop-gradient or predictor, collapse?",
-           [], [], ()),
-}
-
-
-def _collapsed_cells(stats: dict, pick) -> str:
-    cells = [(n, s) for n, s in stats.items() if s and pick(n)]
-    hit = [n for n, s in cells if s["collapsed"] == s["n"]]
-    some = [n for n, s in cells if 0 < s["collapsed"] < s["n"]]
-    return f"{len(hit)} of {len(cells)} cells collapsed in every seed" + (f", {len(some)} in some" if some else "") + \
-        (f" ({', '.join(hit)})" if hit else "")
-
-
-def _verdict_h3(stats: dict) -> str:
-    tau0, ref = stats.get("byol-tau0.0-fixed"), stats.get("simsiam")
-    parts = ["Verdict: EMA targets: " + _collapsed_cells(stats, lambda n: n.startswith("byol")) + "."]
-    if tau0 and ref:
-        parts.append(f"τ = 0 (fixed) vs simsiam: collapsed {tau0['collapsed']}/{tau0['n']} vs {ref['collapsed']}/"
-                     f"{ref['n']}, kNN {tau0['knn']} vs {ref['knn']} % (they differ in the loss form — 2−2cos summed "
-                     "over both orders vs −cos averaged — and in BYOL's heads and decayed predictor lr).")
-    return " ".join(parts)
-
-
-def _verdict_h6(stats: dict) -> str:
-    return ("Verdict: eq. (10) without stop-gradient: " + _collapsed_cells(stats, lambda n: "no-sg" in n)
-            + "; with stop-gradient on the x̄ target: "
-            + _collapsed_cells(stats, lambda n: "-sg-" in n and "no-sg" not in n) + ".")
-
-
-SPECIAL_VERDICTS = {"H3": _verdict_h3, "H6": _verdict_h6}
-
-
-def _grid_section(out: str, grid: str, seeds: int, fig_dir: str) -> list[str]:
-    claim, healthy, collapsing, extra = CLAIMS[grid]
-    stats = {c.name: cell_stats(out, c, seeds) for c in grid_cells(grid)}
-    lines = [f"## {grid}", "", f"Claim: {claim}", "", f"Threshold: {THRESHOLD}.", ""] + _table(stats, extra) + [""]
-    if healthy or collapsing:
-        lines += [f"Verdict: {_call(stats, healthy, collapsing)} — expected healthy: {', '.join(healthy)}; "
-                  f"expected collapsed: {', '.join(collapsing)}.", ""]
-    if grid in SPECIAL_VERDICTS:
-        lines += [SPECIAL_VERDICTS[grid](stats), ""]
-    runs = [(name, s["runs"][0]) for name, s in stats.items() if s]
-    if runs:
-        plot_runs([r for _, r in runs], os.path.join(fig_dir, grid), names=[n for n, _ in runs])
-        lines += [f"![{grid} collapse std of p](figures/{grid}/collapse_p_std.png) "
-                  f"![{grid} RankMe](figures/{grid}/effective_rank_z.png)", ""]
-    return lines
-
-
-def _run_wall(run_dir: str) -> float:
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        return json.load(f)["wall_time_s"]
-
-
-def compute_line(out: str, meta: dict) -> str:
-    """The budget in compute: every run's own wall time, plus the time of each session that
-    no run of it accounts for (the H7–H9 analyses, bookkeeping). Sessions that recorded no
-    runs (killed before their first finished) are left out: their runs count by their own times."""
-    runs = sorted(glob.glob(os.path.join(out, "H*", "*", "seed*", "summary.json")))
-    own = [_run_wall(os.path.dirname(r)) for r in runs]
-    rest = sum(max(0.0, s["wall_time_s"] - sum(_run_wall(r) for r, what in s["runs"].items()
-                                               if what != "done before"
-                                               and os.path.exists(os.path.join(r, "summary.json"))))
-               for s in meta["sessions"] if s["runs"])
-    median = sorted(own)[len(own) // 2] if own else 0.0
-    return (f"- compute: {len(own)} runs, {sum(own) / 60:.1f} min of their own wall time (median {median:.0f} s "
-            f"per run) + {rest / 60:.1f} min of analyses and bookkeeping = **{(sum(own) + rest) / 60:.1f} min**")
-
-
-def write_report(out: str) -> str:
+def write_report(out: str, dest: str | None = None) -> str:
+    """Write DEST/findings.md (default DEST = OUT) and its figures under DEST/figures/findings/."""
+    dest = dest or out
     meta_path = os.path.join(out, "experiment.json")
     if not os.path.exists(meta_path):
         raise SiamdynError(f"{out} holds no experiment.json; run `siamdyn experiment NAME --out {out}` first")
-    meta = json.load(open(meta_path))
-    seeds = meta["seeds"]
-    wall = sum(s["wall_time_s"] for s in meta["sessions"])
-    fig_dir = os.path.join(out, "figures")
-    lines = ["# Findings: the seed's claims on real images", "",
-             f"- budget `{meta['budget']}`, {seeds} seed(s) per cell; wall time of all sessions {wall / 60:.1f} min",
-             compute_line(out, meta),
-             "- commands: "
-             f"{'; '.join(sorted({'siamdyn experiment ' + ','.join(s['grids']) for s in meta['sessions']}))} "
-             f"(`--budget {meta['budget']} --seeds {seeds} --out {out}`), then `siamdyn report {out}`", ""]
+    with open(meta_path) as f:
+        meta = json.load(f)
+    groups = load_groups(out)
+    fig_dir = os.path.join(dest, "figures", "findings")
+    os.makedirs(fig_dir, exist_ok=True)
+    ok, problems = check_controls(groups)
+    verdicts = {c.key: claim_verdict(c, groups, ok) for c in CLAIMS}
+    lines = header(out, meta, groups) + controls_section(groups, ok, problems, fig_dir)
+    lines += ["## Verdicts", ""] + [f"- **{c.key}** {c.text} {verdicts[c.key]}" for c in CLAIMS] + [""]
+    lines += literature_table(verdicts) + gradient_section(groups)
+    for grid in ("H2", "H3", "H4", "H5", "H6"):
+        lines += grid_section(grid, groups, verdicts, fig_dir)
     from siamdyn.experiments.report_analyses import analysis_sections
-    for grid in GRIDS:
-        if grid in CLAIMS and any(cell_stats(out, c, seeds) for c in grid_cells(grid)):
-            lines += _grid_section(out, grid, seeds, fig_dir)
     lines += analysis_sections(out, fig_dir)
-    path = os.path.join(out, "findings.md")
+    path = os.path.join(dest, "findings.md")
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

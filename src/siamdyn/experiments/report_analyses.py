@@ -34,7 +34,7 @@ def _h7(res: dict, fig_dir: str) -> list[str]:
     bar_chart({m: {"f(x)": statistics.mean(f["f(x)"]["knn"]), "f(x̄)": statistics.mean(f["f(xbar)"]["knn"])}
                for m, f in by_method.items()}, "kNN accuracy (%)", os.path.join(fig_dir, "H7.png"))
     lines += ["", f"Verdict: f(x̄) gives the higher kNN accuracy for {sum(better)} of {len(better)} encoders.", "",
-              "![H7](figures/H7.png)", ""]
+              "![H7](figures/findings/H7.png)", ""]
     return lines
 
 
@@ -49,7 +49,7 @@ def _h8(res: dict, fig_dir: str) -> list[str]:
     rand = [v for k, v in mean.items() if k.startswith("random init") and "zero" not in k]
     lines += ["", f"Verdict: random inits (kaiming/orthogonal/default) reach {min(rand):.1f}–{max(rand):.1f} % kNN "
               f"against {mean['raw pixels']:.1f} % for raw pixels and {mean['random init: zero']:.1f} % for zero init.",
-              "", "![H8](figures/H8.png)", ""]
+              "", "![H8](figures/findings/H8.png)", ""]
     return lines
 
 
@@ -85,7 +85,7 @@ def _h9(res: dict, fig_dir: str) -> list[str]:
               f"first-order expansion itself fails: its relative error is {min(lin):.2f}–{max(lin):.2f} (> 1 means "
               "J(Tx − x) is no better than predicting no change), at crop scale 0.6 as at 0.2, at init and after "
               "training, so eqs. (8)–(9) hold only as statements about (7) and pair losses, not through the "
-              "linearisation.", "", "![H9](figures/H9.png)", ""]
+              "linearisation.", "", "![H9](figures/findings/H9.png)", ""]
     return lines
 
 

@@ -37,6 +37,8 @@ def cmd_toy(args: argparse.Namespace) -> int:
     ratios = np.geomspace(0.25, 64, 17)
     sweep = toy.ratio_sweep(ratios, args.sweep_phi0, args.sweep_theta0, lr=0.01, t_end=100.0)
     result["ratio_sweep"] = {"phi0": args.sweep_phi0, "theta0": args.sweep_theta0, **sweep}
+    result["initial_speed_ratio"] = toy.initial_speed_ratio(args.phi0, args.theta0, args.ratio)
+    result["speed_vs_basin"] = toy.speed_vs_basin()
     if not args.no_plots:
         os.makedirs(args.out, exist_ok=True)
         paths = [figures.toy_trajectories(args.phi0, args.theta0, args.t_end, args.ratio,
@@ -64,6 +66,14 @@ def cmd_toy(args: argparse.Namespace) -> int:
     s = result["ratio_sweep"]
     print(f"critical lr ratio from φ0={s['phi0']}, θ0={s['theta0']}: predicted φ0²/θ0² = "
           f"{s['predicted_critical_ratio']:.3g}, smallest safe ratio in the sweep = {s['measured_critical_ratio']}")
+    print(f"from ({args.phi0}, {args.theta0}) the predictor starts {result['initial_speed_ratio']:.3g}× as fast as "
+          "the encoder (|dφ/dt| / |dθ/dt| under stop-gradient)")
+    sb = result["speed_vs_basin"]
+    print(f"speed vs basin ({sb['runs']} random starts with φ0 < 0, random r): the basin (r > φ0²/θ0²) predicts "
+          f"{100 * sb['basin_predicts']:.1f} % of outcomes, 'the predictor starts faster' "
+          f"{100 * sb['speed_predicts']:.1f} %")
+    for name, row in sb["table"].items():
+        print(f"  {name:<36} {row['collapsed']:>4} of {row['runs']:>4} collapsed")
     if not args.no_plots:
         print("figures: " + ", ".join(result["figures"]))
     return 0
@@ -81,10 +91,32 @@ def linear_setup_from(items: list[str]):
     return dataclasses.replace(base, **changes).validate()
 
 
+def cmd_linear_sweep(base: Any, out: str) -> int:
+    """Weight decay × relative predictor lr × τ against Tian et al.'s predictions."""
+    from siamdyn.theory.sweep import TAUS, prediction, rank_table, run_sweep
+    rows = run_sweep(base)
+    checks = [prediction(rows, "weight_decay", -1), prediction(rows, "predictor_lr_ratio", +1)]
+    for wd in sorted({r["weight_decay"] for r in rows}):
+        check = prediction([r for r in rows if r["weight_decay"] == wd], "predictor_lr_ratio", +1)
+        checks.append({**check, "knob": f"predictor_lr_ratio at η = {wd:g}"})
+    lines = [f"Surviving rank of W (of {base.output_dim}) after {base.steps} steps, mean over 3 seeds.", ""]
+    for tau in TAUS:
+        lines += [f"τ = {tau:g}:", "", *rank_table(rows, tau), ""]
+    lines += [f"- {c['knob']}: Spearman ρ with rank(W) = {c['rho']:+.2f}; predicted sign "
+              f"{'+' if c['predicted_sign'] > 0 else '−'}: **{c['verdict']}**" for c in checks]
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(os.path.join(out, "linear_sweep.json"), json.dumps({"rows": rows, "checks": checks}, indent=2))
+    atomic_write_text(os.path.join(out, "linear_sweep.md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_linear(args: argparse.Namespace) -> int:
     from siamdyn.theory import figures
     from siamdyn.theory.linear import train_linear
     base = linear_setup_from(args.set or [])
+    if args.sweep:
+        return cmd_linear_sweep(base, args.out)
     runs = LINEAR_COMPARISON if args.compare else {"run": {}}
     results = {}
     for name, change in runs.items():
@@ -125,6 +157,8 @@ def add_theory_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("linear", help="linear networks of Tian et al. 2021: eigenvalues, alignment, rank")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a LinearSetup field (repeatable)")
+    p.add_argument("--sweep", action="store_true",
+                   help="weight decay × relative predictor lr × τ against Tian et al.'s predictions")
     p.add_argument("--compare", action="store_true",
                    help="run the standard comparison (sg, no sg, no predictor, EMA, DirectPred, slow predictor)")
     p.add_argument("--out", default="runs/linear")
