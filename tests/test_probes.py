@@ -79,14 +79,18 @@ def test_normalized_std_healthy_and_collapsed():
 
 def test_probes_do_not_change_the_trajectory(tmp_path):
     weights = []
-    for every in (0, 2):
-        cfg = Config.from_preset("simsiam", {**TINY, "max_steps": 6, "probe_every": every, "deterministic": True})
+    for every in (0, 2):  # every 2: gradient split, module speeds, the first 2 steps, the held-out batch
+        cfg = Config.from_preset("simsiam", {**TINY, "max_steps": 6, "probe_every": every, "deterministic": True,
+                                             "probe_first": every, "heldout_every": every, "heldout_images": 64})
         train(cfg, str(tmp_path / f"p{every}"), progress=False)
         weights.append(torch.load(tmp_path / f"p{every}" / "ckpt" / "last.pt", weights_only=False)["model"])
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
     probes = [r for r in read_metrics(str(tmp_path / "p2")) if "g1_norm" in r]
-    assert [r["step"] for r in probes] == [1, 3, 5]
+    assert [r["step"] for r in probes] == [1, 2, 3, 5]
+    heldout = [r for r in read_metrics(str(tmp_path / "p2")) if "heldout/z_erank" in r]
+    assert [r["step"] for r in heldout] == [0, 2, 4, 6]  # the random-init reading, then every 2 steps
+    assert all(1 <= r["heldout/p_erank"] <= 32 and 0 <= r["heldout/z_abs_cos"] <= 1 for r in heldout)
     assert all("speed/predictor" in r and "g2_over_g1/stem" in r for r in probes)
     from siamdyn.plots import plot_runs
     paths = plot_runs([str(tmp_path / "p0"), str(tmp_path / "p2")], str(tmp_path / "plots"), proj_dim=32)
@@ -175,3 +179,17 @@ def test_linear_predictor_run_logs_the_spectrum_and_stop_on_collapse_ends_the_ru
     assert summary["stopped_on_collapse"] and summary["collapse_step"] == 1 and summary["steps"] == 1
     assert summary["final_knn_acc"] is not None
     assert torch.load(tmp_path / "stop" / "ckpt" / "last.pt", weights_only=False)["step"] == 1
+
+
+def test_heldout_readings_see_a_collapse_that_batchnorm_hides():
+    """z = s·u (one direction, signs ±, what an affine-free BN leaves of a collapse) has a
+    per-dimension std near the healthy value but |cos| = 1 and RankMe 1; spread data does not."""
+    from siamdyn.probes.heldout import representation_stats
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(500, 1, generator=g)
+    line = torch.nn.functional.batch_norm(s * torch.randn(1, 64, generator=g), None, None, training=True)
+    collapsed = {k.split("/")[-1]: float(v) for k, v in representation_stats(line, "x/z").items()}
+    spread = {k.split("/")[-1]: float(v) for k, v in representation_stats(torch.randn(500, 64, generator=g),
+                                                                         "x/z").items()}
+    assert collapsed["z_abs_cos"] == pytest.approx(1.0, abs=1e-4) and collapsed["z_erank"] == pytest.approx(1, abs=0.01)
+    assert spread["z_abs_cos"] < 0.2 and spread["z_erank"] > 40 and spread["z_center_norm"] < 0.1
