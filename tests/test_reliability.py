@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -151,3 +152,24 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path):
 def test_half_written_metric_lines_are_skipped(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n" + '{"step": 2, "lo')
     assert read_metrics(str(tmp_path)) == [{"step": 1, "loss": 0.5}]
+
+
+def test_a_second_writer_into_a_run_directory_is_refused_with_the_holders_pid(tmp_path):
+    out = tmp_path / "run"
+    long_run = _argv(out) + ["--set", "epochs=200"]  # still running while the others try
+    proc = subprocess.Popen(long_run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while _last_step(out) < 2 and proc.poll() is None:
+        time.sleep(0.005)
+    try:
+        for extra in ([], ["--overwrite"], ["--resume"]):
+            second = subprocess.run(long_run + extra, capture_output=True, text=True, timeout=120)
+            holder = re.search(r"in use by process (\d+);", second.stderr)
+            # The PID the holder wrote for itself (this sandbox's /proc cannot confirm PIDs across processes).
+            assert second.returncode == 2 and holder and holder[1] == (out / ".lock").read_text().strip(), \
+                second.stderr
+            assert second.stderr.count("\n") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    steps = [r["step"] for r in read_metrics(str(out)) if "loss" in r]
+    assert steps == list(range(1, len(steps) + 1))  # one writer: every step logged once

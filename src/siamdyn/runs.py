@@ -114,9 +114,12 @@ def _parse_lines(path: str) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def check_run_dir(out: str, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber an existing run unless told; `resume` needs a checkpoint. No side effects,
-    so a run that fails later (bad data, bad config) leaves `out` as it was."""
+def check_run_dir(out: str, overwrite: bool, resume: bool, lock_free: bool = True) -> None:
+    """Refuse to clobber an existing run unless told; `resume` needs a checkpoint; a run directory
+    another process is writing is refused first. No side effects, so a run that fails later (bad
+    data, bad config) leaves `out` as it was. `lock_free=False`: the caller holds the lock."""
+    if lock_free:
+        check_not_in_use(out)
     has_run = os.path.exists(os.path.join(out, CONFIG_FILE)) or os.path.exists(os.path.join(out, METRICS_FILE))
     if resume:
         if not os.path.exists(os.path.join(out, CKPT_FILE)):
@@ -131,8 +134,9 @@ def check_run_dir(out: str, overwrite: bool, resume: bool) -> None:
 
 
 def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
-    """Create `out` (clearing an old run when `overwrite`), once everything else has been checked."""
-    check_run_dir(out, overwrite, resume)
+    """Create `out` (clearing an old run when `overwrite`), once everything else has been checked
+    and the caller holds the run's lock."""
+    check_run_dir(out, overwrite, resume, lock_free=False)
     if overwrite and not resume:
         for name in (CONFIG_FILE, METRICS_FILE, CKPT_FILE, "summary.json"):
             path = os.path.join(out, name)
@@ -184,3 +188,61 @@ def check_resume_compatible(saved: Config, new: Config) -> None:
         k = diff[0]
         raise ConfigError(f"--resume with an incompatible config: {k} was {getattr(saved, k)!r}, "
                           f"now {getattr(new, k)!r}; drop the change or start a new run with another --out")
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """One writer per run directory: an exclusive `fcntl.flock` on OUT/.lock, held for the
+    run's life (the kernel drops it when the process dies, so a killed run never leaves a
+    stale lock). A second writer gets one line naming the holder's PID."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, LOCK_FILE)
+        self._f = None
+
+    def __enter__(self) -> "RunLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        f = open(self.path, "a+")
+        _lock_or_refuse(f, self.path)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._f = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._f is not None:
+            self._f.close()  # closing releases the lock
+            self._f = None
+
+
+class RunInUse(SiamdynError):
+    """Another process holds the run directory's lock."""
+
+
+def _lock_or_refuse(f: Any, path: str) -> None:
+    import fcntl
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RunInUse(f"run directory {os.path.dirname(path)} is in use by process {holder}; wait for it to "
+                       "finish (or stop it) or choose another --out") from None
+
+
+def check_not_in_use(out: str) -> None:
+    """Refuse, naming the PID, when another process holds OUT's lock (nothing is created)."""
+    path = os.path.join(out, LOCK_FILE)
+    if not os.path.isfile(path):
+        return
+    try:
+        f = open(path)
+    except OSError:
+        return
+    _lock_or_refuse(f, path)
+    f.close()  # we could take it, so nobody holds it: let it go again

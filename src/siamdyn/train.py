@@ -6,6 +6,7 @@ probes/ (one `ProbeSession`), the checkpoint format in checkpoint.py, kNN in eva
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,8 +25,8 @@ from siamdyn.eval import knn_accuracy, time_to_accuracy
 from siamdyn.optim import ema_tau, lr_factor, set_lr
 from siamdyn.probes.heldout import HeldoutProbe
 from siamdyn.probes.session import ProbeSession
-from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, atomic_write_text, check_resume_compatible, check_run_dir,
-                          load_run_config, prepare_run_dir, truncate_metrics, write_config)
+from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_resume_compatible,
+                          check_run_dir, load_run_config, prepare_run_dir, truncate_metrics, write_config)
 from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, rank_batch
 from siamdyn.signals import StopSignals
 
@@ -61,8 +62,14 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
         check_resume_compatible(load_run_config(out), cfg)
     check_run_dir(out, overwrite, resume)
     s = build_session(cfg, ctx, initial_state)
-    if ctx.is_main:
-        prepare_run_dir(out, overwrite, resume)
+    with RunLock(out) if ctx.is_main else contextlib.nullcontext():
+        if ctx.is_main:
+            prepare_run_dir(out, overwrite, resume)
+        return _train_locked(cfg, out, resume, progress, desc, ctx, s)
+
+
+def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str, ctx: Dist,
+                  s: Session) -> dict[str, Any]:
     heldout = HeldoutProbe(s.model, s.test_set.images[:cfg.heldout_images].to(s.device), eval_input(cfg, s.augment),
                            cfg.heldout_every)
     probes = ProbeSession(s.model, cfg, ctx, heldout)

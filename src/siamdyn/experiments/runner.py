@@ -1,5 +1,7 @@
 """`siamdyn experiment NAME`: run a grid's cells × seeds, skipping finished runs and
-resuming interrupted ones, then its analysis (H7–H9). Every run is a normal run directory."""
+resuming interrupted ones, then its analysis (H7–H9). Every run is a normal run directory.
+Several `siamdyn experiment` processes may share one OUT (one per core, say): each skips
+the runs another holds the lock of."""
 from __future__ import annotations
 
 import json
@@ -11,7 +13,7 @@ from tqdm import tqdm
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, grid_cells, seeds_for
-from siamdyn.runs import CKPT_FILE, atomic_write_text
+from siamdyn.runs import CKPT_FILE, RunInUse, atomic_write_text
 
 
 def cell_config(cell: Cell, budget: str, seed: int) -> Config:
@@ -25,8 +27,11 @@ def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tu
     if os.path.exists(os.path.join(run_dir, "summary.json")):
         return run_dir, "done before"
     resume = os.path.exists(os.path.join(run_dir, CKPT_FILE))
-    train(cell_config(cell, budget, seed), run_dir, overwrite=not resume, resume=resume, progress=progress,
-          desc=f"{cell.grid}/{cell.name}/s{seed}")
+    try:
+        train(cell_config(cell, budget, seed), run_dir, overwrite=not resume, resume=resume, progress=progress,
+              desc=f"{cell.grid}/{cell.name}/s{seed}")
+    except RunInUse:  # another `siamdyn experiment` on the same OUT is training it: theirs to finish
+        return run_dir, "in use"
     return run_dir, "resumed" if resume else "trained"
 
 
