@@ -109,6 +109,14 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 2 and "--resume" in err and "Traceback" not in err
     step = torch.load(out / "ckpt" / "last.pt", weights_only=False)["step"]
     assert step >= 4 and _last_step(out) == step
+    # `--resume` alone reads the run's own config; a second one finds the run finished and changes nothing.
+    alone = [sys.executable, "-m", "siamdyn", "train", "--out", str(out), "--resume", "--no-progress"]
+    done = subprocess.run(alone, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and _last_step(out) == 36, done.stderr[-800:]
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    again = subprocess.run(alone, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already finished at step 36" in again.stderr
+    assert before == {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
 
 
 def test_nonfinite_gradient_names_the_module_nearest_the_loss():

@@ -148,3 +148,20 @@ def test_train_applies_the_fmnist_recipe_under_the_users_settings():
     other = {str: "x", float: 0.123, int: 7, bool: True}[type(value)] if key != "optimizer" else "sgd"
     cfg = _config_from_args(parse("--set", f"{key}={other}"), recipe=True)
     assert getattr(cfg, key) == other  # the user's --set wins over the recipe
+
+
+def test_preset_and_config_file_compose_and_the_recipe_does_not_depend_on_how_the_preset_is_named(tmp_path, capsys):
+    from siamdyn.cli import _config_from_args, build_parser
+    parse = lambda *a: build_parser().parse_args(["train", *a])  # noqa: E731
+    (tmp_path / "lr.yaml").write_text("lr: 0.1\n")
+    (tmp_path / "simsiam.yaml").write_text("preset: simsiam\n")
+    cfg = _config_from_args(parse("--preset", "byol", "--config", str(tmp_path / "lr.yaml")), recipe=True)
+    assert cfg.preset == "byol" and cfg.target == "ema" and cfg.lr == 0.1  # the file's value over BYOL's recipe
+    by_file = _config_from_args(parse("--config", str(tmp_path / "simsiam.yaml")), recipe=True)
+    assert by_file == _config_from_args(parse("--preset", "simsiam"), recipe=True)  # same recipe either way
+    assert main(["train", "--preset", "byol", "--config", str(tmp_path / "simsiam.yaml"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "says preset: simsiam; drop one of them" in capsys.readouterr().err
+    (tmp_path / "five.yaml").write_text("config: 5\n")
+    assert main(["train", "--config", str(tmp_path / "five.yaml"), "--out", str(tmp_path / "y")]) == 2
+    assert "must hold a mapping" in capsys.readouterr().err

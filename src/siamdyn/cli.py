@@ -8,30 +8,56 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from siamdyn.config import Config, config_help, parse_overrides
 from siamdyn.presets import PRESETS, recipe_overrides
 from siamdyn import __version__
-from siamdyn.errors import SiamdynError
+from siamdyn.errors import ConfigError, SiamdynError
+from siamdyn.runs import load_run_config
 from siamdyn.theory.cli import add_theory_commands
 
 
-def _config_from_args(args: argparse.Namespace, recipe: bool = False) -> Config:
-    """The run's config: preset, then (train on Fashion-MNIST, unless --paper-recipe) the
-    fmnist-small recipe, then the user's flags and --set values, which always win."""
-    overrides = parse_overrides(args.set or [])
+def _user_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The values the user set on the command line (flags and --set)."""
+    overrides: dict[str, Any] = dict(parse_overrides(args.set or []))
     if getattr(args, "stop_on_collapse", False):
         overrides["stop_on_collapse"] = True
     for flag in ("epochs", "limit", "data_dir", "dataset"):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[flag] = value
+    return overrides
+
+
+def _config_from_args(args: argparse.Namespace, recipe: bool = False) -> Config:
+    """The run's config: the preset (named by --preset or by the --config file, which must
+    agree), then (training on a dataset with a recipe, unless --paper-recipe) its recipe, then
+    the --config file's values, then the user's flags and --set values, which always win."""
+    overrides = _user_overrides(args)
+    file_values: dict[str, Any] = {}
+    preset = args.preset or "simsiam"
     if getattr(args, "config", None):
-        base = Config.from_yaml(args.config)
-        return Config.from_preset(base.preset, {**base.to_dict(), **overrides, "preset": base.preset})
+        file_values = Config.read_yaml(args.config)
+        named = file_values.pop("preset", None)
+        if named and args.preset and named != args.preset:
+            raise ConfigError(f"--preset {args.preset} but {args.config} says preset: {named}; drop one of them")
+        preset = named or preset
     if recipe:
-        overrides = {**recipe_overrides(args.preset, overrides.get("dataset", "fashion-mnist")), **overrides}
-    return Config.from_preset(args.preset, overrides)
+        dataset = overrides.get("dataset", file_values.get("dataset", "fashion-mnist"))
+        overrides = {**recipe_overrides(preset, dataset), **file_values, **overrides}
+    else:
+        overrides = {**file_values, **overrides}
+    return Config.from_preset(preset, overrides)
+
+
+def _resume_config(args: argparse.Namespace, out: str) -> Config:
+    """`--resume` continues the run's own config.yaml; flags and --set values change it (the
+    resume check then refuses any change that is not resumable)."""
+    base = load_run_config(out)
+    if args.preset and args.preset != base.preset:
+        raise ConfigError(f"--resume continues {out}, a {base.preset} run; drop --preset {args.preset}")
+    return Config.from_preset(base.preset, {**base.to_dict(), **_user_overrides(args)})
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -46,8 +72,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(config_help())
         return 0
     from siamdyn.train import train
-    cfg = _config_from_args(args, recipe=not args.paper_recipe)
+    if args.resume and args.out and os.path.exists(os.path.join(args.out, "config.yaml")):
+        cfg = _resume_config(args, args.out)
+    else:
+        cfg = _config_from_args(args, recipe=not args.paper_recipe)
     out = args.out or os.path.join("runs", cfg.preset)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"siamdyn: {cfg.preset} — {_describe(cfg)}; every value goes to {out}/config.yaml", file=sys.stderr)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from siamdyn.runs import check_run_dir
         check_run_dir(out, args.overwrite, args.resume)  # fail here, in one line, not in N workers
@@ -57,6 +88,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in summary.items() if k != "knn"}, indent=2))
         print(f"run written to {out}")
     return 0
+
+
+def _describe(cfg: Config) -> str:
+    """The values that differ from the preset's own (recipe, config file and flags), in one line."""
+    preset = Config.from_preset(cfg.preset).to_dict()
+    changed = [f"{k}={v}" for k, v in cfg.to_dict().items() if preset.get(k) != v]
+    return ("over the preset: " + ", ".join(changed)) if changed else "the preset's own values"
 
 
 def _relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
@@ -138,7 +176,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one method (a preset plus overrides) into a run directory")
-    p.add_argument("--preset", default="simsiam", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)} (default simsiam, or the --config file's)")
     p.add_argument("--config", help="YAML file of config values (a run's config.yaml works)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", help="run directory (default runs/PRESET)")

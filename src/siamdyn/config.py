@@ -154,21 +154,27 @@ class Config:
         base = cls()
         return base.replace(**d).validate()
 
-    @classmethod
-    def from_yaml(cls, path: str) -> "Config":
+    @staticmethod
+    def read_yaml(path: str) -> dict[str, Any]:
+        """The key: value mapping of a YAML file (a run's config.yaml nests it under `config:`)."""
         try:
             with open(path) as f:
                 d = yaml.safe_load(f) or {}
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}; check the path") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); "
-                              "fix its syntax") from None
+            first = str(e).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid YAML ({first}); fix its syntax") from None
         if not isinstance(d, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
-        d = d.get("config", d)  # a run's config.yaml nests the values under `config:`
+        d = d.get("config", d)
         if not isinstance(d, dict):
             raise ConfigError(f"config file {path}: `config:` must hold a mapping of key: value")
+        return dict(d)
+
+    @classmethod
+    def from_yaml(cls, path: str) -> "Config":
+        d = cls.read_yaml(path)
         preset = d.pop("preset", "simsiam")
         return cls.from_preset(preset, d)
 

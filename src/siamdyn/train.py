@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,10 +63,26 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
         check_resume_compatible(load_run_config(out), cfg)
     check_run_dir(out, overwrite, resume)
     s = build_session(cfg, ctx, initial_state)
+    finished = finished_summary(out, s) if resume else None
+    if finished is not None:
+        return finished
     with RunLock(out) if ctx.is_main else contextlib.nullcontext():
         if ctx.is_main:
             prepare_run_dir(out, overwrite, resume)
         return _train_locked(cfg, out, resume, progress, desc, ctx, s)
+
+
+def finished_summary(out: str, s: Session) -> dict[str, Any] | None:
+    """The summary of a run that has already reached its last step (a resume then changes nothing)."""
+    path = os.path.join(out, "summary.json")
+    if not os.path.exists(path) or Checkpoint.load_run(out).step < s.total_steps:
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    if s.ctx.is_main:
+        print(f"siamdyn: {out} already finished at step {summary['steps']}; nothing to resume (raise epochs or "
+              "max_steps with --set to train on)", file=sys.stderr)
+    return summary
 
 
 def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str, ctx: Dist,

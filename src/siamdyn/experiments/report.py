@@ -97,12 +97,45 @@ TABLE_HEAD = ["| run group | seeds | collapsed/partial/healthy | rank ratio | mi
               "median step of collapse | final loss | kNN % |", "|---|---|---|---|---|---|---|---|---|"]
 
 
-def controls_section(groups: dict[str, list[Run]], ok: bool, problems: list[str], fig_dir: str) -> list[str]:
+def adequacy(groups: dict[str, list[Run]]) -> str:
+    """The budget's adequacy, measured from the controls."""
+    ref = groups.get(f"controls/{NEGATIVE}", [])
+    ttc = [t for name in POSITIVE for r in groups.get(f"controls/{name}", []) if (t := time_to_collapse(r, ref))]
+    moves = []
+    for run in ref:
+        p = [run.heldout[s]["heldout/p_erank"] for s in run.window_steps()]
+        moves += [(max(p) - min(p)) / max(p)] if p else []
+    if not ttc or not moves:
+        return "Adequacy: not measurable yet (controls missing)."
+    steps = ref[0].steps
+    return (f"Adequacy: the positive controls collapse by step {max(ttc)} at the latest (median "
+            f"{statistics.median(ttc):g}) of {steps}; the measurement window is the last {WINDOW:.0%} "
+            f"(steps ≥ {int((1 - WINDOW) * steps)}); "
+            f"the negative control's RankMe(p) moves by at most {100 * max(moves):.0f} % across the window.")
+
+
+def baseline_line(out: str, budget: str) -> str:
+    """kNN of raw pixels and of a random-init encoder on the same bank (computed once, cached)."""
+    path = os.path.join(out, "baseline.json")
+    if not os.path.exists(path):
+        from siamdyn.baseline import run_baseline
+        from siamdyn.config import Config
+        cfg = Config.from_preset("simsiam", {k: v for k, v in BUDGETS[budget].items()})
+        atomic_write_text(path, json.dumps(run_baseline(cfg), indent=2))
+    with open(path) as f:
+        b = json.load(f)
+    return (f"References on the same bank ({b['train_images']} train, {b['test_images']} test images): weighted kNN "
+            f"of raw pixels {b['raw_pixels_weighted_knn']:.1f} %, of the random-init encoder "
+            f"{b['random_init_kaiming_weighted_knn']:.1f} %.")
+
+
+def controls_section(groups: dict[str, list[Run]], ok: bool, problems: list[str], fig_dir: str,
+                     refs: str = "") -> list[str]:
     ref = groups.get(f"controls/{NEGATIVE}", [])
     lines = ["## Controls", "", f"Negative control `{NEGATIVE}` (must stay healthy and settle), positive controls "
              f"{', '.join(f'`{p}`' for p in POSITIVE)} (must collapse by half the run). Status: "
              + ("**all behaving**." if ok else "**protocol failed**: " + "; ".join(problems) + "."), "",
-             *TABLE_HEAD]
+             adequacy(groups) + " " + refs, "", *TABLE_HEAD]
     lines += [cell_row(f"controls/{c.name}", groups.get(f"controls/{c.name}", []), ref) for c in CONTROLS]
     if any(groups.get(f"controls/{c.name}") for c in CONTROLS):
         plot_curves({c.name: groups.get(f"controls/{c.name}", []) for c in CONTROLS}, ref,
@@ -192,7 +225,8 @@ def write_report(out: str, dest: str | None = None) -> str:
     os.makedirs(fig_dir, exist_ok=True)
     ok, problems = check_controls(groups)
     verdicts = {c.key: claim_verdict(c, groups, ok) for c in CLAIMS}
-    lines = header(out, meta, groups) + controls_section(groups, ok, problems, fig_dir)
+    refs = baseline_line(out, meta["budget"])
+    lines = header(out, meta, groups) + controls_section(groups, ok, problems, fig_dir, refs)
     lines += ["## Verdicts", ""] + [f"- **{c.key}** {c.text} {verdicts[c.key]}" for c in CLAIMS] + [""]
     lines += literature_table(verdicts) + gradient_section(groups)
     for grid in ("H2", "H3", "H4", "H5", "H6"):
