@@ -52,6 +52,8 @@ def test_a_run_written_by_siamdyn_0_1_resumes(tmp_path):
     assert summary["steps"] == 36
     steps = [r["step"] for r in read_metrics(str(run)) if "loss" in r]
     assert steps == list(range(1, 37))  # each step once: the old lines up to 5, the new ones after
+    notes = [r for r in read_metrics(str(run)) if "resume_changes" in r]
+    assert notes == [{"step": 5, "resume_changes": {"max_steps": [5, 0]}}]  # the schedule change is on record
     assert torch.load(run / "ckpt" / "last.pt", weights_only=True)["format"] == FORMAT
 
 

@@ -180,14 +180,17 @@ def load_run_config(run_dir: str) -> Config:
     return Config.from_yaml(path)
 
 
-def check_resume_compatible(saved: Config, new: Config) -> None:
-    """Refuse a resume whose config changes a field that is not marked resumable in `Config`."""
+def check_resume_compatible(saved: Config, new: Config) -> dict[str, list]:
+    """Refuse a resume whose config changes a field that is not marked resumable in `Config`;
+    return the resumable fields it changes ({name: [was, now]}) so the run can say so."""
     resumable = resumable_fields()
-    diff = [k for k, v in new.to_dict().items() if k not in resumable and saved.to_dict().get(k) != v]
+    old = saved.to_dict()
+    diff = [k for k, v in new.to_dict().items() if k not in resumable and old.get(k) != v]
     if diff:
         k = diff[0]
         raise ConfigError(f"--resume with an incompatible config: {k} was {getattr(saved, k)!r}, "
                           f"now {getattr(new, k)!r}; drop the change or start a new run with another --out")
+    return {k: [old.get(k), v] for k, v in new.to_dict().items() if old.get(k) != v}
 
 
 LOCK_FILE = ".lock"

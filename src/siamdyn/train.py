@@ -59,8 +59,9 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
 def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool, initial_state: dict | None,
            desc: str, ctx: Dist) -> dict[str, Any]:
     # -- set up; bad config or data fails here, before `out` is touched
+    changes = {}
     if resume and os.path.exists(os.path.join(out, CONFIG_FILE)):
-        check_resume_compatible(load_run_config(out), cfg)
+        changes = check_resume_compatible(load_run_config(out), cfg)
     check_run_dir(out, overwrite, resume)
     s = build_session(cfg, ctx, initial_state)
     finished = finished_summary(out, s) if resume else None
@@ -69,7 +70,7 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
     with RunLock(out) if ctx.is_main else contextlib.nullcontext():
         if ctx.is_main:
             prepare_run_dir(out, overwrite, resume)
-        return _train_locked(cfg, out, resume, progress, desc, ctx, s)
+        return _train_locked(cfg, out, resume, progress, desc, ctx, s, changes)
 
 
 def finished_summary(out: str, s: Session) -> dict[str, Any] | None:
@@ -86,7 +87,7 @@ def finished_summary(out: str, s: Session) -> dict[str, Any] | None:
 
 
 def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str, ctx: Dist,
-                  s: Session) -> dict[str, Any]:
+                  s: Session, changes: dict[str, list]) -> dict[str, Any]:
     heldout = HeldoutProbe(s.model, s.test_set.images[:cfg.heldout_images].to(s.device), eval_input(cfg, s.augment),
                            cfg.heldout_every)
     probes = ProbeSession(s.model, cfg, ctx, heldout)
@@ -98,6 +99,11 @@ def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str
         write_config(out, cfg)
     # -- the steps; a stop request (SIGINT, SIGTERM) ends them at a step boundary
     log = MetricsLog(os.path.join(out, "metrics.jsonl")) if ctx.is_main else NullLog()
+    if changes:  # resumable changes (run length, logging, device …): said once, and kept in the log
+        log.write({"step": run.step, "resume_changes": changes})
+        if ctx.is_main:
+            print(f"siamdyn: resuming at step {run.step} with " + ", ".join(f"{k} {a!r} → {b!r}"
+                  for k, (a, b) in changes.items()), file=sys.stderr)
     bar = tqdm(total=s.total_steps, initial=run.step, disable=not (progress and ctx.is_main), desc=desc,
                unit="step", dynamic_ncols=True, leave=True)
     try:
