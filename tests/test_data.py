@@ -118,3 +118,33 @@ def test_real_fashion_mnist_test_split():
     data = load_fashion_mnist("/usr/share/datasets/fashion-mnist", "test")
     assert data.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(data.labels).tolist() == [1000] * 10
+
+
+def test_image_folder_labels_follow_the_train_classes_by_name(tmp_path, capsys):
+    """test/ missing a class must not shift the others' labels (it used to: kNN against wrong labels)."""
+    from PIL import Image
+    for split, classes in (("train", ("ant", "bee", "cat")), ("test", ("ant", "cat"))):
+        for ci, c in enumerate(classes):
+            os.makedirs(tmp_path / split / c)
+            for i in range(3):
+                Image.new("RGB", (10, 10), (ci * 80, i, 0)).save(tmp_path / split / c / f"{i}.png")
+    train = load_image_folder(str(tmp_path), "train")
+    test = load_image_folder(str(tmp_path), "test")
+    assert train.classes == test.classes == ["ant", "bee", "cat"]
+    assert test.labels.tolist() == [0, 0, 0, 2, 2, 2]  # cat keeps label 2
+    assert "has no images of bee" in capsys.readouterr().err
+    only_train = tmp_path / "only" / "train"  # ROOT/train alone: every 6th image of a class is held out
+    for c in ("x", "y"):
+        os.makedirs(only_train / c)
+        for i in range(6):
+            Image.new("RGB", (10, 10), (i, 0, 0)).save(only_train / c / f"{i}.png")
+    held_train, held_test = (load_image_folder(str(tmp_path / "only"), s) for s in ("train", "test"))
+    assert (len(held_train), len(held_test)) == (10, 2) and held_test.labels.tolist() == [0, 1]
+
+
+def test_labels_out_of_range_or_not_integers_are_refused():
+    images = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
+    for labels, match in ((torch.tensor([0, 1, 2]), "0..1"), (torch.tensor([0.0, 1.0, 1.0]), "1-D integers"),
+                          (torch.tensor([[0], [1], [1]]), "1-D integers"), (torch.tensor([0, -1, 1]), "0..1")):
+        with pytest.raises(DataError, match=match):
+            ImageData(images, labels, ["a", "b"])

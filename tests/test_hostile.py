@@ -62,6 +62,17 @@ def _imagefolder(tmp, files):
     return _train(tmp, root, "--dataset", "imagefolder")
 
 
+def _bomb_png():
+    """A 60-byte PNG whose header claims 20000 x 20000 pixels (400 M, past PIL's bomb limit)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def _good_folder(size=(12, 12)):
     return {f"{c}/{i}.png": size for c in ("a", "b") for i in range(12)}
 
@@ -131,6 +142,26 @@ CASES = [
     ("unreadable image file", lambda t, v: _imagefolder(t, {**_good_folder(), "b/0.png": b"not a png"}),
      "unreadable image"),
     ("images of mixed sizes", lambda t, v: _imagefolder(t, {**_good_folder(), "b/0.png": (20, 20)}), "image_size"),
+    ("test/ holds a class that train/ lacks",
+     lambda t, v: _imagefolder(t, {**{f"train/{k}": x for k, x in _good_folder().items()},
+                                   **{f"test/{k}": x for k, x in _good_folder().items()}, "test/c/0.png": (12, 12)}),
+     "classes that"),
+    ("test/ without train/", lambda t, v: _imagefolder(t, {f"test/{k}": x for k, x in _good_folder().items()}),
+     "no train/"),
+    ("decompression-bomb PNG", lambda t, v: _imagefolder(t, {**_good_folder(), "b/0.png": _bomb_png()}),
+     "unreadable image"),
+    ("CIFAR labels outside 0..9",
+     lambda t, v: _cifar(t, pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 10, -1]})),
+     "expected N integers in 0..9"),
+    ("CIFAR labels that are strings",
+     lambda t, v: _cifar(t, pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": ["a"] * 4})),
+     "expected N integers in 0..9"),
+    ("config YAML that is not a mapping (config: 5)",
+     lambda t, v: (open(os.path.join(t, "c.yaml"), "w").write("config: 5\n"),
+                   ["train", "--config", os.path.join(t, "c.yaml")])[1], "must hold a mapping"),
+    ("--preset that contradicts the --config file",
+     lambda t, v: (open(os.path.join(t, "c.yaml"), "w").write("preset: simsiam\n"),
+                   ["train", "--preset", "byol", "--config", os.path.join(t, "c.yaml")])[1], "drop one of them"),
     ("CIFAR batch with a wrong key",
      lambda t, v: _cifar(t, pickle.dumps({b"pixels": np.zeros((4, 3072), np.uint8), b"labels": [0] * 4})),
      "lacks keys"),

@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config_from_args(args, recipe=not args.paper_recipe)
     out = args.out or os.path.join("runs", cfg.preset)
     if os.environ.get("RANK", "0") == "0":
-        print(f"siamdyn: {cfg.preset} — {_describe(cfg)}; every value goes to {out}/config.yaml", file=sys.stderr)
+        print(f"siamdyn: {cfg.preset} — {_describe(cfg)}; every value goes to {out}/config.yaml", flush=True)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from siamdyn.runs import check_run_dir
         check_run_dir(out, args.overwrite, args.resume)  # fail here, in one line, not in N workers

@@ -11,6 +11,8 @@ import math
 import os
 import pickle
 import struct
+import sys
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -44,6 +46,12 @@ class ImageData:
                             f"got {self.images.dtype} {tuple(self.images.shape)}")
         if len(self.images) != len(self.labels):
             raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+        # Wrong labels give a kNN accuracy that looks right and is not: refuse them here.
+        if self.labels.dim() != 1 or self.labels.dtype != torch.int64:
+            raise DataError(f"labels must be 1-D integers, got {self.labels.dtype} {tuple(self.labels.shape)}")
+        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
+            raise DataError(f"labels must lie in 0..{len(self.classes) - 1} (one per class), found "
+                            f"{int(self.labels.min())}..{int(self.labels.max())}; fix the label file")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -149,6 +157,10 @@ def load_cifar10(root: str, split: str) -> ImageData:
             raise DataError(f"CIFAR-10 batch {path} lacks keys b'data'/b'labels' (has {keys}); {CIFAR_FIX}")
         data = np.asarray(batch[b"data"])
         lab = np.asarray(batch[b"labels"])
+        labels_ok = lab.ndim == 1 and np.issubdtype(lab.dtype, np.integer)
+        if not labels_ok or (lab.size and not 0 <= lab.min() <= lab.max() <= 9):
+            raise DataError(f"CIFAR-10 batch {path} has labels {lab.dtype} {lab.shape}, expected N integers in 0..9; "
+                            f"{CIFAR_FIX}")
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
             raise DataError(f"CIFAR-10 batch {path} has data {data.dtype} {data.shape} and {len(lab)} labels, "
                             f"expected uint8 (N, 3072) and N labels; {CIFAR_FIX}")
@@ -159,51 +171,78 @@ def load_cifar10(root: str, split: str) -> ImageData:
 
 
 # --------------------------------------------------------------------------- ImageFolder
-def load_image_folder(root: str, split: str, image_size: int = 0) -> ImageData:
-    """`root/CLASS/*.png`. With `root/train` and `root/test` (or `val`) those are the splits;
-    otherwise every 6th image of each class is held out as the test split."""
-    from PIL import Image, UnidentifiedImageError
+def _split_folders(root: str) -> tuple[str, str | None]:
+    """(folder of the train classes, folder of the test classes or None: hold out from train)."""
+    train = os.path.join(root, "train")
+    test = next((os.path.join(root, s) for s in ("test", "val") if os.path.isdir(os.path.join(root, s))), None)
+    if os.path.isdir(train):
+        return train, test
+    if test is not None:
+        raise DataError(f"image folder {root} has {os.path.basename(test)}/ but no train/; add ROOT/train/CLASS/*.png "
+                        "or put the class folders in ROOT directly")
+    return root, None
 
+
+def _class_names(base: str) -> list[str]:
+    return sorted(d for d in os.listdir(base)
+                  if os.path.isdir(os.path.join(base, d)) and d not in ("train", "test", "val"))
+
+
+def load_image_folder(root: str, split: str, image_size: int = 0) -> ImageData:
+    """`root/CLASS/*.png`, or `root/train/CLASS` with `root/test/CLASS` (or `val`). Classes and
+    their label numbers come from the train classes; test folders map to them by name. Without
+    a test folder every 6th image of each class is held out as the test split."""
     if not os.path.isdir(root):
         raise DataError(f"image folder {root} does not exist; pass --data-dir ROOT with ROOT/CLASS/*.png")
-    sub = {"train": ["train"], "test": ["test", "val"]}[split]
-    base, holdout = root, None
-    for s in sub:
-        if os.path.isdir(os.path.join(root, s)):
-            base = os.path.join(root, s)
-            break
-    else:
-        holdout = split
-    classes = sorted(d for d in os.listdir(base)
-                     if os.path.isdir(os.path.join(base, d)) and d not in ("train", "test", "val"))
+    train_base, test_base = _split_folders(root)
+    classes = _class_names(train_base)
     if not classes:
-        raise DataError(f"image folder {base} has no class subfolders; lay it out as ROOT/CLASS/*.png")
+        raise DataError(f"image folder {train_base} has no class subfolders; lay it out as ROOT/CLASS/*.png")
+    base, holdout = (train_base, split) if test_base is None else ((train_base, None) if split == "train"
+                                                                    else (test_base, None))
+    present = _class_names(base) if base != train_base else classes
+    extra = sorted(set(present) - set(classes))
+    if extra:
+        raise DataError(f"{base} has classes that {train_base} lacks ({', '.join(extra)}); their labels would be "
+                        "wrong — add them to train/ or remove them")
+    missing = sorted(set(classes) - set(present))
+    if missing:
+        print(f"siamdyn: warning: {base} has no images of {', '.join(missing)}; kNN is measured on the other "
+              "classes", file=sys.stderr)
     images, labels = [], []
     for ci, c in enumerate(classes):
+        if c not in present:
+            continue
         files = sorted(f for f in os.listdir(os.path.join(base, c)) if not f.startswith("."))
         if holdout is not None:
             files = [f for i, f in enumerate(files) if (i % 6 == 5) == (holdout == "test")]
         for fname in files:
-            path = os.path.join(base, c, fname)
-            if not fname.lower().endswith(IMAGE_EXTENSIONS):
-                raise DataError(f"non-image file {path} in the image folder; remove it or move it out of {base}")
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    if image_size:
-                        im = im.resize((image_size, image_size), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError) as e:
-                raise DataError(f"unreadable image {path} ({type(e).__name__}); delete or replace it") from None
+            arr = _read_image(os.path.join(base, c, fname), base, image_size)
             if images and arr.shape != images[0].shape:
-                raise DataError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} but earlier ones are "
-                                f"{images[0].shape[1]}x{images[0].shape[0]}; pass --set image_size=N to resize all")
+                raise DataError(f"image {os.path.join(base, c, fname)} is {arr.shape[1]}x{arr.shape[0]} but earlier "
+                                f"ones are {images[0].shape[1]}x{images[0].shape[0]}; pass --set image_size=N")
             images.append(arr)
             labels.append(ci)
     if not images:
         raise DataError(f"image folder {base} holds no images for the {split} split")
     tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return ImageData(tensor, torch.tensor(labels, dtype=torch.int64), classes)
+
+
+def _read_image(path: str, base: str, image_size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+    if not path.lower().endswith(IMAGE_EXTENSIONS):
+        raise DataError(f"non-image file {path} in the image folder; remove it or move it out of {base}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if image_size:
+                    im = im.resize((image_size, image_size), Image.BILINEAR)
+                return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"unreadable image {path} ({type(e).__name__}); delete or replace it") from None
 
 
 # --------------------------------------------------------------------------- synthetic
