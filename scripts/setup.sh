@@ -22,11 +22,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 STAMP=.venv/.siamdyn-installed
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  # torch first and pinned: a bare `torch` would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch, siamdyn; assert torch.__version__.startswith('2.13.0')"
+  # torch first, at the version constraints.txt pins: a bare `torch` would pull a multi-GB
+  # CUDA build. pip takes the CPU wheel where the machine offers one, else the registry's build.
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt torch 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  PIN="$(sed -n 's/^torch==//p' constraints.txt)"
+  .venv/bin/python -c "import sys, torch, siamdyn; sys.exit(0 if torch.__version__.startswith('$PIN') else f'setup: torch {torch.__version__} is not the pinned $PIN')"
   echo "$WANT" > "$STAMP"
 fi
+.venv/bin/python -c "import torch, siamdyn; print(f'setup: siamdyn {siamdyn.__version__}, torch {torch.__version__}', '(CUDA build, runs on CPU too)' if torch.version.cuda else '(CPU build)')" >&2
