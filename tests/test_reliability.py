@@ -181,3 +181,28 @@ def test_a_second_writer_into_a_run_directory_is_refused_with_the_holders_pid(tm
         proc.communicate(timeout=120)
     steps = [r["step"] for r in read_metrics(str(out)) if "loss" in r]
     assert steps == list(range(1, len(steps) + 1))  # one writer: every step logged once
+
+
+def test_warnings_for_constant_images_exploding_weights_and_too_many_threads(tmp_path, capsys, monkeypatch):
+    import siamdyn.runtime as runtime
+    from siamdyn.data import ImageData
+    real_load = runtime.load_split
+
+    def constant(*a, **k):  # the synthetic set with every pixel 7
+        data = real_load(*a, **k)
+        return ImageData(torch.full_like(data.images, 7), data.labels, data.classes)
+    monkeypatch.setattr(runtime, "load_split", constant)
+    train(Config.from_preset("simsiam", {**TINY, "max_steps": 1, "knn_every": 0}), str(tmp_path / "c"), progress=False)
+    assert "the images are constant" in capsys.readouterr().err
+    monkeypatch.setattr(runtime, "load_split", real_load)
+    cfg = Config.from_preset("simsiam", {**TINY, "optimizer": "adamw", "lr": 1000.0, "weight_decay": 0.0,
+                                         "max_steps": 4, "ckpt_every": 2, "knn_every": 0,
+                                         "threads": len(os.sched_getaffinity(0)) + 1})
+    try:
+        train(cfg, str(tmp_path / "big"), progress=False)
+    except TrainingDiverged:
+        pass  # it may also go non-finite; the warning must have come first
+    err = capsys.readouterr().err
+    assert "more than the" in err and "cores" in err
+    assert "the weights' norm grew" in err
+    torch.set_num_threads(min(2, len(os.sched_getaffinity(0))))  # undo the run's threads setting

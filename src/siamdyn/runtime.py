@@ -5,6 +5,7 @@ the bench scripts all start here.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,6 +20,11 @@ from siamdyn.methods import SiameseMethod
 from siamdyn.optim import build_optimizer
 
 
+def warn(message: str) -> None:
+    """A one-line warning on stderr: the run goes on, but the user should know."""
+    print(f"siamdyn: warning: {message}", file=sys.stderr, flush=True)
+
+
 def pick_device(name: str, ctx: Dist = Dist()) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -30,6 +36,10 @@ def pick_device(name: str, ctx: Dist = Dist()) -> torch.device:
 def setup_torch(cfg: Config, ctx: Dist = Dist()) -> torch.device:
     """Threads, the seed of the initial weights (the same on every rank), determinism; the device."""
     threads = cfg.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads > cores and ctx.is_main:
+        warn(f"threads={threads} is more than the {cores} cores this process may use; the kernels will "
+             "spin against each other (threads=0 uses them all)")
     if not threads and ctx.enabled:  # share the cores of this machine among its processes
         threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world)))
     if threads:
@@ -52,6 +62,9 @@ def load_data(cfg: Config) -> tuple[ImageData, ImageData]:
     if min(train.shape[1:]) < 8:
         raise DataError(f"images of {train.shape[1]}x{train.shape[2]} are too small for the ResNet (need >= 8x8); "
                         "resize them with image_size")
+    if len(train) and int(train.images.min()) == int(train.images.max()):
+        warn(f"every training pixel is {int(train.images.min())}: the images are constant, so nothing can be "
+             "learned (the loss will fall to its floor anyway); check the data")
     if cfg.batch_size > len(train):
         raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(train)} training images; "
                           "lower batch_size or raise limit")

@@ -28,7 +28,7 @@ from siamdyn.probes.heldout import HeldoutProbe
 from siamdyn.probes.session import ProbeSession
 from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_resume_compatible,
                           check_run_dir, load_run_config, prepare_run_dir, truncate_metrics, write_config)
-from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, rank_batch
+from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, rank_batch, warn
 from siamdyn.signals import StopSignals
 
 
@@ -40,6 +40,8 @@ class Progress:
     elapsed_before: float = 0.0  # wall time of the run's earlier sessions
     t_start: float = field(default_factory=time.perf_counter)
     stopped_on_collapse: bool = False
+    initial_norm: float | None = None  # the weights' norm when this session started
+    warned_growth: bool = False
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t_start
@@ -131,6 +133,20 @@ def restore(out: str, s: Session, probes: ProbeSession, run: Progress) -> None:
         truncate_metrics(out, run.step)  # lines a killed run wrote after its last checkpoint
 
 
+def weight_norm(model: torch.nn.Module) -> float:
+    return float(torch.sqrt(sum(p.detach().float().pow(2).sum() for p in model.parameters())))
+
+
+def check_weight_growth(s: Session, run: Progress) -> None:
+    """Warn once when the weights have grown 100× past their initial norm: a run diverging
+    slowly (a huge lr under AdamW, say) stays finite for a long time before it is NaN."""
+    norm = weight_norm(s.model)
+    if run.initial_norm and norm > 100 * run.initial_norm and not run.warned_growth:
+        run.warned_growth = True
+        warn(f"the weights' norm grew from {run.initial_norm:.3g} to {norm:.3g} by step {run.step}: the run is "
+             "probably diverging — lower lr")
+
+
 def save_checkpoint(out: str, s: Session, probes: ProbeSession, run: Progress, log: MetricsLog | NullLog) -> None:
     """Every rank joins (its augmentation stream and a digest of its weights are gathered);
     rank 0 writes. Ranks that disagree on the weights stop the run: DDP went wrong."""
@@ -140,6 +156,7 @@ def save_checkpoint(out: str, s: Session, probes: ProbeSession, run: Progress, l
         raise SiamdynError(f"the {s.ctx.world} processes hold different weights at step {run.step}; "
                            "the checkpoint was not written — report this with the config")
     if s.ctx.is_main:
+        check_weight_growth(s, run)
         Checkpoint.capture(s.model, s.optimizer, run.step, s.cfg.to_dict(), s.data_mean, s.data_std, aug_rngs,
                            world_size=s.ctx.world, rank_digests=digests, knn=run.knn, probes=probes.state_dict(),
                            elapsed_s=run.elapsed()).save(os.path.join(out, CKPT_FILE))
@@ -152,6 +169,7 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: MetricsLog 
     cfg, ctx = s.cfg, s.ctx
     rate = RateMeter()
     s.model.train()
+    run.initial_norm = weight_norm(s.model)
     start = probes.heldout(run.step) if run.step == 0 else None  # the random-init reading
     if start:
         log.write(start)
