@@ -91,6 +91,11 @@ def test_demo_pipeline_on_synthetic_data(tmp_path):
     assert "| simsiam-no-sg |" in report and "collapse_z_std.png" in report
     assert (tmp_path / "demo" / "plots" / "collapse_p_std.png").exists()
     assert "raw pixels" in render_table(result)
+    # The report says where the trained SimSiam stands against both references, and the spread.
+    knn = result["rows"][0]["knn_acc"]
+    rand = result["baseline"]["random_init_kaiming_weighted_knn"]
+    assert f"scores {knn:.1f} % kNN against {rand:.1f} %" in report and "between seeds" in report
+    assert ("below the random-init encoder" in report) == (knn < rand)
     # Both runs started from the same weights: their first logged losses agree at step 1
     # up to the gradient terms, which only differ after the first update.
     first = [next(r["loss"] for r in read_metrics(str(tmp_path / "demo" / n)) if "loss" in r)

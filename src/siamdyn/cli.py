@@ -116,13 +116,14 @@ def _relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from siamdyn.demo import render_table, run_demo
+    from siamdyn.demo import render_table, run_demo, standing
     overrides = parse_overrides(args.set or [])
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     result = run_demo(args.out, steps=args.steps, overwrite=args.overwrite, progress=not args.no_progress,
                       overrides=overrides)
     print(render_table(result))
+    print("\n" + standing(result))
     print(f"\nreport: {os.path.join(args.out, 'report.md')}  ({result['wall_time_s']:.0f} s)")
     return 0
 
