@@ -148,3 +148,12 @@ def test_labels_out_of_range_or_not_integers_are_refused():
                           (torch.tensor([[0], [1], [1]]), "1-D integers"), (torch.tensor([0, -1, 1]), "0..1")):
         with pytest.raises(DataError, match=match):
             ImageData(images, labels, ["a", "b"])
+
+
+def test_balanced_subset_fills_up_when_classes_are_short():
+    labels = torch.tensor([0] * 100 + [1] * 3)  # one big class, one with 3 images
+    data = ImageData(torch.zeros(103, 1, 8, 8, dtype=torch.uint8), labels, ["a", "b"])
+    sub = data.balanced_subset(60)
+    assert len(sub) == 60 and int((sub.labels == 1).sum()) == 3  # was 33: ⌈60/2⌉ of a, all 3 of b
+    even = ImageData(torch.zeros(40, 1, 8, 8, dtype=torch.uint8), torch.arange(40) % 4, list("abcd"))
+    assert even.balanced_subset(20).labels.bincount().tolist() == [5, 5, 5, 5]

@@ -62,6 +62,17 @@ def _imagefolder(tmp, files):
     return _train(tmp, root, "--dataset", "imagefolder")
 
 
+def _swapped_ckpt(tmp, victim):
+    """A copy of the victim run whose checkpoint comes from a run of another backbone width."""
+    import shutil
+    other = os.path.join(tmp, "other")
+    assert main(["train", "--data-dir", _fmnist(tmp), "--out", other, *FAST, "--set", "backbone_width=2"]) == 0
+    copy = os.path.join(tmp, "copy")
+    shutil.copytree(victim, copy)
+    shutil.copy(os.path.join(other, "ckpt", "last.pt"), os.path.join(copy, "ckpt", "last.pt"))
+    return ["train", "--out", copy, "--resume", "--data-dir", _fmnist(tmp), *FAST, "--set", "max_steps=4"]
+
+
 def _bomb_png():
     """A 60-byte PNG whose header claims 20000 x 20000 pixels (400 M, past PIL's bomb limit)."""
     import struct
@@ -115,7 +126,7 @@ def _victim_ckpt(tmp, victim, data):
     copy = os.path.join(tmp, "copy")
     shutil.copytree(victim, copy)
     open(os.path.join(copy, "ckpt", "last.pt"), "wb").write(data)
-    return ["train", "--out", copy, "--resume", "--data-dir", _fmnist(tmp), *FAST]
+    return ["train", "--out", copy, "--resume", "--data-dir", _fmnist(tmp), *FAST, "--set", "max_steps=4"]
 
 
 # (what, build argv from (tmp, victim run dir), expected part of the message)
@@ -156,6 +167,11 @@ CASES = [
     ("CIFAR labels that are strings",
      lambda t, v: _cifar(t, pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": ["a"] * 4})),
      "expected N integers in 0..9"),
+    ("image_size for Fashion-MNIST", lambda t, v: _set("image_size=32")(t), "applies to imagefolder"),
+    ("--data-dir that is a file",
+     lambda t, v: (open(os.path.join(t, "f.gz"), "w").write("x"), _train(t, os.path.join(t, "f.gz")))[1],
+     "is a file, not a folder"),
+    ("--resume with a checkpoint of another width swapped in", lambda t, v: _swapped_ckpt(t, v), "does not fit"),
     ("config YAML that is not a mapping (config: 5)",
      lambda t, v: (open(os.path.join(t, "c.yaml"), "w").write("config: 5\n"),
                    ["train", "--config", os.path.join(t, "c.yaml")])[1], "must hold a mapping"),

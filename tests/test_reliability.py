@@ -205,3 +205,11 @@ def test_warnings_for_constant_images_exploding_weights_and_too_many_threads(tmp
     assert "more than the" in err and "cores" in err
     assert "the weights' norm grew" in err
     torch.set_num_threads(min(2, len(os.sched_getaffinity(0))))  # undo the run's threads setting
+
+
+def test_run_files_get_the_users_usual_mode(tmp_path):
+    train(Config.from_preset("simsiam", {**TINY, "max_steps": 1, "knn_every": 0}), str(tmp_path / "r"), progress=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.yaml", "summary.json", os.path.join("ckpt", "last.pt")):
+        assert os.stat(tmp_path / "r" / name).st_mode & 0o777 == 0o666 & ~mask, name  # not mkstemp's 0600

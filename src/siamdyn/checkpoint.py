@@ -68,7 +68,7 @@ class Checkpoint:
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, aug_gen: torch.Generator,
                 rank: int = 0) -> None:
         """Put weights, optimiser state and every RNG stream back as they were at `step`."""
-        model.load_state_dict(self.model)
+        load_weights(model, self.model)
         optimizer.load_state_dict(self.optimizer)
         state = self.aug_rng_ranks[rank]
         aug_gen.set_state(state.to(aug_gen.get_state().device) if aug_gen.device.type == "cpu" else state)
@@ -101,6 +101,17 @@ class Checkpoint:
     @classmethod
     def load_run(cls, run_dir: str, device: torch.device | str = "cpu") -> "Checkpoint":
         return cls.load(os.path.join(run_dir, CKPT_FILE), device)
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """`model.load_state_dict(state)`, or one line saying how the checkpoint does not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln
+                      or "Unexpected" in ln), str(e).splitlines()[0])
+        raise SiamdynError(f"the checkpoint does not fit this model ({first[:160]}); it was written with another "
+                           "config (width, heads, preset) — resume with the run's own config") from None
 
 
 def _as_tuple(x: Any) -> Any:

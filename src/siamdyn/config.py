@@ -246,6 +246,9 @@ class Config:
                    self.heldout_every, self.heldout_images) >= 0,
                "knn_every, ckpt_every, probe_every, probe_first, heldout_every, heldout_images, threads and "
                "image_size must be >= 0")
+        if self.image_size and self.dataset in ("fashion-mnist", "cifar10"):
+            raise ConfigError(f"image_size={self.image_size} applies to imagefolder and synthetic data only; "
+                              f"{self.dataset} images keep their size — drop image_size")
         if self.target == "ema" and self.grad_terms != "predictor_branch":
             raise ConfigError("target=ema receives no gradient, so grad_terms must be predictor_branch; "
                               "use target=online to study term 2")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from siamdyn.checkpoint import Checkpoint
+from siamdyn.checkpoint import Checkpoint, load_weights
 from siamdyn.data import BatchAugment, ImageData
 from siamdyn.eval import encoder_features, euclidean_knn, linear_probe, weighted_knn
 from siamdyn.methods import SiameseMethod
@@ -23,7 +23,7 @@ def load_trained(run_dir: str) -> tuple[Any, SiameseMethod, BatchAugment, ImageD
     ckpt = Checkpoint.load_run(run_dir, device)
     train, test = load_data(cfg)
     model = SiameseMethod(cfg, in_channels=train.shape[0])
-    model.load_state_dict(ckpt.model)
+    load_weights(model, ckpt.model)
     model = model.to(device, memory_format=cfg.memory_format).eval()
     return cfg, model, make_augment(cfg, ckpt.data_mean, ckpt.data_std, device), train, test, device, ckpt.step
 

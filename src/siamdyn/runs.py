@@ -32,12 +32,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: callable, mode: str = "wb") -> None:
     """Call `write(file)` on a temp file beside `path`, fsync, then rename over `path`.
     A crash or a full disk leaves the previous file intact."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files get the user's usual mode
     try:
         with os.fdopen(fd, mode) as f:
             write(f)

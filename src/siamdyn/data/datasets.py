@@ -61,14 +61,20 @@ class ImageData:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def balanced_subset(self, n: int) -> "ImageData":
-        """The first ⌈n / classes⌉ images of each class, cut to n, in original order."""
+        """The first ⌈n / classes⌉ images of each class, cut to n, in original order; when some
+        classes have fewer images than that, the others' next images fill it up to n."""
         if n <= 0 or n >= len(self):
             return self
         per_class = -(-n // max(1, len(self.classes)))
-        keep = torch.zeros(len(self), dtype=torch.bool)
+        rank = torch.empty(len(self), dtype=torch.int64)  # position of each image within its class
         for c in self.labels.unique():
-            keep[torch.nonzero(self.labels == c).flatten()[:per_class]] = True
-        index = torch.nonzero(keep).flatten()[:n]
+            members = torch.nonzero(self.labels == c).flatten()
+            rank[members] = torch.arange(len(members))
+        index = torch.nonzero(rank < per_class).flatten()[:n]
+        if len(index) < n:  # short classes: take the next images of the others, round-robin
+            rest = torch.nonzero(rank >= per_class).flatten()
+            rest = rest[torch.argsort(rank[rest] * len(self) + rest)][:n - len(index)]
+            index = torch.sort(torch.cat([index, rest])).values
         return ImageData(self.images[index], self.labels[index], self.classes)
 
 
@@ -118,6 +124,9 @@ FMNIST_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat",
 
 
 def load_fashion_mnist(root: str, split: str) -> ImageData:
+    if os.path.isfile(root):
+        raise DataError(f"data directory {root} is a file, not a folder; pass --data-dir the folder that holds "
+                        "the four .gz files")
     if not os.path.isdir(root):
         raise DataError(f"data directory {root} does not exist; install the Debian package "
                         "dataset-fashion-mnist (bash scripts/setup.sh does) or pass --data-dir")
