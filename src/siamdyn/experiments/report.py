@@ -89,12 +89,19 @@ def cell_row(key: str, runs: list[Run], ref: list[Run]) -> str:
     return (f"| {key} | {len(runs)} | {counts} | "
             f"{_ms([window_ratio(r, ref) for r in runs])} | {_ms([min_rank(r) for r in runs], '{:.1f}')} | "
             f"{_ms([window_mean(r, 'heldout/p_abs_cos') for r in runs], '{:.3f}')} | "
+            f"{_ms([_p_std(r) for r in runs])} | "
             f"{statistics.median(ttc) if ttc else '—'} | {_ms([r.final_loss() for r in runs], '{:.3f}')} | "
             f"{_ms([r.summary['final_knn_acc'] for r in runs], '{:.1f}')} |")
 
 
 TABLE_HEAD = ["| run group | seeds | collapsed/partial/healthy | rank ratio | min RankMe(z, p) | mean abs cos(p) | "
-              "median step of collapse | final loss | kNN % |", "|---|---|---|---|---|---|---|---|---|"]
+              "p std·√d | median step of collapse | final loss | kNN % |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def _p_std(run: Run) -> float | None:
+    """Window mean of the per-dimension std of p/‖p‖ times √d (SimSiam fig. 2: ≈ 1 healthy, → 0 collapsed)."""
+    v = window_mean(run, "heldout/p_std")
+    return None if v is None else v * run.cfg.proj_dim ** 0.5
 
 
 def adequacy(groups: dict[str, list[Run]]) -> str:
@@ -161,10 +168,12 @@ def grid_section(grid: str, groups: dict[str, list[Run]], verdicts: dict[str, Ve
 
 def literature_table(verdicts: dict[str, Verdict]) -> list[str]:
     agree = {"supported": "agree", "contradicted": "**disagree**", "inconclusive": "not settled"}
-    lines = ["## Literature", "", "| claim | published | ours (standard budget) | agreement |", "|---|---|---|---|"]
+    lines = ["## Literature", "", "| claim | published | ours (standard budget) | agreement | context |",
+             "|---|---|---|---|---|"]
     for c in CLAIMS:
         v = verdicts[c.key]
-        lines.append(f"| {c.key} | {c.source} | {v.value}: {v.statistic} | {agree.get(v.value, v.value)} |")
+        lines.append(f"| {c.key} | {c.source} | {v.value}: {v.statistic} | {agree.get(v.value, v.value)} | "
+                     f"{c.context} |")
     return lines + [""]
 
 
