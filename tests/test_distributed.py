@@ -91,6 +91,9 @@ def test_two_gloo_processes_match_one_process_over_the_global_batch(tmp_path):
 def test_distributed_run_resumes_and_rejects_another_world_size(tmp_path):
     out = tmp_path / "run"
     _torchrun(out, "simsiam", extra=["--set", "max_steps=2"])
+    from siamdyn.cli import main  # one process cannot continue a 2-process run (per-rank streams)
+    assert main(["train", "--out", str(out), "--resume",
+                 *[a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")], "--no-progress"]) == 2
     _torchrun(out, "simsiam", extra=["--resume"])
     resumed = torch.load(out / "ckpt" / "last.pt", weights_only=False)
     full = tmp_path / "full"
@@ -98,6 +101,3 @@ def test_distributed_run_resumes_and_rejects_another_world_size(tmp_path):
     straight = torch.load(full / "ckpt" / "last.pt", weights_only=False)
     assert resumed["step"] == straight["step"] == STEPS
     assert resumed["rank_digests"] == straight["rank_digests"]  # bit-identical
-    from siamdyn.cli import main  # one process cannot continue a 2-process run (per-rank streams)
-    assert main(["train", "--out", str(out), "--resume",
-                 *[a for k, v in SETTINGS.items() for a in ("--set", f"{k}={v}")], "--no-progress"]) == 2

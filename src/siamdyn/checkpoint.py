@@ -31,7 +31,7 @@ def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
 def _numpy_state_from_plain(state: Any) -> tuple:
     if isinstance(state, tuple):  # format 1
         return state
-    return (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+    return (state["name"], state["keys"].cpu().numpy().astype(np.uint32), state["pos"], state["has_gauss"],
             state["cached_gaussian"])
 
 
@@ -70,10 +70,9 @@ class Checkpoint:
         """Put weights, optimiser state and every RNG stream back as they were at `step`."""
         load_weights(model, self.model)
         optimizer.load_state_dict(self.optimizer)
-        state = self.aug_rng_ranks[rank]
-        aug_gen.set_state(state.to(aug_gen.get_state().device) if aug_gen.device.type == "cpu" else state)
+        aug_gen.set_state(self.aug_rng_ranks[rank].cpu())  # RNG states are CPU byte tensors, CUDA's too
         if self.torch_rng is not None:
-            torch.set_rng_state(self.torch_rng)
+            torch.set_rng_state(self.torch_rng.cpu())
         if self.python_rng is not None:
             random.setstate(_as_tuple(self.python_rng))
             np.random.set_state(_numpy_state_from_plain(self.numpy_rng))

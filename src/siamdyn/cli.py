@@ -55,6 +55,9 @@ def _resume_config(args: argparse.Namespace, out: str) -> Config:
     """`--resume` continues the run's own config.yaml; flags and --set values change it (the
     resume check then refuses any change that is not resumable)."""
     base = load_run_config(out)
+    if args.config or args.paper_recipe:
+        raise ConfigError(f"--resume continues {out} with its own config.yaml; drop --config/--paper-recipe "
+                          "(change resumable values with --set)")
     if args.preset and args.preset != base.preset:
         raise ConfigError(f"--resume continues {out}, a {base.preset} run; drop --preset {args.preset}")
     return Config.from_preset(base.preset, {**base.to_dict(), **_user_overrides(args)})
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("baseline", help="kNN of raw pixels and of random-init encoders")
-    p.add_argument("--preset", default="simsiam")
+    p.add_argument("--preset")
     p.add_argument("--config")
     p.add_argument("--epochs", type=int)
     p.add_argument("--inits", default="kaiming,orthogonal,default,zero")

@@ -233,10 +233,10 @@ class RunInUse(SiamdynError):
     """Another process holds the run directory's lock."""
 
 
-def _lock_or_refuse(f: Any, path: str) -> None:
+def _lock_or_refuse(f: Any, path: str, shared: bool = False) -> None:
     import fcntl
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
         holder = f.read().strip() or "another process"
@@ -246,7 +246,9 @@ def _lock_or_refuse(f: Any, path: str) -> None:
 
 
 def check_not_in_use(out: str) -> None:
-    """Refuse, naming the PID, when another process holds OUT's lock (nothing is created)."""
+    """Refuse, naming the PID, when another process holds OUT's lock (nothing is created). The
+    probe takes a shared lock, which only an exclusive holder refuses, so a writer taking the
+    lock at the same moment is not turned away by the probe."""
     path = os.path.join(out, LOCK_FILE)
     if not os.path.isfile(path):
         return
@@ -254,5 +256,5 @@ def check_not_in_use(out: str) -> None:
         f = open(path)
     except OSError:
         return
-    _lock_or_refuse(f, path)
-    f.close()  # we could take it, so nobody holds it: let it go again
+    _lock_or_refuse(f, path, shared=True)
+    f.close()  # nobody held it exclusively: let the shared lock go again

@@ -26,8 +26,9 @@ from siamdyn.eval import knn_accuracy, time_to_accuracy
 from siamdyn.optim import ema_tau, lr_factor, set_lr
 from siamdyn.probes.heldout import HeldoutProbe
 from siamdyn.probes.session import ProbeSession
-from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_resume_compatible,
-                          check_run_dir, load_run_config, prepare_run_dir, truncate_metrics, write_config)
+from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_not_in_use,
+                          check_resume_compatible, check_run_dir, load_run_config, prepare_run_dir, truncate_metrics,
+                          write_config)
 from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, rank_batch, warn
 from siamdyn.signals import StopSignals
 
@@ -48,28 +49,31 @@ class Progress:
 
 
 def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, progress: bool = True,
-          initial_state: dict | None = None, desc: str | None = None) -> dict[str, Any]:
+          initial_state: dict | None = None, desc: str | None = None, lock_held: bool = False) -> dict[str, Any]:
     """Train `cfg` into run directory `out`; returns the summary (also in summary.json).
-    Under torchrun every rank calls this; rank 0 alone writes to `out`."""
+    Under torchrun every rank calls this; rank 0 alone writes to `out`. `lock_held`: the
+    caller already holds `runs.RunLock(out)` (the experiment runner decides under it)."""
     ctx = init_distributed(cfg.device)
     try:
-        return _train(cfg, out, overwrite, resume, progress, initial_state, desc or cfg.preset, ctx)
+        return _train(cfg, out, overwrite, resume, progress, initial_state, desc or cfg.preset, ctx, lock_held)
     finally:
         shutdown_distributed()
 
 
 def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool, initial_state: dict | None,
-           desc: str, ctx: Dist) -> dict[str, Any]:
+           desc: str, ctx: Dist, lock_held: bool) -> dict[str, Any]:
     # -- set up; bad config or data fails here, before `out` is touched
     changes = {}
     if resume and os.path.exists(os.path.join(out, CONFIG_FILE)):
         changes = check_resume_compatible(load_run_config(out), cfg)
-    check_run_dir(out, overwrite, resume)
+    if ctx.is_main and not lock_held:
+        check_not_in_use(out)
+    check_run_dir(out, overwrite, resume, lock_free=False)
     s = build_session(cfg, ctx, initial_state)
     finished = finished_summary(out, s) if resume else None
     if finished is not None:
         return finished
-    with RunLock(out) if ctx.is_main else contextlib.nullcontext():
+    with RunLock(out) if ctx.is_main and not lock_held else contextlib.nullcontext():
         if ctx.is_main:
             prepare_run_dir(out, overwrite, resume)
         return _train_locked(cfg, out, resume, progress, desc, ctx, s, changes)
@@ -122,7 +126,7 @@ def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str
 
 def restore(out: str, s: Session, probes: ProbeSession, run: Progress) -> None:
     """Weights, optimiser, RNG streams, instruments and progress as the checkpoint left them."""
-    ckpt = Checkpoint.load_run(out, s.device)
+    ckpt = Checkpoint.load_run(out)  # on the CPU: load_state_dict copies to the model's device
     if ckpt.world_size != s.ctx.world:
         raise ConfigError(f"the run was made with {ckpt.world_size} processes and is resumed with "
                           f"{s.ctx.world}; resume with the same number (the augmentation streams are per process)")

@@ -54,7 +54,10 @@ def check_controls(groups: dict[str, list[Run]]) -> tuple[bool, list[str]]:
         if p and (max(p) - min(p)) / max(p) > STABLE:
             problems.append(f"{NEGATIVE} seed {run.cfg.seed}: RankMe(p) moves {100 * (max(p) - min(p)) / max(p):.0f} % "
                             "within the window (not settled)")
-        if min(min_rank(run) or 0, 99) < RANK_FLOOR:
+        rank = min_rank(run)
+        if rank is None:
+            problems.append(f"{NEGATIVE} seed {run.cfg.seed}: no held-out readings (heldout_every=0?)")
+        elif rank < RANK_FLOOR:
             problems.append(f"{NEGATIVE} seed {run.cfg.seed}: RankMe below {RANK_FLOOR} in the window")
     for name in POSITIVE:
         runs = groups.get(f"controls/{name}", [])
@@ -107,7 +110,8 @@ def _p_std(run: Run) -> float | None:
 def adequacy(groups: dict[str, list[Run]]) -> str:
     """The budget's adequacy, measured from the controls."""
     ref = groups.get(f"controls/{NEGATIVE}", [])
-    ttc = [t for name in POSITIVE for r in groups.get(f"controls/{name}", []) if (t := time_to_collapse(r, ref))]
+    ttc = [t for name in POSITIVE for r in groups.get(f"controls/{name}", [])
+           if (t := time_to_collapse(r, ref)) is not None]
     moves = []
     for run in ref:
         p = [run.heldout[s]["heldout/p_erank"] for s in run.window_steps()]

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
-from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, grid_cells, seeds_for
-from siamdyn.runs import CKPT_FILE, RunInUse, atomic_write_text
+from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, analysed_cells, grid_cells, seeds_for
+from siamdyn.runs import CKPT_FILE, RunInUse, RunLock, atomic_write_text
 
 
 def cell_config(cell: Cell, budget: str, seed: int) -> Config:
@@ -26,12 +26,18 @@ def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tu
     run_dir = cell.run_dir(out, seed)
     if os.path.exists(os.path.join(run_dir, "summary.json")):
         return run_dir, "done before"
-    resume = os.path.exists(os.path.join(run_dir, CKPT_FILE))
     try:
-        train(cell_config(cell, budget, seed), run_dir, overwrite=not resume, resume=resume, progress=progress,
-              desc=f"{cell.grid}/{cell.name}/s{seed}")
+        lock = RunLock(run_dir).__enter__()
     except RunInUse:  # another `siamdyn experiment` on the same OUT is training it: theirs to finish
         return run_dir, "in use"
+    try:  # decided under the lock, so no other worker can finish (or start) it in between
+        if os.path.exists(os.path.join(run_dir, "summary.json")):
+            return run_dir, "done before"
+        resume = os.path.exists(os.path.join(run_dir, CKPT_FILE))
+        train(cell_config(cell, budget, seed), run_dir, overwrite=not resume, resume=resume, progress=progress,
+              desc=f"{cell.grid}/{cell.name}/s{seed}", lock_held=True)
+    finally:
+        lock.__exit__(None, None, None)
     return run_dir, "resumed" if resume else "trained"
 
 
@@ -79,7 +85,8 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
             from siamdyn.experiments import analyses
             result_path = os.path.join(out, n, "analysis.json")
             if not os.path.exists(result_path):
-                result = getattr(analyses, f"analyse_{n.lower()}")(out, budget, seeds or 1)
+                n_seeds = seeds or min(seeds_for(c, budget) for c in analysed_cells(n))  # every cell has these
+                result = getattr(analyses, f"analyse_{n.lower()}")(out, budget, n_seeds)
                 atomic_write_text(result_path, json.dumps(result, indent=2))
             save_meta()
     save_meta()

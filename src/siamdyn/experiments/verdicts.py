@@ -18,6 +18,7 @@ import numpy as np
 from siamdyn.experiments.readings import COLLAPSED_RATIO, HEALTHY_RATIO
 
 BOOTSTRAP = 2000
+MIN_RUNS = 2  # a verdict needs a spread: at least this many runs per cell (per rung for a ladder)
 
 
 def bootstrap_mean(values: list[float], seed: int = 0) -> tuple[float, float, float]:
@@ -66,7 +67,9 @@ def binary_verdict(ratios: list[float], predicted: str) -> Verdict:
     if not ratios:
         return Verdict("not run", "no finished seed")
     mean, lo, hi = bootstrap_mean(ratios)
-    stat = f"rank ratio {mean:.2f} [95 % CI {lo:.2f}, {hi:.2f}] over {len(ratios)} seed(s)"
+    stat = f"rank ratio {mean:.2f} [95 % CI {lo:.2f}, {hi:.2f}] over {len(ratios)} run(s)"
+    if len(ratios) < MIN_RUNS:  # one run has no spread to judge by: report it, decide nothing
+        return Verdict("inconclusive", stat + f" (fewer than {MIN_RUNS} runs)")
     collapsed, healthy = hi < COLLAPSED_RATIO, lo >= HEALTHY_RATIO
     if (predicted == "collapsed" and collapsed) or (predicted == "healthy" and healthy):
         return Verdict("supported", stat)
@@ -82,6 +85,8 @@ def trend_verdict(rungs: dict[float, list[float]], sign: int, what: str) -> Verd
         return Verdict("not run", "fewer than two rungs finished")
     rho, lo, hi = bootstrap_trend(rungs)
     stat = f"Spearman ρ({what}) = {rho:+.2f} [95 % CI {lo:+.2f}, {hi:+.2f}] over {sum(map(len, rungs.values()))} runs"
+    if min(map(len, rungs.values())) < MIN_RUNS:
+        return Verdict("inconclusive", stat + f" (a rung with fewer than {MIN_RUNS} runs)")
     if (sign > 0 and lo > 0) or (sign < 0 and hi < 0):
         return Verdict("supported", stat)
     if (sign > 0 and hi < 0) or (sign < 0 and lo > 0):
