@@ -1,3 +1,4 @@
+import hashlib
 import os
 
 import pytest
@@ -16,3 +17,13 @@ needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST,
 # Small everything: the real code paths on a few hundred images.
 TINY = dict(dataset="synthetic", backbone_width=4, proj_hidden=32, proj_dim=32, pred_hidden=8,
             batch_size=32, epochs=1, knn_k=20, log_every=1)
+
+
+def run_digest(folder: str, skip: tuple[str, ...] = ()) -> str:
+    """sha256 over every file name and content below `folder` (but `skip`): a run must not change."""
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(folder)):
+        for f in sorted(set(files) - set(skip)):
+            with open(os.path.join(root, f), "rb") as fh:
+                h.update(f.encode() + fh.read())
+    return h.hexdigest()

@@ -2,9 +2,7 @@
 values — garbage included — never give a traceback: exit 0, or exit 2 with one line
 (argparse's own usage errors exit 2 too), and an existing run directory never changes."""
 import contextlib
-import hashlib
 import io
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +10,7 @@ from hypothesis import strategies as st
 
 from siamdyn.cli import main
 from siamdyn.config import Config
+from tests.conftest import run_digest
 
 QUICK = ["--set", "dataset=synthetic", "--set", "backbone_width=2", "--set", "proj_hidden=8", "--set", "proj_dim=8",
          "--set", "pred_hidden=4", "--set", "batch_size=16", "--set", "max_steps=1", "--set", "knn_k=3",
@@ -24,11 +23,7 @@ VALUES = st.one_of(st.sampled_from(["0", "-1", "1e9", "nan", "inf", "true", "x",
 
 def _digest(folder):
     """Every file of the run, but the outputs `probe` and `export` are there to add."""
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(folder)):
-        for f in sorted(set(files) - {"eval.json", "backbone.pt"}):
-            h.update(f.encode() + open(os.path.join(root, f), "rb").read())
-    return h.hexdigest()
+    return run_digest(folder, skip=("eval.json", "backbone.pt"))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 exit code 2, no traceback, and no change to an existing run. `python -m tests.test_hostile`
 prints the table of docs/reliability.md from the same cases, with the messages it got."""
 import gzip
-import hashlib
 import os
 import pickle
 import shutil
@@ -13,6 +12,7 @@ import pytest
 
 from siamdyn.cli import main
 from tests.test_data import fake_fmnist
+from tests.conftest import run_digest
 
 # A tiny finished run that every case must leave untouched, and the knobs that make one.
 FAST = ["--set", "backbone_width=4", "--set", "proj_hidden=16", "--set", "proj_dim=16", "--set", "pred_hidden=8",
@@ -219,11 +219,7 @@ CASES = [
 
 
 def _digest(folder):
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(folder)):
-        for f in sorted(files):
-            h.update(f.encode() + open(os.path.join(root, f), "rb").read())
-    return h.hexdigest()
+    return run_digest(folder)
 
 
 @pytest.fixture(scope="module")
