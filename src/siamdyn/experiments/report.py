@@ -200,7 +200,7 @@ def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
     return lines + [""]
 
 
-def header(out: str, meta: dict, groups: dict[str, list[Run]]) -> list[str]:
+def header(out: str, meta: dict, groups: dict[str, list[Run]], dest: str) -> list[str]:
     runs = [r for rs in groups.values() for r in rs]
     own = sum(r.summary["wall_time_s"] for r in runs)
     wall = sum(s["wall_time_s"] for s in meta["sessions"])
@@ -214,7 +214,9 @@ def header(out: str, meta: dict, groups: dict[str, list[Run]]) -> list[str]:
             f"- compute: {len(runs)} finished runs, {own / 60:.1f} min of their own wall time; "
             f"{wall / 60:.1f} min over {len(meta['sessions'])} session(s) of `siamdyn experiment`",
             f"- machine: {cpu}, {os.cpu_count()} cores, {platform.machine()} (fp32)",
-            f"- commands: `siamdyn experiment all --budget {budget} --out {out}`, then `siamdyn report {out}`", ""]
+            f"- commands: `siamdyn experiment all --budget {budget} --out {out}` (resumable; several may share "
+            f"the folder, one per core), then `siamdyn report {out}"
+            + (f" --out {dest}`" if dest != out else "`"), ""]
 
 
 def _cpu_model() -> str:
@@ -239,7 +241,7 @@ def write_report(out: str, dest: str | None = None) -> str:
     ok, problems = check_controls(groups)
     verdicts = {c.key: claim_verdict(c, groups, ok) for c in CLAIMS}
     refs = baseline_line(out, meta["budget"])
-    lines = header(out, meta, groups) + controls_section(groups, ok, problems, fig_dir, refs)
+    lines = header(out, meta, groups, dest) + controls_section(groups, ok, problems, fig_dir, refs)
     lines += ["## Verdicts", ""] + [f"- **{c.key}** {c.text} {verdicts[c.key]}" for c in CLAIMS] + [""]
     lines += literature_table(verdicts) + gradient_section(groups)
     for grid in ("H2", "H3", "H4", "H5", "H6"):
