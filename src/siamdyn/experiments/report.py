@@ -183,20 +183,25 @@ def literature_table(verdicts: dict[str, Verdict]) -> list[str]:
 
 def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
     """‖g2‖/‖g1‖ and cos(g1, g2) at the first probed steps, before any collapse."""
+    stages = ("stem", "stage1", "stage2", "stage3", "stage4", "projector")
     lines = ["## The gradient split before any collapse", "",
-             "‖g2‖/‖g1‖ and cos(g1, g2) of the encoder's two gradient terms (docs/seed.md §3) over the first "
-             "probed steps (mean over seeds and steps 1–10), per stage; the outcome of each term alone is H5 "
-             "(term 2 only) and the negative control (term 1 only).", "",
-             "| run group | total ‖g2‖/‖g1‖ | cos | stem | stage1 | stage2 | stage3 | stage4 | projector |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "‖g2‖/‖g1‖ (and cos(g1, g2)) of the encoder's two gradient terms (docs/seed.md §3) at steps 1, 5 "
+             "and 10 (mean ± std over seeds), and per stage at step 1; the outcome of each term alone is the "
+             "negative control (term 1 only) and H5 (term 2 only).", "",
+             "| run group | step 1 | step 5 | step 10 | " + " | ".join(f"{g} (step 1)" for g in stages) + " |",
+             "|---" * (4 + len(stages)) + "|"]
     for key in (f"controls/{NEGATIVE}", *[f"controls/{p}" for p in POSITIVE], "H5/term2-only"):
-        early = [p for r in groups.get(key, []) for p in r.probes if p["step"] <= 10]
-        if not early:
+        by_step: dict[int, list[dict]] = {}
+        for r in groups.get(key, []):
+            for p in r.probes:
+                by_step.setdefault(p["step"], []).append(p)
+        if not by_step:
             continue
-        def col(k: str, early: list[dict] = early) -> str:
-            return _ms([p[k] for p in early if k in p])
-        stages = [col(f"g2_over_g1/{g}") for g in ("stem", "stage1", "stage2", "stage3", "stage4", "projector")]
-        lines.append(f"| {key} | {col('g2_over_g1')} | {col('cos_g1_g2')} | " + " | ".join(stages) + " |")
+
+        def at(step: int, k: str, by_step: dict = by_step) -> str:
+            return _ms([p[k] for p in by_step.get(step, []) if k in p])
+        cells = [f"{at(t, 'g2_over_g1')} (cos {at(t, 'cos_g1_g2')})" for t in (1, 5, 10)]
+        lines.append(f"| {key} | " + " | ".join(cells + [at(1, f"g2_over_g1/{g}") for g in stages]) + " |")
     return lines + [""]
 
 
