@@ -1,4 +1,11 @@
-"""The one error class users can cause. The CLI prints it on one line and exits 2."""
+"""The one error class users can cause (the CLI prints it on one line and exits 2), and the
+one-line warning for what the user should know while the run goes on."""
+import sys
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr: the run goes on, but the user should know."""
+    print(f"siamdyn: warning: {message}", file=sys.stderr, flush=True)
 
 
 class SiamdynError(Exception):

@@ -5,7 +5,6 @@ the bench scripts all start here.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,14 +14,9 @@ from torch.nn.parallel import DistributedDataParallel
 from siamdyn.config import Config
 from siamdyn.data import AugmentParams, BatchAugment, ImageData, channel_stats, load_split
 from siamdyn.distributed import Dist, check_batch, rank_seed, sync_batchnorm
-from siamdyn.errors import ConfigError, DataError
+from siamdyn.errors import ConfigError, DataError, warn
 from siamdyn.methods import SiameseMethod
 from siamdyn.optim import build_optimizer
-
-
-def warn(message: str) -> None:
-    """A one-line warning on stderr: the run goes on, but the user should know."""
-    print(f"siamdyn: warning: {message}", file=sys.stderr, flush=True)
 
 
 def pick_device(name: str, ctx: Dist = Dist()) -> torch.device:

@@ -21,7 +21,7 @@ from siamdyn.checkpoint import CKPT_FILE, Checkpoint
 from siamdyn.config import Config
 from siamdyn.distributed import (Dist, any_rank, gather_objects, init_distributed, mean_over_ranks,
                                  shutdown_distributed, weights_digest)
-from siamdyn.errors import ConfigError, SiamdynError, TrainingDiverged
+from siamdyn.errors import ConfigError, SiamdynError, TrainingDiverged, warn
 from siamdyn.eval import knn_accuracy, time_to_accuracy
 from siamdyn.optim import ema_tau, lr_factor, set_lr
 from siamdyn.probes.heldout import HeldoutProbe
@@ -29,7 +29,7 @@ from siamdyn.probes.session import ProbeSession
 from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_not_in_use,
                           check_resume_compatible, check_run_dir, load_run_config, prepare_run_dir, truncate_metrics,
                           write_config)
-from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, rank_batch, warn
+from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, rank_batch
 from siamdyn.signals import StopSignals
 
 

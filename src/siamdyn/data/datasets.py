@@ -11,7 +11,6 @@ import math
 import os
 import pickle
 import struct
-import sys
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from siamdyn.errors import DataError
+from siamdyn.errors import DataError, warn
 
 # Where a dataset is read from when neither data_dir nor $SIAMDYN_DATA says: the Debian package's folder.
 DEFAULT_DATA_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
@@ -216,8 +215,7 @@ def load_image_folder(root: str, split: str, image_size: int = 0) -> ImageData:
                         "wrong — add them to train/ or remove them")
     missing = sorted(set(classes) - set(present))
     if missing:
-        print(f"siamdyn: warning: {base} has no images of {', '.join(missing)}; kNN is measured on the other "
-              "classes", file=sys.stderr)
+        warn(f"{base} has no images of {', '.join(missing)}; kNN is measured on the other classes")
     images, labels = [], []
     for ci, c in enumerate(classes):
         if c not in present:
