@@ -8,10 +8,15 @@ Each variant runs in its own subprocess (so peak RSS is its own), after `--warmu
   typical          per-image augmentation in a torch Dataset + DataLoader, fp32, NCHW,
                    the same backbone, heads, loss and batch (what lightly / solo-learn
                    style code does)
-  siamdyn          the real `siamdyn.train.train` loop (batched on-device augmentation,
-                   channels_last, per-step collapse metrics), probes off
+  typical-bf16     the same loop under bf16 autocast (the best a typical user could do)
+  siamdyn-default  the real `siamdyn.train.train` loop with no flags at all (precision=auto,
+                   channels_last=auto, probes every 50 steps)
+  siamdyn          the same loop (batched on-device augmentation, channels_last, per-step
+                   collapse metrics, precision=auto), probes off
+  siamdyn-fp32     probes off, precision=fp32
   siamdyn-nchw     the same with channels_last=off
-  siamdyn-bf16     the same under bf16 autocast
+  siamdyn-bf16     probes off, bf16 autocast whatever the machine
+  siamdyn-bf16-nchw  bf16 with channels_last=off (the layout rule under bf16)
   siamdyn-probes   the same with the default probe_every=50 (the probes' cost)
   siamdyn-log10    the same with the collapse metrics every 10 steps, not every step
   siamdyn-fused-views  both views in one pass of 2×batch (BN statistics pooled over views)
@@ -40,13 +45,17 @@ from _common import emit, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.methods import SiameseMethod  # noqa: E402
-from siamdyn.runs import read_metrics  # noqa: E402
+from siamdyn.runs import load_run_config, read_metrics  # noqa: E402
 
 VARIANTS = {
     "typical": {},
+    "typical-bf16": {},
+    "siamdyn-default": {},
     "siamdyn": {"probe_every": 0},
+    "siamdyn-fp32": {"probe_every": 0, "precision": "fp32"},
     "siamdyn-nchw": {"probe_every": 0, "channels_last": "off"},
     "siamdyn-bf16": {"probe_every": 0, "precision": "bf16"},
+    "siamdyn-bf16-nchw": {"probe_every": 0, "precision": "bf16", "channels_last": "off"},
     "siamdyn-probes": {"probe_every": 50},
     "siamdyn-log10": {"probe_every": 0, "log_every": 10},
     "siamdyn-fused-views": {"probe_every": 0, "fuse_views": True},
@@ -101,7 +110,7 @@ class PerImageViews(torch.utils.data.Dataset):
         return self.view(img), self.view(img)
 
 
-def run_typical(args: argparse.Namespace) -> dict:
+def run_typical(args: argparse.Namespace, bf16: bool = False) -> dict:
     from siamdyn.data import channel_stats
     from siamdyn.optim import build_optimizer
     from siamdyn.runtime import load_data, setup_torch
@@ -122,7 +131,8 @@ def run_typical(args: argparse.Namespace) -> dict:
         except StopIteration:  # a new epoch
             it = iter(loader)
             v1, v2 = next(it)
-        loss = model([v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)]).loss
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model([v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)]).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -141,13 +151,16 @@ def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         summary = train(cfg, out, progress=False)
         t = {r["step"]: r["time_s"] for r in read_metrics(out) if "time_s" in r}
+        ran = load_run_config(out)  # precision and layout as resolved on this machine
+    layout = "NHWC" if ran.memory_format == torch.channels_last else "NCHW"
+    mode = f"{ran.precision}, {layout}"
     step_s = (t[args.warmup + args.steps] - t[args.warmup]) / args.steps
     n_probes = math.ceil((args.warmup + args.steps) / cfg.probe_every) if cfg.probe_every else 0
     if not n_probes:
-        return {"step_s": step_s}
+        return {"step_s": step_s, "mode": mode}
     # The probes' share of wall time at this probe_every: one probe per probe_every steps.
     per_probe = summary["probe_time_s"] / n_probes
-    return {"step_s": step_s, "probe_s": per_probe,
+    return {"step_s": step_s, "probe_s": per_probe, "mode": mode,
             "probe_fraction": per_probe / (cfg.probe_every * step_s + per_probe)}
 
 
@@ -180,7 +193,11 @@ def matmul_peak(device: str, dtype: torch.dtype, budget_s: float = 1.0) -> float
 
 
 def child(args: argparse.Namespace) -> None:
-    result = run_typical(args) if args.child == "typical" else run_siamdyn(args, VARIANTS[args.child])
+    if args.child.startswith("typical"):
+        result = run_typical(args, bf16=args.child == "typical-bf16")
+        result["mode"] = ("bf16" if args.child == "typical-bf16" else "fp32") + ", NCHW"
+    else:
+        result = run_siamdyn(args, VARIANTS[args.child])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and args.device == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -189,7 +206,7 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="typical,siamdyn,siamdyn-nchw,siamdyn-bf16")
+    p.add_argument("--variants", default="typical,typical-bf16,siamdyn-default,siamdyn,siamdyn-fp32,siamdyn-bf16")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=256)
@@ -224,21 +241,33 @@ def main() -> None:
              f"({flops / args.batch / 1e6:.0f} MFLOP per image)",
              f"- measured matmul peak ({8192 if args.device == 'cuda' else 1024}² torch.mm): "
              f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
-             "", "| variant | s/step | images/s | vs typical | GFLOP/s | % fp32 peak | % bf16 peak | peak RSS MB "
-             "| peak GPU MB | probe cost |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| variant | precision, layout | s/step | images/s | vs typical | GFLOP/s | % fp32 peak | % bf16 peak "
+             "| peak RSS MB | peak GPU MB | probe cost |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant, r in rows.items():
         if "error" in r:
-            lines.append(f"| {variant} | failed: {r['error']} | | | | | | | | |")
+            lines.append(f"| {variant} | | failed: {r['error']} | | | | | | | | |")
             continue
         gflops = flops / r["step_s"] / 1e9
-        lines.append(f"| {variant} | {r['step_s']:.3f} | {args.batch / r['step_s']:.0f} | "
+        lines.append(f"| {variant} | {r['mode']} | {r['step_s']:.3f} | {args.batch / r['step_s']:.0f} | "
                      f"{base / r['step_s'] if base else float('nan'):.2f}× | {gflops:.0f} | "
                      f"{100 * gflops * 1e9 / peaks['fp32']:.0f} % | {100 * gflops * 1e9 / peaks['bf16']:.0f} % | "
                      f"{r['peak_rss_mb']:.0f} | {r.get('peak_gpu_mb', float('nan')):.0f} | " +
                      (f"{r['probe_s']:.2f} s/probe = {100 * r['probe_fraction']:.1f} % of wall" if "probe_s" in r
                       else "—") + " |")
+    lines += default_speedups(rows)
     emit(lines, args.out)
+
+
+def default_speedups(rows: dict[str, dict]) -> list[str]:
+    """The headline: siamdyn with no flags against both typical loops of the same run."""
+    ok = {k: r["step_s"] for k, r in rows.items() if "step_s" in r}
+    ours = ok.get("siamdyn-default", ok.get("siamdyn"))
+    if ours is None:
+        return []
+    name = "siamdyn-default" if "siamdyn-default" in ok else "siamdyn"
+    return ["", f"**{name} (no precision or layout flags) vs the typical loops, this run:** "
+            + ", ".join(f"{ok[t] / ours:.2f}× {t}" for t in ("typical", "typical-bf16") if t in ok)]
 
 
 if __name__ == "__main__":

@@ -170,3 +170,31 @@ def test_preset_and_config_file_compose_and_the_recipe_does_not_depend_on_how_th
     (tmp_path / "five.yaml").write_text("config: 5\n")
     assert main(["train", "--config", str(tmp_path / "five.yaml"), "--out", str(tmp_path / "y")]) == 2
     assert "must hold a mapping" in capsys.readouterr().err
+
+
+def test_tensorboard_mirrors_the_metrics_and_a_resume_purges_what_a_killed_run_logged(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+    run = str(tmp_path / "run")
+    base = dict(TINY, epochs=1, tensorboard=True)
+    train(Config.from_preset("simsiam", {**base, "max_steps": 8}), run, progress=False)
+    # As if the run had gone on to step 9, logged it, and been killed before its next checkpoint.
+    with SummaryWriter(os.path.join(run, "tensorboard")) as w:
+        w.add_scalar("loss", 999.0, 9)
+    train(Config.from_preset("simsiam", base), run, resume=True, progress=False)
+    events = EventAccumulator(os.path.join(run, "tensorboard"))
+    events.Reload()
+    logged = {r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r}
+    mirrored = {e.step: e.value for e in events.Scalars("loss")}
+    assert [e.step for e in events.Scalars("loss")] == sorted(logged) == list(range(1, 600 // 32 + 1))
+    assert all(abs(mirrored[k] - logged[k]) < 1e-6 * max(1, abs(logged[k])) for k in logged)
+    assert "z_std" in events.Tags()["scalars"]
+
+
+def test_tensorboard_without_the_package_is_a_one_line_error_before_the_run_starts(tmp_path, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(SiamdynError, match=r"pip install 'siamdyn\[tensorboard\]'"):
+        train(Config.from_preset("simsiam", dict(TINY, tensorboard=True)), str(tmp_path / "r"), progress=False)
+    assert not os.path.exists(tmp_path / "r")

@@ -104,12 +104,15 @@ class Config:
     sync_bn: bool = knob(True, "under torchrun: BatchNorm statistics over the global batch (SimSiam paper)")
     channels_last: str = knob("auto", "NHWC convolutions; auto = on for backbone_width >= 16 (docs/design.md "
                               "'Speed notes')", choices=("auto", "on", "off"))
-    precision: str = knob("fp32", "bf16 = bf16 autocast of forward/backward (docs/design.md §7)",
-                          choices=("fp32", "bf16"))
+    precision: str = knob("auto", "bf16 = bf16 autocast of forward/backward; auto = bf16 where the hardware has "
+                          "native bf16 units, else fp32 (docs/design.md §7)", choices=("auto", "fp32", "bf16"),
+                          resumable=True)
     compile: bool = knob(False, "torch.compile the training forward (docs/design.md §7)", resumable=True)
     fuse_views: bool = knob(False, "encode both views in one 2B pass; BN statistics then pool the views")
     log_every: int = knob(1, "steps between metric lines (collapse std, RankMe, loss)", resumable=True)
     knn_every: int = knob(1, "epochs between kNN evaluations; 0 = only at the end", resumable=True)
+    tensorboard: bool = knob(False, "also write metrics.jsonl's numbers to OUT/tensorboard (pip install "
+                             "'siamdyn[tensorboard]')", resumable=True)
     knn_k: int = knob(200, "kNN neighbours")
     knn_temperature: float = knob(0.1, "weighted kNN temperature")
     knn_targets: str = knob("", "kNN levels (%) whose first crossing time the summary reports; '' = the "

@@ -28,24 +28,27 @@ def fused_for_inference(encoder: nn.Module) -> nn.Module:
 @torch.no_grad()
 def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                      prepare: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 1024,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
-    """Apply `fn` to `prepare(images[i:i+b])` in batches; returns float32 features on CPU."""
+                     device: str | torch.device = "cpu", bf16: bool = False) -> torch.Tensor:
+    """Apply `fn` to `prepare(images[i:i+b])` in batches; returns float32 features on CPU.
+    `bf16`: the forward under bf16 autocast (a run's own precision); the features, and all
+    similarities computed from them, are fp32."""
     out = []
     for i in range(0, len(images), batch_size):
-        out.append(fn(prepare(images[i:i + batch_size].to(device))).float().cpu())
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(fn(prepare(images[i:i + batch_size].to(device))).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
 @torch.no_grad()
 def encoder_features(encoder: Callable[[torch.Tensor], torch.Tensor], train_images: torch.Tensor,
                      test_images: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor],
-                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+                     device: str | torch.device = "cpu", bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(train features, test features) of a frozen encoder, the memory bank and the queries.
     A module is evaluated in eval mode with its BatchNorms folded (bench/results/eval_*.md)."""
     if isinstance(encoder, nn.Module):
         encoder = fused_for_inference(encoder)
-    return (extract_features(encoder, train_images, prepare, device=device),
-            extract_features(encoder, test_images, prepare, device=device))
+    return (extract_features(encoder, train_images, prepare, device=device, bf16=bf16),
+            extract_features(encoder, test_images, prepare, device=device, bf16=bf16))
 
 
 @torch.no_grad()
@@ -122,7 +125,8 @@ def knn_accuracy(model: nn.Module, prepare: Callable[[torch.Tensor], torch.Tenso
     was_training = model.training
     model.eval()
     shares = [torch.tensor_split(x, ctx.world) for x in (train.images, test.images)]
-    bank, queries = encoder_features(model.backbone, shares[0][ctx.rank], shares[1][ctx.rank], prepare, device)
+    bank, queries = encoder_features(model.backbone, shares[0][ctx.rank], shares[1][ctx.rank], prepare, device,
+                                     bf16=cfg.precision == "bf16")
     bank, queries = (gather_rows(ctx, f, [len(s) for s in share]) for f, share in zip((bank, queries), shares))
     model.train(was_training)
     if not ctx.is_main:

@@ -31,7 +31,8 @@ def load_trained(run_dir: str) -> tuple[Any, SiameseMethod, BatchAugment, ImageD
 def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
     cfg, model, augment, train, test, device, step = load_trained(run_dir)
     t0 = time.perf_counter()
-    bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
+    bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device,
+                                     bf16=cfg.precision == "bf16")  # the precision the run trained in
     t_feat = time.perf_counter() - t0
     knn = lambda k: weighted_knn(bank, train.labels, queries, test.labels, k, cfg.knn_temperature,  # noqa: E731
                                  num_classes=len(train.classes))

@@ -173,10 +173,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_config(out: str, cfg: Config) -> None:
+def write_config(out: str, cfg: Config, resolved: dict[str, str] | None = None) -> None:
+    """config.yaml: the config, the versions that ran it, and why each `auto` became what it did."""
     meta = {"siamdyn": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
-            "git_commit": git_commit(), "machine": platform.machine(), "host_cpus": os.cpu_count()}
-    text = yaml.safe_dump({"config": cfg.to_dict(), "versions": meta}, sort_keys=False)
+            "git_commit": git_commit(), "machine": platform.machine(), "host_cpus": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    doc = {"config": cfg.to_dict(), "versions": meta, **({"resolved": resolved} if resolved else {})}
+    text = yaml.safe_dump(doc, sort_keys=False)
     atomic_write_text(os.path.join(out, CONFIG_FILE), text)
 
 

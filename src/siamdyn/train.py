@@ -7,6 +7,7 @@ probes/ (one `ProbeSession`), the checkpoint format in checkpoint.py, kNN in eva
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -29,8 +30,12 @@ from siamdyn.probes.session import ProbeSession
 from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_not_in_use,
                           check_resume_compatible, check_run_dir, load_run_config, prepare_run_dir, truncate_metrics,
                           write_config)
-from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, rank_batch
+from siamdyn.hardware import PrecisionChoice, resolve_precision
+from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, pick_device, rank_batch
 from siamdyn.signals import StopSignals
+from siamdyn.tensorboard_log import TensorBoardLog, check_tensorboard_installed
+
+RunLog = MetricsLog | NullLog | TensorBoardLog  # where metric lines go (rank 0 writes, others drop them)
 
 
 @dataclass
@@ -63,9 +68,11 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
 def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool, initial_state: dict | None,
            desc: str, ctx: Dist, lock_held: bool) -> dict[str, Any]:
     # -- set up; bad config or data fails here, before `out` is touched
-    changes = {}
-    if resume and os.path.exists(os.path.join(out, CONFIG_FILE)):
-        changes = check_resume_compatible(load_run_config(out), cfg)
+    saved = load_run_config(out) if resume and os.path.exists(os.path.join(out, CONFIG_FILE)) else None
+    cfg, precision = resolve_auto(cfg, ctx, saved)
+    changes = check_resume_compatible(saved, cfg) if saved else {}
+    if cfg.tensorboard:
+        check_tensorboard_installed()
     if ctx.is_main and not lock_held:
         check_not_in_use(out)
     check_run_dir(out, overwrite, resume, lock_free=False)
@@ -76,7 +83,15 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
     with RunLock(out) if ctx.is_main and not lock_held else contextlib.nullcontext():
         if ctx.is_main:
             prepare_run_dir(out, overwrite, resume)
-        return _train_locked(cfg, out, resume, progress, desc, ctx, s, changes)
+        return _train_locked(cfg, out, resume, progress, desc, ctx, s, changes, precision)
+
+
+def resolve_auto(cfg: Config, ctx: Dist, saved: Config | None) -> tuple[Config, PrecisionChoice]:
+    """precision=auto → fp32 or bf16 for this machine (hardware.py), decided by rank 0 for all
+    ranks (the run says which once it starts)."""
+    cfg, choice = resolve_precision(cfg, pick_device(cfg.device, ctx), saved)
+    choice = gather_objects(ctx, choice)[0]
+    return dataclasses.replace(cfg, precision=choice.precision), choice
 
 
 def finished_summary(out: str, s: Session) -> dict[str, Any] | None:
@@ -93,7 +108,7 @@ def finished_summary(out: str, s: Session) -> dict[str, Any] | None:
 
 
 def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str, ctx: Dist,
-                  s: Session, changes: dict[str, list]) -> dict[str, Any]:
+                  s: Session, changes: dict[str, list], precision: PrecisionChoice) -> dict[str, Any]:
     heldout = HeldoutProbe(s.model, s.test_set.images[:cfg.heldout_images].to(s.device), eval_input(cfg, s.augment),
                            cfg.heldout_every)
     probes = ProbeSession(s.model, cfg, ctx, heldout)
@@ -102,9 +117,13 @@ def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str
     if resume:
         restore(out, s, probes, run)
     elif ctx.is_main:
-        write_config(out, cfg)
+        write_config(out, cfg, resolved={"precision": precision.reason})
+    if ctx.is_main:
+        print(f"siamdyn: precision {cfg.precision} ({precision.reason})", file=sys.stderr)
     # -- the steps; a stop request (SIGINT, SIGTERM) ends them at a step boundary
     log = MetricsLog(os.path.join(out, "metrics.jsonl")) if ctx.is_main else NullLog()
+    if cfg.tensorboard and ctx.is_main:
+        log = TensorBoardLog(log, out, resume_step=run.step)
     if changes:  # resumable changes (run length, logging, device …): said once, and kept in the log
         log.write({"step": run.step, "resume_changes": changes})
         if ctx.is_main:
@@ -151,7 +170,7 @@ def check_weight_growth(s: Session, run: Progress) -> None:
              "probably diverging — lower lr")
 
 
-def save_checkpoint(out: str, s: Session, probes: ProbeSession, run: Progress, log: MetricsLog | NullLog) -> None:
+def save_checkpoint(out: str, s: Session, probes: ProbeSession, run: Progress, log: RunLog) -> None:
     """Every rank joins (its augmentation stream and a digest of its weights are gathered);
     rank 0 writes. Ranks that disagree on the weights stop the run: DDP went wrong."""
     aug_rngs = gather_objects(s.ctx, s.aug_gen.get_state())
@@ -167,7 +186,7 @@ def save_checkpoint(out: str, s: Session, probes: ProbeSession, run: Progress, l
         log.sync()
 
 
-def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: MetricsLog | NullLog, bar: tqdm,
+def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar: tqdm,
                stop: StopSignals, out: str, desc: str) -> bool:
     """Train until `total_steps` (or a stop request: returns True, with a checkpoint)."""
     cfg, ctx = s.cfg, s.ctx
@@ -213,7 +232,7 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: MetricsLog 
     return False
 
 
-def train_step(s: Session, probes: ProbeSession, x: torch.Tensor, step: int, log: MetricsLog | NullLog,
+def train_step(s: Session, probes: ProbeSession, x: torch.Tensor, step: int, log: RunLog,
                out: str) -> tuple[torch.Tensor, Any, float]:
     """One optimiser step on batch `x`: views, forward, backward, checks, update, probes."""
     cfg = s.cfg
@@ -248,7 +267,7 @@ def check_finite(s: Session, loss: torch.Tensor, step: int, out: str) -> None:
                                "lower lr (or predictor_lr_scale) and start again")
 
 
-def log_step(s: Session, probes: ProbeSession, run: Progress, log: MetricsLog, bar: tqdm, loss: torch.Tensor,
+def log_step(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar: tqdm, loss: torch.Tensor,
              result: Any, extra: dict[str, float], desc: str) -> bool:
     """Log this step's loss and collapse metrics; True when the collapse detector fires now."""
     metrics = probes.observe(run.step, result)
@@ -262,7 +281,7 @@ def log_step(s: Session, probes: ProbeSession, run: Progress, log: MetricsLog, b
     return probes.fired
 
 
-def evaluate(s: Session, run: Progress, log: MetricsLog | NullLog, bar: tqdm, desc: str) -> None:
+def evaluate(s: Session, run: Progress, log: RunLog, bar: tqdm, desc: str) -> None:
     """kNN of the backbone now; says when it first reaches each time-to-accuracy level."""
     acc = knn_accuracy(s.model, eval_input(s.cfg, s.augment), s.train_set, s.test_set, s.cfg, s.device, s.ctx)
     epoch = run.step / s.steps_per_epoch
