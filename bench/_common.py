@@ -11,27 +11,12 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 
-def cpu_model_and_flags() -> tuple[str, list[str]]:
-    """The CPU's model name and its vector / matrix flags (what decides fp32 vs bf16 speed)."""
-    model, flags = platform.processor() or "unknown", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("unknown", platform.machine()):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = sorted({x for x in line.split(":", 1)[1].split() if x.startswith(("avx", "amx", "fma"))})
-    except OSError:
-        pass
-    return model, flags
-
-
 def header(title: str, device: str = "cpu") -> list[str]:
     import torch
 
-    from siamdyn.hardware import choose_precision
+    from siamdyn.hardware import choose_precision, cpu_flags, cpu_model
     command = " ".join(["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
-    model, flags = cpu_model_and_flags()
+    model, flags = cpu_model(), sorted(f for f in cpu_flags() or [] if f.startswith(("avx", "amx", "fma")))
     auto = choose_precision(torch.device(device))
     return [f"# {title} ({datetime.date.today()})", "",
             f"- machine: {platform.machine()}, {model}, {os.cpu_count()} cores, torch {torch.__version__}, "

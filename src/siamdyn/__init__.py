@@ -13,7 +13,7 @@ The public API (docs/api.md), usable in any training loop:
 siamdyn's own loop is `siamdyn.train.train(cfg, out)`; its commands are `siamdyn --help`.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.methods import LOSSES, TARGETS, SiameseMethod, StepOutput  # noqa: E402

@@ -9,6 +9,7 @@ value, with its reason, is what the run's config.yaml records, so a resume keeps
 from __future__ import annotations
 
 import dataclasses
+import platform
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -29,14 +30,29 @@ class PrecisionChoice:
     reason: str
 
 
-def cpu_bf16_units() -> list[str]:
-    """The native bf16 units of this CPU, by /proc/cpuinfo flags where there is one, else by
-    what torch's own CPU feature checks report."""
+def _cpuinfo(key: str) -> str | None:
+    """The first `key : value` of /proc/cpuinfo (Linux), else None."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == key), None)
     except OSError:
-        flags = None
+        return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_flags() -> list[str] | None:
+    """The CPU's feature flags, or None where the OS does not list them."""
+    flags = _cpuinfo("flags")
+    return flags.split() if flags is not None else None
+
+
+def cpu_bf16_units() -> list[str]:
+    """The native bf16 units of this CPU, by its flags where the OS lists them, else by what
+    torch's own CPU feature checks report."""
+    flags = cpu_flags()
     if flags is not None:
         return [f for f in BF16_CPU_FLAGS if f in flags]
     checks = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}

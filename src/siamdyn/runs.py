@@ -17,6 +17,7 @@ from siamdyn import __version__
 from siamdyn.checkpoint import CKPT_FILE
 from siamdyn.config import Config, resumable_fields
 from siamdyn.errors import ConfigError, SiamdynError
+from siamdyn.hardware import cpu_model
 
 CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.jsonl"
 
@@ -177,7 +178,7 @@ def write_config(out: str, cfg: Config, resolved: dict[str, str] | None = None) 
     """config.yaml: the config, the versions that ran it, and why each `auto` became what it did."""
     meta = {"siamdyn": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
             "git_commit": git_commit(), "machine": platform.machine(), "host_cpus": os.cpu_count(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     doc = {"config": cfg.to_dict(), "versions": meta, **({"resolved": resolved} if resolved else {})}
     text = yaml.safe_dump(doc, sort_keys=False)
     atomic_write_text(os.path.join(out, CONFIG_FILE), text)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import platform
 import statistics
 
 from siamdyn.errors import SiamdynError
@@ -209,7 +208,6 @@ def header(out: str, meta: dict, groups: dict[str, list[Run]], dest: str) -> lis
     runs = [r for rs in groups.values() for r in rs]
     own = sum(r.summary["wall_time_s"] for r in runs)
     wall = sum(s["wall_time_s"] for s in meta["sessions"])
-    cpu = _cpu_model()
     budget = meta["budget"]
     return ["# Findings: the seed's claims on real images", "",
             f"- protocol: budget `{budget}` — {', '.join(f'{k}={v}' for k, v in BUDGETS[budget].items())}; "
@@ -218,18 +216,24 @@ def header(out: str, meta: dict, groups: dict[str, list[Run]], dest: str) -> lis
             f"(or RankMe < {RANK_FLOOR}); verdicts three-valued with bootstrap 95 % intervals over seeds",
             f"- compute: {len(runs)} finished runs, {own / 60:.1f} min of their own wall time; "
             f"{wall / 60:.1f} min over {len(meta['sessions'])} session(s) of `siamdyn experiment`",
-            f"- machine: {cpu}, {os.cpu_count()} cores, {platform.machine()} (fp32)",
+            f"- machines (from each run's config.yaml): {machines(runs)}",
             f"- commands: `siamdyn experiment all --budget {budget} --out {out}` (resumable; several may share "
             f"the folder, one per core), then `siamdyn report {out}"
             + (f" --out {dest}`" if dest != out else "`"), ""]
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown CPU")
-    except OSError:
-        return "unknown CPU"
+def machines(runs: list[Run]) -> str:
+    """'N runs on CPU (precision)' per machine kind the runs recorded; older runs recorded none."""
+    import yaml
+    kinds: dict[str, int] = {}
+    for r in runs:
+        with open(os.path.join(r.path, "config.yaml")) as f:
+            doc = yaml.safe_load(f)
+        versions = doc.get("versions", {})
+        cpu = versions.get("cpu", "CPU not recorded (runs from before siamdyn 0.3)")
+        kind = f"{cpu}, {versions.get('host_cpus', '?')} cores, {doc['config'].get('precision', 'fp32')}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return "; ".join(f"{n} runs on {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
 def write_report(out: str, dest: str | None = None) -> str:
