@@ -9,6 +9,7 @@ import platform
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+START_LOAD = os.getloadavg()  # when the bench script started, before its own work loads the machine
 
 
 def header(title: str, device: str = "cpu") -> list[str]:
@@ -23,7 +24,8 @@ def header(title: str, device: str = "cpu") -> list[str]:
             f"capability {torch.backends.cpu.get_cpu_capability()}, device {device}",
             f"- CPU flags: {' '.join(flags) or 'unknown'}",
             f"- precision=auto here: {auto.precision} ({auto.reason})",
-            f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (benchmark on an idle machine)",
+            f"- load average (1, 5, 15 min) when the script started: {' '.join(f'{x:.2f}' for x in START_LOAD)} "
+            "(benchmark on an idle machine)",
             f"- command: `{command}`"]
 
 

@@ -75,4 +75,4 @@ def test_export_writes_a_plain_backbone_state_dict(tiny_run, tmp_path, capsys):
 def test_export_of_a_folder_without_a_run_is_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "does not exist" in err
+    assert err.count("\n") == 1 and "is not a run directory" in err

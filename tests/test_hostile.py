@@ -215,7 +215,72 @@ CASES = [
     ("--resume from a damaged checkpoint", lambda t, v: _victim_ckpt(t, v, b"\x80\x02garbage"), "checkpoint"),
     ("--out is a file", lambda t, v: _out_is_file(t), "is a file"),
     ("plot of a folder that is not a run", lambda t, v: ["plot", t], "not a run directory"),
+    # --- config values that no run can use (each names the field and what it accepts)
+    ("precision that does not exist (fp16)", lambda t, v: _set("precision=fp16")(t), "choose one of: auto, fp32, bf16"),
+    ("channels_last=yes", lambda t, v: _set("channels_last=yes")(t), "choose one of: auto, on, off"),
+    ("device that does not exist (tpu)", lambda t, v: _set("device=tpu")(t), "choose one of: auto, cpu, cuda"),
+    ("misspelt loss (cosin)", lambda t, v: _set("loss=cosin")(t), "did you mean 'cosine'"),
+    ("misspelt target (emma)", lambda t, v: _set("target=emma")(t), "did you mean 'ema'"),
+    ("misspelt optimizer (adam)", lambda t, v: _set("optimizer=adam")(t), "did you mean 'adamw'"),
+    ("unknown symmetrize (avg)", lambda t, v: _set("symmetrize=avg")(t), "choose one of: mean, sum"),
+    ("unknown grad_terms (none)", lambda t, v: _set("grad_terms=none")(t), "choose one of"),
+    ("unknown init (xavier)", lambda t, v: _set("init=xavier")(t), "choose one of"),
+    ("unknown dataset (mnist)", lambda t, v: _set("dataset=mnist")(t), "choose one of"),
+    ("bool that is not one (deterministic=maybe)", lambda t, v: _set("deterministic=maybe")(t), "bool"),
+    ("int given as a fraction (mean_views=2.5)", lambda t, v: _set("mean_views=2.5")(t), "must be of type int"),
+    ("negative momentum", lambda t, v: _set("momentum=-1")(t), "momentum and weight_decay must be >= 0"),
+    ("negative weight decay", lambda t, v: _set("weight_decay=-0.1")(t), "momentum and weight_decay must be >= 0"),
+    ("negative warm-up", lambda t, v: _set("warmup_epochs=-1")(t), "warmup_epochs must be >= 0"),
+    ("zero temperature", lambda t, v: _set("temperature=0")(t), "temperatures must be > 0"),
+    ("knn_k = 0", lambda t, v: _set("knn_k=0")(t), "knn_k must be >= 1"),
+    ("log_every = 0", lambda t, v: _set("log_every=0")(t), "log_every must be >= 1"),
+    ("kNN targets that are not numbers", lambda t, v: _set("knn_targets=abc")(t), "comma-separated percentages"),
+    ("kNN target above 100 %", lambda t, v: _set("knn_targets=150")(t), "must lie in (0, 100]"),
+    ("collapse_patience = 0", lambda t, v: _set("collapse_patience=0")(t), "collapse_patience must be >= 1"),
+    ("negative collapse_rank_floor", lambda t, v: _set("collapse_rank_floor=-1")(t), "collapse_rank_floor must be"),
+    ("negative ckpt_every", lambda t, v: _set("ckpt_every=-5")(t), "must be >= 0"),
+    ("negative threads", lambda t, v: _set("threads=-1")(t), "must be >= 0"),
+    ("crop scale of 0", lambda t, v: _set("crop_scale_min=0")(t), "need 0 < crop_scale_min"),
+    ("crop scale min above max", lambda t, v: _set("crop_scale_min=0.9", "crop_scale_max=0.5")(t),
+     "need 0 < crop_scale_min <= crop_scale_max"),
+    ("crop ratio min above max", lambda t, v: _set("crop_ratio_min=2", "crop_ratio_max=1")(t),
+     "need 0 < crop_ratio_min <= crop_ratio_max"),
+    ("brightness jitter >= 1", lambda t, v: _set("brightness=1.5")(t), "brightness must be in [0, 1)"),
+    ("negative predictor lr scale", lambda t, v: _set("predictor_lr_scale=-1")(t), "predictor_lr_scale must be"),
+    ("backbone width 0", lambda t, v: _set("backbone_width=0")(t), "backbone_width must be >= 1"),
+    ("head dimension 0", lambda t, v: _set("proj_dim=0")(t), "head dims must be >= 1"),
+    ("negative limit", lambda t, v: _set("limit=-3")(t), "limit and test_limit must be >= 0"),
+    ("batch of one image (BatchNorm needs two)", lambda t, v: _set("batch_size=1")(t), "batch_size must be >= 2"),
+    ("negative max_steps", lambda t, v: _set("max_steps=-1")(t), "max_steps must be >= 0"),
+    ("negative tau", lambda t, v: _set("tau=-0.1")(t), "tau must be in [0, 1]"),
+    ("config file with an unknown key", lambda t, v: _config_file(t, "learning_rate: 0.1\n"),
+     "unknown config key 'learning_rate'"),
+    ("config file whose config: is a list", lambda t, v: _config_file(t, "config: [1, 2]\n"),
+     "must hold a mapping"),
+    # --- the other commands
+    ("export of a folder that is not a run", lambda t, v: ["export", t], "not a run directory"),
+    ("probe of a folder that is not a run", lambda t, v: ["probe", t], "not a run directory"),
+    ("report of a folder without experiment.json", lambda t, v: ["report", t], "no experiment.json"),
+    ("experiment that does not exist (H10)", lambda t, v: ["experiment", "H10", "--out", os.path.join(t, "e")],
+     "unknown experiment 'H10'"),
+    ("experiment budget that does not exist", lambda t, v: ["experiment", "H1", "--budget", "huge", "--out",
+                                                           os.path.join(t, "e")], "unknown budget 'huge'"),
+    ("experiment with --seeds 0", lambda t, v: ["experiment", "H1", "--seeds", "0", "--out", os.path.join(t, "e")],
+     "--seeds must be >= 1"),
+    ("train into a run directory another process is writing", lambda t, v: _held(t, v), "is in use by process"),
 ]
+
+
+_HELD = []  # the locks _held takes stay open until the case has run
+
+
+def _held(tmp, victim):
+    """A copy of the victim whose lock another writer holds (an open RunLock, as a running train has)."""
+    from siamdyn.runs import RunLock
+    copy = os.path.join(tmp, "copy")
+    shutil.copytree(victim, copy)
+    _HELD[:] = [RunLock(copy).__enter__()]
+    return ["train", "--out", copy, "--resume", "--data-dir", _fmnist(tmp), *FAST, "--set", "max_steps=4"]
 
 
 def _digest(folder):

@@ -99,6 +99,10 @@ class Checkpoint:
 
     @classmethod
     def load_run(cls, run_dir: str, device: torch.device | str = "cpu") -> "Checkpoint":
+        """The checkpoint of run directory `run_dir` (a folder without config.yaml is not one)."""
+        if not os.path.exists(os.path.join(run_dir, "config.yaml")):
+            raise SiamdynError(f"{run_dir} is not a run directory (no config.yaml); pass a folder made by "
+                               "'siamdyn train'")
         return cls.load(os.path.join(run_dir, CKPT_FILE), device)
 
 
