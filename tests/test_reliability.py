@@ -213,3 +213,30 @@ def test_run_files_get_the_users_usual_mode(tmp_path):
     os.umask(mask)
     for name in ("config.yaml", "summary.json", os.path.join("ckpt", "last.pt")):
         assert os.stat(tmp_path / "r" / name).st_mode & 0o777 == 0o666 & ~mask, name  # not mkstemp's 0600
+
+
+def test_resume_into_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    """A run dir the user may read but not write (another user's, a read-only mount): one line,
+    exit 2, the run unchanged. Root ignores file modes, so the refusal is played by `open`."""
+    import builtins
+
+    from siamdyn.cli import main
+    from tests.conftest import run_digest
+    out = str(tmp_path / "run")
+    common = ["--out", out, "--dataset", "synthetic", "--set", "backbone_width=4", "--set", "proj_hidden=16",
+              "--set", "proj_dim=16", "--set", "pred_hidden=8", "--set", "batch_size=16", "--no-progress"]
+    assert main(["train", *common, "--set", "max_steps=2"]) == 0
+    before = run_digest(out)
+    real_open = builtins.open
+
+    def read_only(path, mode="r", *a, **k):
+        if str(path).startswith(out) and any(c in mode for c in "wa+x"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, mode, *a, **k)
+    monkeypatch.setattr(builtins, "open", read_only)
+    capsys.readouterr()
+    assert main(["train", "--out", out, "--resume", "--set", "max_steps=4"]) == 2
+    err = capsys.readouterr().err
+    monkeypatch.undo()
+    assert err.count("\n") == 1 and "cannot write to run directory" in err and "Permission denied" in err, err
+    assert run_digest(out) == before

@@ -217,8 +217,13 @@ class RunLock:
         self._f = None
 
     def __enter__(self) -> "RunLock":
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        f = open(self.path, "a+")
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            f = open(self.path, "a+")
+        except OSError as e:  # the first write into a run: a read-only or foreign folder fails here
+            raise SiamdynError(f"cannot write to run directory {os.path.dirname(self.path)} ({e.strerror}); "
+                               "fix its permissions, or copy the run to a folder you can write and use that "
+                               "as --out") from None
         _lock_or_refuse(f, self.path)
         f.seek(0)
         f.truncate()
