@@ -1,6 +1,7 @@
 """Where a training step's time goes: torch.profiler over siamdyn's real loop.
 
-    python bench/profile_step.py [--steps 8] [--width 16] [--out bench/results/profile_cpu.md]
+    python bench/profile_step.py [--steps 8] [--width 16] [--precision auto|fp32|bf16]
+                                 [--out bench/results/profile_cpu.md]
 
 Profiles all of `siamdyn.train.train` (simsiam, fmnist-small defaults, probes off) for
 --steps + 2 steps, and groups the operators' self time into what they are: convolution
@@ -26,6 +27,7 @@ CATEGORIES = [
     ("matmul (heads, loss)", ("addmm", "mm", "bmm", "linear", "matmul")),
     ("augmentation sampling", ("grid_sampler", "affine_grid", "interpolate", "upsample")),
     ("optimizer", ("sgd", "_foreach", "lerp")),
+    ("dtype casts (autocast)", ("_to_copy",)),
     ("elementwise / reductions", ("add", "mul", "relu", "threshold", "div", "sub", "sum", "mean", "copy_", "clamp",
                                   "where", "exp", "pow", "sqrt", "norm", "fill_", "zero_", "cat", "stack", "to")),
 ]
@@ -43,9 +45,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--width", type=int, default=16)
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="bf16 on a machine with AMX / AVX-512 BF16 shows where the bf16 step's time goes")
     p.add_argument("--out")
     args = p.parse_args()
     cfg = Config.from_preset("simsiam", {"backbone_width": args.width, "epochs": 0, "max_steps": args.steps + 2,
+                                         "precision": args.precision,
                                          "probe_every": 0, "knn_every": 0, "limit": 2560, "test_limit": 100})
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device == "cuda" else [])
     with tempfile.TemporaryDirectory() as out, \
@@ -58,7 +63,8 @@ def main() -> None:
         top.append((e.self_cpu_time_total, e.key, e.count))
     whole = sum(totals.values())
     lines = [*header("Where the time of a training step goes", cfg.device),
-             f"- simsiam, width {args.width}, batch {cfg.batch_size}, channels_last {cfg.channels_last}, probes off; "
+             f"- simsiam, width {args.width}, batch {cfg.batch_size}, channels_last {cfg.channels_last}, "
+             f"precision {args.precision}, probes off; "
              f"the whole `train()` of {args.steps + 2} steps is profiled (the final kNN over 2 660 images is in "
              "'other' and 'convolution forward')", "",
              "| category | self CPU time (s) | share |", "|---|---|---|"]
