@@ -18,7 +18,7 @@ def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -33,7 +33,7 @@ def _finish(fig, axes, path: str) -> str:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_metric(runs: dict[str, list[dict]], key: str, path: str, ylabel: str, title: str,
@@ -176,4 +176,4 @@ def bar_chart(groups: dict[str, dict[str, float]], ylabel: str, path: str, logy:
     ax.grid(alpha=0.3, axis="y")
     if len(inner) > 1:
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -2,8 +2,7 @@
 
 H7  features f(x) vs f(x̄), x̄ = pixel mean of K test-time augmentations (eq. 10's open question)
 H8  the deep image prior: raw pixels, random-init encoders under four inits, trained encoders
-H9  eqs. (7)–(9): Monte-Carlo mean-target vs pair-target loss, the variance of their minibatch
-    gradients, and how good the first-order expansion f(Tx) ≈ f(x) + J(Tx − x) is
+H9  eqs. (7)–(10): in expansion.py (re-exported here for the runner)
 """
 from __future__ import annotations
 
@@ -11,8 +10,9 @@ from typing import Any, Callable
 
 import torch
 
-from siamdyn.data import AugmentParams, BatchAugment
+from siamdyn.data import BatchAugment
 from siamdyn.eval import encoder_features, linear_probe, weighted_knn
+from siamdyn.experiments.expansion import analyse_h9  # noqa: F401 — the runner finds every analysis here
 from siamdyn.experiments.grids import ANALYSIS, BUDGETS, analysed_cells
 from siamdyn.methods import SiameseMethod
 from siamdyn.probe_run import load_trained
@@ -79,83 +79,4 @@ def analyse_h8(out: str, budget: str, seeds: int) -> dict[str, Any]:
             with torch.no_grad():
                 bank, queries = encoder_features(model.backbone, tr.images, te.images, eval_input(cfg_r, aug_r), dev)
             result[f"trained: {cell.name}"].append(_scores(cfg_r, bank, tr, queries, te, epochs))
-    return result
-
-
-# ----------------------------------------------------------------------------- H9
-def _encoder(model: SiameseMethod) -> Callable[[torch.Tensor], torch.Tensor]:
-    """f_θ: backbone + projector in eval mode (BN from running statistics, one image at a time)."""
-    return lambda x: model.projector(model.backbone(x))
-
-
-def _views(augment: BatchAugment, x: torch.Tensor, m: int, g: torch.Generator) -> torch.Tensor:
-    return torch.stack([augment(x, g) for _ in range(m)])  # (m, n, C, H, W)
-
-
-def _losses(f, x: torch.Tensor, augment: BatchAugment, m: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-    """Minibatch estimates: mean-target (eq. 7, target = mean of m views' outputs), pair-target
-    (eq. 9, two views) and x̄-target (eq. 10, target = f(pixel mean of m views))."""
-    v = _views(augment, x, m, g)
-    out = f(v.flatten(0, 1)).view(m, len(x), -1)
-    mean_target = (out - out.mean(0, keepdim=True)).pow(2).sum(-1).mean() * m / (m - 1)  # unbiased
-    pair = (out[0] - out[1]).pow(2).sum(-1).mean()
-    xbar = (out - f(v.mean(0))[None]).pow(2).sum(-1).mean()
-    return {"mean_target (7)": mean_target, "pair (9)": pair, "xbar_target (10)": xbar}
-
-
-def _gradient_variance(model, f, images, augment, m: int, draws: int, batch: int, seed: int) -> dict[str, float]:
-    """Relative variance E‖g − ḡ‖² / ‖ḡ‖² of each estimator's minibatch gradient over draws."""
-    params = [p for p in list(model.backbone.parameters()) + list(model.projector.parameters())]
-    g = torch.Generator().manual_seed(seed)
-    grads: dict[str, list[torch.Tensor]] = {}
-    for _ in range(draws):
-        idx = torch.randperm(len(images), generator=g)[:batch]
-        for name, loss in _losses(f, images[idx], augment, m, g).items():
-            gr = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-            grads.setdefault(name, []).append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten()
-                                                         for x, p in zip(gr, params)]))
-    out = {}
-    for name, gs in grads.items():
-        stack = torch.stack(gs)
-        mean = stack.mean(0)
-        out[name] = float((stack - mean).pow(2).sum(1).mean() / mean.pow(2).sum().clamp(min=1e-30))
-    return out
-
-
-def _linearisation_error(f, x: torch.Tensor, augment: BatchAugment, m: int, g: torch.Generator) -> float:
-    """Mean over images and views of ‖f(Tx) − f(x) − J(Tx − x)‖ / ‖f(Tx) − f(x)‖."""
-    x0 = augment.normalize(x)
-    errs = []
-    for _ in range(m):
-        tx = augment(x, g)
-        fx, jvp = torch.func.jvp(f, (x0,), (tx - x0,))
-        with torch.no_grad():
-            delta = f(tx) - fx
-        errs.append((delta - jvp).norm(dim=1) / delta.norm(dim=1).clamp(min=1e-12))
-    return float(torch.cat(errs).detach().mean())
-
-
-def analyse_h9(out: str, budget: str, seeds: int) -> dict[str, Any]:
-    a = ANALYSIS[budget]
-    result: dict[str, Any] = {"settings": a, "runs": {}}
-    for cell in analysed_cells("H9"):
-        for seed in range(seeds):
-            cfg, trained, run_augment, train, _, device, _ = load_trained(cell.run_dir(out, seed))
-            torch.manual_seed(seed)
-            initial = SiameseMethod(cfg, train.shape[0]).to(device).eval()  # the run's starting weights
-            images = train.images[:a["images"]].to(device)
-            for crop in (0.2, 0.6):  # the run's own normalisation, at two crop strengths
-                augment = BatchAugment(AugmentParams.from_config(cfg.replace(crop_scale_min=crop)),
-                                       run_augment.mean, run_augment.std)
-                for when, model in (("init", initial), ("trained", trained.float())):
-                    model = model.to(memory_format=torch.contiguous_format)
-                    f = _encoder(model)
-                    g = torch.Generator().manual_seed(seed)
-                    with torch.no_grad():
-                        losses = {k: float(v) for k, v in _losses(f, images, augment, a["views"], g).items()}
-                    variance = _gradient_variance(model, f, images, augment, a["views"], a["draws"],
-                                                  min(32, len(images)), seed)
-                    lin = _linearisation_error(f, images[:64], augment, 4, g)
-                    result["runs"][f"{cell.name}/seed{seed}/{when}/crop{crop}"] = {
-                        "loss": losses, "gradient_relative_variance": variance, "linearisation_rel_error": lin}
     return result
