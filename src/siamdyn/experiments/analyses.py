@@ -25,7 +25,7 @@ def _scores(cfg, bank: torch.Tensor, train, queries: torch.Tensor, test, epochs:
     knn = weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k, cfg.knn_temperature,
                        num_classes=len(train.classes))
     return {"knn": knn, "linear": linear_probe(bank, train.labels, queries, test.labels, epochs=epochs,
-                                               seed=cfg.seed)["linear_test_acc"]}
+                                               seed=cfg.seed)["linear_test_acc"], "dim": bank.shape[1]}
 
 
 def _xbar_input(cfg, augment: BatchAugment, k: int, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -41,9 +41,13 @@ def _h7(res: dict, fig_dir: str) -> list[str]:
 def _h8(res: dict, fig_dir: str) -> list[str]:
     lines = ["## H8", "", "Claim (docs/seed.md §5): a random-init CNN is already a usable encoder, given a good "
              "(near-orthogonal) init; a zero-init one is not.", "",
-             "| features | weighted kNN % | linear probe % |", "|---|---|---|"]
+             "The probes see features of different sizes (the dim column): a linear probe on 784 raw pixels has "
+             "more weights than one on a width-8 ResNet's 64 features, and a kNN in more dimensions is not "
+             "comparable either; read the table within a column's dimension as well as across.", "",
+             "| features | dim | weighted kNN % | linear probe % |", "|---|---|---|---|"]
     for name, rows in res.items():
-        lines.append(f"| {name} | {_ms([r['knn'] for r in rows])} | {_ms([r['linear'] for r in rows])} |")
+        lines.append(f"| {name} | {rows[0].get('dim', '?')} | {_ms([r['knn'] for r in rows])} | "
+                     f"{_ms([r['linear'] for r in rows])} |")
     mean = {name: statistics.mean(r["knn"] for r in rows) for name, rows in res.items()}
     bar_chart({name: {"kNN": v} for name, v in mean.items()}, "weighted kNN (%)", os.path.join(fig_dir, "H8.png"))
     rand = [v for k, v in mean.items() if k.startswith("random init") and "zero" not in k]
