@@ -9,7 +9,8 @@ import platform
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-START_LOAD = os.getloadavg()  # when the bench script started, before its own work loads the machine
+# The load when the bench script started, before its own work loads the machine (Unix only).
+START_LOAD = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
 
 
 def header(title: str, device: str = "cpu") -> list[str]:

@@ -16,7 +16,7 @@ needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST,
 
 # Small everything: the real code paths on a few hundred images.
 TINY = dict(dataset="synthetic", backbone_width=4, proj_hidden=32, proj_dim=32, pred_hidden=8,
-            batch_size=32, epochs=1, knn_k=20, log_every=1)
+            batch_size=32, epochs=1, knn_k=20, log_every=1, precision="fp32")  # bit-exact tests: fp32 on any CPU
 
 
 def run_digest(folder: str, skip: tuple[str, ...] = ()) -> str:

@@ -323,8 +323,11 @@ if __name__ == "__main__":  # print the reliability table with the messages actu
     import tempfile
 
     class _Capture:
-        def readouterr(self):
-            return type("R", (), {"err": sys.stderr.getvalue()})()
+        def readouterr(self):  # like capsys: what was printed since the last call
+            err = sys.stderr.getvalue()
+            sys.stderr.seek(0)
+            sys.stderr.truncate()
+            return type("R", (), {"err": err})()
 
     import io
     rows = ["| # | hostile input | error message (exit code) | test |", "|---|---|---|---|"]

@@ -189,6 +189,11 @@ def test_tensorboard_mirrors_the_metrics_and_a_resume_purges_what_a_killed_run_l
     assert [e.step for e in events.Scalars("loss")] == sorted(logged) == list(range(1, 600 // 32 + 1))
     assert all(abs(mirrored[k] - logged[k]) < 1e-6 * max(1, abs(logged[k])) for k in logged)
     assert "z_std" in events.Tags()["scalars"]
+    # --overwrite starts the events afresh too.
+    train(Config.from_preset("simsiam", {**base, "max_steps": 3}), run, overwrite=True, progress=False)
+    events = EventAccumulator(os.path.join(run, "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
 
 
 def test_tensorboard_without_the_package_is_a_one_line_error_before_the_run_starts(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 and the training run's kNN readings with their time-to-accuracy."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Callable
 
@@ -34,7 +35,7 @@ def extract_features(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.T
     similarities computed from them, are fp32."""
     out = []
     for i in range(0, len(images), batch_size):
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             out.append(fn(prepare(images[i:i + batch_size].to(device))).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 

@@ -9,6 +9,7 @@ value, with its reason, is what the run's config.yaml records, so a resume keeps
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import time
 from dataclasses import dataclass
@@ -94,13 +95,23 @@ def choose_precision(device: torch.device, units: Callable[[], list[str]] = cpu_
     return PrecisionChoice("bf16", f"the CPU has {', '.join(found)}; a bf16 matmul measured {measured:.1f}x fp32")
 
 
+@functools.lru_cache(maxsize=None)
+def machine_precision(device: torch.device) -> PrecisionChoice:
+    """`choose_precision` measured once per process and device, so every run of an experiment
+    grid in one process gets the same answer."""
+    return choose_precision(device)
+
+
+Choice = Callable[[torch.device], PrecisionChoice]
+
+
 def resolve_precision(cfg: Config, device: torch.device, saved: Config | None = None,
-                      choose: Callable[[torch.device], PrecisionChoice] = choose_precision) -> tuple[Config,
-                                                                                                 PrecisionChoice]:
+                      choose: Choice = machine_precision) -> tuple[Config, PrecisionChoice]:
     """`cfg` with precision=auto replaced by fp32 or bf16, and why. A resumed run keeps the
     precision it was started with (`saved`), so its trajectory does not change mid-run."""
     if cfg.precision != "auto":
-        return cfg, PrecisionChoice(cfg.precision, "set in the config")
+        started = saved is not None and saved.precision == cfg.precision
+        return cfg, PrecisionChoice(cfg.precision, "the run was started with it" if started else "set in the config")
     if saved is not None and saved.precision in ("fp32", "bf16"):
         choice = PrecisionChoice(saved.precision, "the run was started with it")
     else:

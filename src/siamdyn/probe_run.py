@@ -28,11 +28,18 @@ def load_trained(run_dir: str) -> tuple[Any, SiameseMethod, BatchAugment, ImageD
     return cfg, model, make_augment(cfg, ckpt.data_mean, ckpt.data_std, device), train, test, device, ckpt.step
 
 
+def evaluates_in_bf16(cfg, device: torch.device) -> bool:
+    """A bf16 run is evaluated in bf16 where this machine runs bf16 natively, else in fp32
+    (emulated bf16 would be several times slower for features that agree to < 0.1 point)."""
+    from siamdyn.hardware import machine_precision
+    return cfg.precision == "bf16" and machine_precision(device).precision == "bf16"
+
+
 def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
     cfg, model, augment, train, test, device, step = load_trained(run_dir)
     t0 = time.perf_counter()
     bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device,
-                                     bf16=cfg.precision == "bf16")  # the precision the run trained in
+                                     bf16=evaluates_in_bf16(cfg, device))
     t_feat = time.perf_counter() - t0
     knn = lambda k: weighted_knn(bank, train.labels, queries, test.labels, k, cfg.knn_temperature,  # noqa: E731
                                  num_classes=len(train.classes))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from typing import Any, Iterator
@@ -150,6 +151,7 @@ def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
             path = os.path.join(out, name)
             if os.path.exists(path):
                 os.unlink(path)
+        shutil.rmtree(os.path.join(out, "tensorboard"), ignore_errors=True)  # the old run's events
     try:
         os.makedirs(os.path.join(out, "ckpt"), exist_ok=True)
     except OSError as e:

@@ -13,10 +13,15 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def check_tensorboard_installed() -> None:
-    """Fail before the run starts, not at its first metric line."""
+    """Fail before the run starts, not at its first metric line (a broken install too)."""
+    fix = "pip install 'siamdyn[tensorboard]' (or drop --set tensorboard=true; metrics.jsonl holds the same numbers)"
     if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("tensorboard=true needs the tensorboard package: pip install 'siamdyn[tensorboard]' "
-                          "(or drop --set tensorboard=true; metrics.jsonl holds the same numbers)")
+        raise ConfigError(f"tensorboard=true needs the tensorboard package: {fix}")
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except Exception as e:  # noqa: BLE001 — a protobuf mismatch, say: any failure means no sink
+        raise ConfigError(f"tensorboard=true, but it does not import ({type(e).__name__}: {str(e)[:120]}); {fix}") \
+            from None
 
 
 def scalars(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -33,13 +38,13 @@ def scalars(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, flo
 
 class TensorBoardLog:
     """Wraps a MetricsLog: every line is written to it and mirrored into TensorBoard.
-    `resume_step`: events after it from an earlier session are purged (TensorBoard's
+    `resume_step`: on a resume, events after it from an earlier session are purged (TensorBoard's
     purge_step), as truncate_metrics drops the lines a killed run wrote past its checkpoint."""
 
-    def __init__(self, metrics, out: str, resume_step: int = 0):
+    def __init__(self, metrics: Any, out: str, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
         self.metrics = metrics
-        purge = resume_step + 1 if resume_step else None
+        purge = resume_step + 1 if resume_step is not None else None
         self.writer = SummaryWriter(os.path.join(out, TENSORBOARD_DIR), purge_step=purge)
 
     def write(self, record: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from siamdyn.probes.session import ProbeSession
 from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_not_in_use,
                           check_resume_compatible, check_run_dir, load_run_config, prepare_run_dir, truncate_metrics,
                           write_config)
-from siamdyn.hardware import PrecisionChoice, resolve_precision
+from siamdyn.hardware import PrecisionChoice, machine_precision, resolve_precision
 from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, pick_device, rank_batch
 from siamdyn.signals import StopSignals
 from siamdyn.tensorboard_log import TensorBoardLog, check_tensorboard_installed
@@ -89,7 +89,9 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
 def resolve_auto(cfg: Config, ctx: Dist, saved: Config | None) -> tuple[Config, PrecisionChoice]:
     """precision=auto → fp32 or bf16 for this machine (hardware.py), decided by rank 0 for all
     ranks (the run says which once it starts)."""
-    cfg, choice = resolve_precision(cfg, pick_device(cfg.device, ctx), saved)
+    # Rank 0 alone measures (the other ranks would compete with it for the cores), then tells them.
+    choose = machine_precision if ctx.is_main else (lambda device: PrecisionChoice("fp32", "rank 0 decides"))
+    cfg, choice = resolve_precision(cfg, pick_device(cfg.device, ctx), saved, choose)
     choice = gather_objects(ctx, choice)[0]
     return dataclasses.replace(cfg, precision=choice.precision), choice
 
@@ -123,7 +125,7 @@ def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str
     # -- the steps; a stop request (SIGINT, SIGTERM) ends them at a step boundary
     log = MetricsLog(os.path.join(out, "metrics.jsonl")) if ctx.is_main else NullLog()
     if cfg.tensorboard and ctx.is_main:
-        log = TensorBoardLog(log, out, resume_step=run.step)
+        log = TensorBoardLog(log, out, resume_step=run.step if resume else None)
     if changes:  # resumable changes (run length, logging, device …): said once, and kept in the log
         log.write({"step": run.step, "resume_changes": changes})
         if ctx.is_main:

@@ -100,7 +100,7 @@ def gradient_split(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tens
                 # ∂l/∂p: the seed's ∂L/∂h factor that both dφ/dt and term 1 carry. Globally
                 # ∂L/∂p = ∂l_r/∂p / world on rank r's rows, so ‖∂L/∂p‖² = mean_r ‖∂l_r/∂p‖² / world.
                 dl_dp = torch.cat([g.flatten() for g in grads[len(flat_params):] if g is not None] or [torch.zeros(0)])
-                dl_dp_sq = mean_over_ranks(ctx, dl_dp.pow(2).sum()) / ctx.world
+                dl_dp_sq = mean_over_ranks(ctx, dl_dp.float().pow(2).sum()) / ctx.world
     record = {"dl_dp_norm": float(dl_dp_sq.sqrt())} if dl_dp.numel() else {}
     return {**record, **split_record(split["g1"], split["g2"], sizes)}
 
