@@ -37,16 +37,20 @@ def _xbar_input(cfg, augment: BatchAugment, k: int, seed: int) -> Callable[[torc
 def analyse_h7(out: str, budget: str, seeds: int) -> dict[str, Any]:
     epochs = ANALYSIS[budget]["probe_epochs"]
     result: dict[str, Any] = {"test_time_views": TEST_TIME_VIEWS, "runs": {}}
-    for cell in analysed_cells("H7"):
+    cells = analysed_cells("H7")
+    for cell in [None, *cells]:  # None: a random-init encoder, the bar the trained ones must clear
         for seed in range(seeds):
-            cfg, model, augment, train, test, device, _ = load_trained(cell.run_dir(out, seed))
+            cfg, model, augment, train, test, device, _ = load_trained((cell or cells[0]).run_dir(out, seed))
+            if cell is None:
+                torch.manual_seed(seed)
+                model = SiameseMethod(cfg, train.shape[0]).to(device, memory_format=cfg.memory_format).eval()
             row = {}
             for name, prepare in (("f(x)", eval_input(cfg, augment)),
                                   ("f(xbar)", _xbar_input(cfg, augment, TEST_TIME_VIEWS, seed))):
                 with torch.no_grad():
                     bank, queries = encoder_features(model.backbone, train.images, test.images, prepare, device)
                 row[name] = _scores(cfg, bank, train, queries, test, epochs)
-            result["runs"][f"{cell.name}/seed{seed}"] = row
+            result["runs"][f"{cell.name if cell else 'random init'}/seed{seed}"] = row
     return result
 
 

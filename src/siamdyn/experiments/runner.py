@@ -12,12 +12,12 @@ from tqdm import tqdm
 
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
-from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, analysed_cells, grid_cells, seeds_for
+from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, analysed_cells, cell_budget, grid_cells, seeds_for
 from siamdyn.runs import CKPT_FILE, RunInUse, RunLock, atomic_write_text
 
 
 def cell_config(cell: Cell, budget: str, seed: int) -> Config:
-    return Config.from_preset(cell.preset, {**BUDGETS[budget], **cell.overrides, "seed": seed})
+    return Config.from_preset(cell.preset, {**BUDGETS[cell_budget(cell, budget)], **cell.overrides, "seed": seed})
 
 
 def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tuple[str, str]:
