@@ -24,8 +24,10 @@ BUDGETS: dict[str, dict[str, Any]] = {
                   heldout_every=4, heldout_images=64, log_every=2),
     "standard": dict(limit=10000, test_limit=2000, backbone_width=8, batch_size=128, epochs=0, max_steps=600,
                      optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_epochs=0.5, probe_every=50, probe_first=10,
-                     knn_every=0, heldout_every=25,
-                     heldout_images=2000, log_every=5),
+                     knn_every=0, heldout_every=25, heldout_images=2000, log_every=5,
+                     # fp32 on every machine: bf16 shifts the early dynamics (bench/results/precision_parity_*.md),
+                     # and the findings must not depend on which machine ran them.
+                     precision="fp32"),
 }
 # H7–H9 ask about feature quality, so their encoders must first beat a random-init encoder's kNN
 # on the same bank; at 600 steps SimSiam does not yet (67.7 vs 69.0 %), at step 936 of a 2400-step
