@@ -35,6 +35,15 @@ def test_all_grids_smoke_then_report(tmp_path):
                                                                       "protocol failed", "not run"))
                                             for ln in verdict_lines)
     assert os.path.exists(os.path.join(out, "figures", "findings", "controls.png"))
+    # An analysis never reads a run another worker is still training (its epoch checkpoint is not the encoder).
+    from siamdyn.experiments.grids import analysed_cells
+    from siamdyn.runs import RunLock
+    busy = analysed_cells("H9")[0].run_dir(out, 0)
+    for done in (os.path.join(busy, "summary.json"), os.path.join(out, "H9", "analysis.json")):
+        os.unlink(done)
+    with RunLock(busy):
+        status = run_experiment("H9", "smoke", None, out, progress=False)["sessions"][-1]["runs"]
+    assert status[busy] == "in use" and not os.path.exists(os.path.join(out, "H9", "analysis.json"))
 
 
 def test_plan_runs_controls_first_and_each_directory_once():

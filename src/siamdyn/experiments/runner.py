@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from tqdm import tqdm
@@ -84,8 +85,13 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
         if n in ("H7", "H8", "H9"):
             from siamdyn.experiments import analyses
             result_path = os.path.join(out, n, "analysis.json")
-            if not os.path.exists(result_path):
-                n_seeds = seeds or min(seeds_for(c, budget) for c in analysed_cells(n))  # every cell has these
+            n_seeds = seeds or min(seeds_for(c, budget) for c in analysed_cells(n))  # every cell has these
+            unfinished = [c.run_dir(out, s) for c in analysed_cells(n) for s in range(n_seeds)
+                          if not os.path.exists(os.path.join(c.run_dir(out, s), "summary.json"))]
+            if unfinished:  # another worker is still training it: its epoch checkpoints are not the encoder
+                print(f"siamdyn: {n} analysis waits for {len(unfinished)} unfinished run(s), e.g. {unfinished[0]}; "
+                      f"run `siamdyn experiment {n}` again when they are done", file=sys.stderr)
+            elif not os.path.exists(result_path):
                 result = getattr(analyses, f"analyse_{n.lower()}")(out, budget, n_seeds)
                 atomic_write_text(result_path, json.dumps(result, indent=2))
             save_meta()
