@@ -13,7 +13,7 @@ import statistics
 
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.claims import CLAIMS, Claim
-from siamdyn.experiments.grids import BUDGETS, CONTROLS, GRIDS, NEGATIVE, POSITIVE, grid_cells
+from siamdyn.experiments.grids import BUDGETS, CONTROLS, FEATURE_BUDGET, GRIDS, NEGATIVE, POSITIVE, grid_cells
 from siamdyn.experiments.readings import (COLLAPSED_RATIO, HEALTHY_RATIO, RANK_FLOOR, WINDOW, Run, load_run,
                                           time_to_collapse, window_mean, window_ratio, window_state)
 from siamdyn.experiments.report_figures import plot_curves
@@ -217,6 +217,9 @@ def header(out: str, meta: dict, groups: dict[str, list[Run]], dest: str) -> lis
             f"- compute: {len(runs)} finished runs, {own / 60:.1f} min of their own wall time; "
             f"{wall / 60:.1f} min over {len(meta['sessions'])} session(s) of `siamdyn experiment`",
             f"- machines (from each run's config.yaml): {machines(runs)}",
+            f"- H7–H9 analyse encoders trained longer, under budget `{FEATURE_BUDGET[budget]}` "
+            f"({BUDGETS[FEATURE_BUDGET[budget]]['max_steps']} steps, otherwise as above): at "
+            f"{BUDGETS[budget]['max_steps']} steps SimSiam's backbone does not yet beat a random-init one",
             f"- commands: `siamdyn experiment all --budget {budget} --out {out}` (resumable; several may share "
             f"the folder, one per core), then `siamdyn report {out}"
             + (f" --out {dest}`" if dest != out else "`"), ""]
