@@ -17,7 +17,7 @@ import torch
 
 from siamdyn.errors import SiamdynError
 
-CKPT_FILE = os.path.join("ckpt", "last.pt")
+CKPT_FILE, CONFIG_FILE = os.path.join("ckpt", "last.pt"), "config.yaml"
 FORMAT = 2
 _FIX = "start the run again with --overwrite"
 
@@ -100,8 +100,8 @@ class Checkpoint:
     @classmethod
     def load_run(cls, run_dir: str, device: torch.device | str = "cpu") -> "Checkpoint":
         """The checkpoint of run directory `run_dir` (a folder without config.yaml is not one)."""
-        if not os.path.exists(os.path.join(run_dir, "config.yaml")):
-            raise SiamdynError(f"{run_dir} is not a run directory (no config.yaml); pass a folder made by "
+        if not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+            raise SiamdynError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a folder made by "
                                "'siamdyn train'")
         return cls.load(os.path.join(run_dir, CKPT_FILE), device)
 

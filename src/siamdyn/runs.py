@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from siamdyn import __version__
-from siamdyn.checkpoint import CKPT_FILE
+from siamdyn.checkpoint import CKPT_FILE, CONFIG_FILE
 from siamdyn.config import Config, resumable_fields
 from siamdyn.errors import ConfigError, SiamdynError
 from siamdyn.hardware import cpu_model
 
-CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"
 
 
 def _fsync_dir(path: str) -> None:

@@ -91,7 +91,7 @@ def resolve_auto(cfg: Config, ctx: Dist, saved: Config | None) -> tuple[Config, 
     ranks (the run says which once it starts)."""
     # Rank 0 alone measures (the other ranks would compete with it for the cores), then tells them.
     choose = machine_precision if ctx.is_main else (lambda device: PrecisionChoice("fp32", "rank 0 decides"))
-    cfg, choice = resolve_precision(cfg, pick_device(cfg.device, ctx), saved, choose)
+    _, choice = resolve_precision(cfg, pick_device(cfg.device, ctx), saved, choose)
     choice = gather_objects(ctx, choice)[0]
     return dataclasses.replace(cfg, precision=choice.precision), choice
 
