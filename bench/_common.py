@@ -17,8 +17,10 @@ def header(title: str, device: str = "cpu") -> list[str]:
     import torch
 
     from siamdyn.hardware import choose_precision, cpu_flags, cpu_model
+    from siamdyn.runtime import pick_device
     command = " ".join(["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     model, flags = cpu_model(), sorted(f for f in cpu_flags() or [] if f.startswith(("avx", "amx", "fma")))
+    device = str(pick_device(device))  # a config's "auto" names the device it resolves to
     auto = choose_precision(torch.device(device))
     return [f"# {title} ({datetime.date.today()})", "",
             f"- machine: {platform.machine()}, {model}, {os.cpu_count()} cores, torch {torch.__version__}, "

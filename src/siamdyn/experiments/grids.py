@@ -83,11 +83,13 @@ def grid_cells(grid: str) -> list[Cell]:
         "H1": [],
         "H2": [Cell("H2", "no-predictor", "simsiam-no-pred"),
                Cell("H2", "fixed-random-predictor", "simsiam", {"predictor_lr_scale": 0.0}),
-               Cell("H2", "linear-predictor", "simsiam", {"predictor": "linear"})],
+               Cell("H2", "linear-predictor", "simsiam", {"predictor": "linear"}),
+               # H2d: Tian et al. 2021 obs. 1, a larger relative predictor lr α_p shrinks the collapse basin
+               Cell("H2", "linear-predictor-lr-x10", "simsiam", {"predictor": "linear", "predictor_lr_scale": 10.0})],
         "H3": _ladder("H3", [(f"byol-tau{tau}", "byol", {**BYOL_RECIPE, "tau": tau, "tau_schedule": "fixed"})
                              for tau in (0.0, 0.9, 0.99, 0.996, 1.0)]) + [BYOL_COSINE],
-        "H4": _ladder("H4", [(f"pred-lr-x{s}", "simsiam", {"predictor_lr_scale": s}) for s in (0.01, 0.1, 10.0)]
-                      + [("pred-lr-decayed", "simsiam", {"predictor_fixed_lr": False})]),
+        "H4": _ladder("H4", [(f"pred-lr-x{s}", "simsiam", {"predictor_lr_scale": s}) for s in (0.01, 0.1, 10.0)])
+        + [Cell("H4", "pred-lr-decayed", "simsiam", {"predictor_fixed_lr": False})],  # binary: H4b
         "H5": [Cell("H5", "term2-only", "simsiam", {"grad_terms": "target_branch"})],
         "H6": _ladder("H6", [(f"xbar-K{k}", "xbar", {"mean_views": k}) for k in (2, 8)]) + [XBAR_K4],
         "H7": FEATURES, "H8": FEATURES[:2], "H9": FEATURES[:1],
