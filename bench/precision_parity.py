@@ -7,7 +7,8 @@ For each seed the same SimSiam run (width-16 ResNet-18, batch 256, the preset's 
 trained once per arm (--arms): fp32 (the reference), bf16, and the control fp32-nchw, which
 is fp32 with the NCHW layout: the same arithmetic summed in another order, so its gap to
 fp32 is the floor set by the trajectory's sensitivity to rounding alone (a 1e-7 change in
-one step's loss is 1e-4 two steps later). Compared, for every arm against fp32:
+one step's loss is 1e-4 two steps later); bf16-nchw completes the precision × layout square.
+Compared, for every arm against fp32:
   - the final weighted kNN (k = 200) on the full test set, paired by seed;
   - the collapse instruments on a fixed held-out batch (std of z/‖z‖ and RankMe of z and p),
     the arm − fp32 gap against the seed-to-seed spread of the fp32 runs at the same steps;
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import statistics
 
 import torch
-import torch.nn as nn
+import torch.nn.functional as F
 
 from _common import emit, finished_summary, header
 
@@ -32,36 +34,14 @@ from siamdyn.config import Config  # noqa: E402
 from siamdyn.eval import encoder_features, weighted_knn  # noqa: E402
 from siamdyn.probe_run import load_trained  # noqa: E402
 from siamdyn.runs import load_run_config, read_metrics  # noqa: E402
-from siamdyn.runtime import eval_input  # noqa: E402
+from siamdyn.distributed import Dist  # noqa: E402
+from siamdyn.runtime import build_session, eval_input, make_views  # noqa: E402
 from siamdyn.train import train  # noqa: E402
 
 INSTRUMENTS = ("heldout/z_std", "heldout/z_erank", "heldout/p_erank")
 ARMS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
         "fp32-nchw": {"precision": "fp32", "channels_last": "off"},
-        "bf16-heads-fp32": {"precision": "bf16"}, "bf16-bn-fp32": {"precision": "bf16"}}
-# The arms that locate a bf16 shift: these module classes run in fp32 inside the bf16 autocast.
-# The backbone has no Linear or BatchNorm1d, so heads-fp32 leaves bf16 in the convolutions and
-# their BatchNorm2d only; bn-fp32 leaves it in every convolution and Linear.
-FP32_MODULES = {"bf16-heads-fp32": (nn.Linear, nn.BatchNorm1d), "bf16-bn-fp32": (nn.BatchNorm1d, nn.BatchNorm2d)}
-
-
-@contextlib.contextmanager
-def modules_in_fp32(classes: tuple[type[nn.Module], ...]):
-    """Patch these classes' forward to run in fp32 with autocast off, for the duration."""
-    saved = {cls: cls.forward for cls in classes}
-
-    def fp32(forward):
-        def wrapped(self, x):
-            with torch.autocast(x.device.type, enabled=False):
-                return forward(self, x.float())
-        return wrapped
-    for cls in classes:
-        cls.forward = fp32(saved[cls])
-    try:
-        yield
-    finally:
-        for cls, forward in saved.items():
-            cls.forward = forward
+        "bf16-nchw": {"precision": "bf16", "channels_last": "off"}}
 
 
 def run(seed: int, arm: str, args: argparse.Namespace) -> str:
@@ -70,8 +50,7 @@ def run(seed: int, arm: str, args: argparse.Namespace) -> str:
                                          "probe_every": 0})
     out = os.path.join(args.runs, f"{arm}-seed{seed}")
     if not (finished_summary(out) and load_run_config(out) == cfg):
-        with modules_in_fp32(FP32_MODULES.get(arm, ())):
-            train(cfg, out, overwrite=True, progress=False)
+        train(cfg, out, overwrite=True, progress=False)
     return out
 
 
@@ -92,6 +71,69 @@ def eval_precision_gap(out: str) -> tuple[float, float]:
     return accs[0], accs[1]
 
 
+def gradient_error_lines(args: argparse.Namespace, arms: list[str]) -> list[str]:
+    """Each arm's rounding error in one step's backbone gradient, against float64: the same
+    initial weights and the same two augmented views of one real batch."""
+    cfg = Config.from_preset("simsiam", {"limit": args.limit, "channels_last": "off", "precision": "fp32"})
+    s = build_session(cfg, Dist())
+    views, _ = make_views(s.model, s.augment, s.images[:cfg.batch_size], torch.Generator().manual_seed(0))
+
+    def backbone_grad(dtype: torch.dtype, arm: dict) -> torch.Tensor:
+        fmt = torch.channels_last if arm.get("channels_last") != "off" else torch.contiguous_format
+        model = copy.deepcopy(s.model).to(dtype).to(memory_format=fmt)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arm["precision"] == "bf16"):
+            model([v.to(dtype).contiguous(memory_format=fmt) for v in views]).loss.backward()
+        return torch.cat([p.grad.double().flatten() for p in model.backbone.parameters()])
+    reference = backbone_grad(torch.float64, {"precision": "fp64", "channels_last": "off"})
+    lines = ["", "Rounding error of one step's backbone gradient at initialisation, ‖g − g_float64‖ / ‖g_float64‖ "
+             f"(batch {cfg.batch_size}, two augmented views of real images):", "",
+             "| arm | relative error |", "|---|---|"]
+    for arm in arms:
+        error = (backbone_grad(torch.float32, ARMS[arm]) - reference).norm() / reference.norm()
+        lines.append(f"| {arm} | {error:.2e} |")
+    with batchnorm_in_nchw():  # the fp32 channels_last model with only its BatchNorm2d run in NCHW
+        error = (backbone_grad(torch.float32, ARMS["fp32"]) - reference).norm() / reference.norm()
+    lines.append(f"| fp32, BatchNorm2d computed in NCHW | {error:.2e} |")
+    return lines
+
+
+@contextlib.contextmanager
+def batchnorm_in_nchw():
+    """nn.BatchNorm2d's functional call made on an NCHW copy of a channels_last input."""
+    batch_norm = F.batch_norm
+
+    def nchw(x: torch.Tensor, *a, **k) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous():
+            return batch_norm(x.contiguous(), *a, **k).contiguous(memory_format=torch.channels_last)
+        return batch_norm(x, *a, **k)
+    torch.nn.modules.batchnorm.F.batch_norm = nchw
+    try:
+        yield
+    finally:
+        torch.nn.modules.batchnorm.F.batch_norm = batch_norm
+
+
+def batchnorm_error_lines() -> list[str]:
+    """Where the channels_last fp32 error comes from: training-mode BatchNorm2d alone, fp32 in
+    each layout against float64, on inputs whose mean is 0 or 10 standard deviations."""
+    lines = ["", "Training-mode BatchNorm2d alone (256 × 16 × 14 × 14, fp32 vs float64), relative error:", "",
+             "| input mean / std | layout | forward | input gradient |", "|---|---|---|---|"]
+    g = torch.Generator().manual_seed(0)
+    for offset in (0.0, 10.0):
+        x = torch.randn(256, 16, 14, 14, generator=g, dtype=torch.float64) + offset
+        grad_out = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        ref_x = x.clone().requires_grad_()
+        ref_y = F.batch_norm(ref_x, None, None, training=True)
+        ref_y.backward(grad_out)
+        for layout, fmt in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+            x32 = x.float().contiguous(memory_format=fmt).requires_grad_()
+            y32 = F.batch_norm(x32, None, None, training=True)
+            y32.backward(grad_out.float().contiguous(memory_format=fmt))
+            errors = [((a.double() - b).norm() / b.norm()).item() for a, b in ((y32, ref_y), (x32.grad, ref_x.grad))]
+            lines.append(f"| {offset:g} | {layout} | {errors[0]:.1e} | {errors[1]:.1e} |")
+    return lines
+
+
 def instrument_lines(c: dict[str, list[dict]]) -> list[str]:
     """Per arm and instrument: mean |arm − fp32| over seeds and steps vs the fp32 seed-to-seed std."""
     lines = ["", "| arm | instrument (held-out batch) | mean abs(arm − fp32), paired by seed | fp32 std over seeds | "
@@ -106,14 +148,18 @@ def instrument_lines(c: dict[str, list[dict]]) -> list[str]:
 
 
 def knn_lines(knn: dict[str, list[float]]) -> list[str]:
-    """Final kNN per arm and each arm's gap to fp32, paired by seed."""
+    """Final kNN per arm, and every pair of arms' gap (row − column), paired by seed."""
     lines = ["- final kNN: " + "; ".join(f"{arm} {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}"
-                                         for arm, v in knn.items())]
-    for arm in (a for a in knn if a != "fp32"):
-        diffs = [b - a for a, b in zip(knn["fp32"], knn[arm])]
-        lines.append(f"- {arm} − fp32, paired by seed: {statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs):.2f} "
-                     f"points, mean abs {statistics.mean(abs(d) for d in diffs):.2f} "
-                     f"({', '.join(f'{d:+.2f}' for d in diffs)})")
+                                         for arm, v in knn.items()), "",
+             "Final kNN gap row − column, paired by seed: mean ± std over seeds [per seed]", "",
+             "| | " + " | ".join(knn) + " |", "|---" * (len(knn) + 1) + "|"]
+    for row in knn:
+        cells = []
+        for col in knn:
+            diffs = [r - c for r, c in zip(knn[row], knn[col])]
+            cells.append("—" if row == col else f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs):.2f} "
+                         f"[{', '.join(f'{d:+.1f}' for d in diffs)}]")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -123,10 +169,10 @@ def plot(c: dict[str, list[dict]], path: str) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(INSTRUMENTS), figsize=(4 * len(INSTRUMENTS), 3.2))
     for ax, k in zip(axes, INSTRUMENTS):
-        for arm, style in zip(c, ("-", "--", ":")):
+        for j, arm in enumerate(c):
             for i, cur in enumerate(c[arm]):
                 steps = sorted(cur[k])
-                ax.plot(steps, [cur[k][s] for s in steps], style, color=f"C{i}",
+                ax.plot(steps, [cur[k][s] for s in steps], ("-", "--", ":", "-.")[j % 4], color=f"C{i}",
                         label=f"{arm} seed {i}" if k == INSTRUMENTS[0] else None)
         ax.set_title(k)
         ax.set_xlabel("step")
@@ -169,7 +215,7 @@ def main() -> None:
              "steps on 2 000 held-out test images", "",
              "| arm | seed | " + " | ".join(f"kNN after epoch {e + 1} (%)" for e in range(args.epochs))
              + " | wall time (s) |", "|---" * (args.epochs + 3) + "|", *rows, "",
-             *knn_lines(knn), *instrument_lines(c)]
+             *knn_lines(knn), *instrument_lines(c), *gradient_error_lines(args, arms), *batchnorm_error_lines()]
     if evals:
         lines += ["", "- evaluation precision (the bf16 runs' final weights): kNN from fp32 features "
                   + ", ".join(f"{a:.2f}" for a, _ in evals) + "; from bf16 features "
