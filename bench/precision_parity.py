@@ -1,17 +1,18 @@
 """bf16 vs fp32, seed by seed: does bf16 autocast change what siamdyn measures?
 
-    python bench/precision_parity.py --seeds 0,1,2 --epochs 2 --limit 20000
+    python bench/precision_parity.py --seeds 0,1,2,3,4 --epochs 2 --limit 20000
                                      --out bench/results/precision_parity_cpu.md
 
 For each seed the same SimSiam run (width-16 ResNet-18, batch 256, the preset's recipe) is
 trained once per arm (--arms): fp32 (the reference), bf16, and the control fp32-nchw, which
 is fp32 with the NCHW layout: the same arithmetic summed in another order, so its gap to
-fp32 is the floor set by the trajectory's sensitivity to rounding alone (a 1e-7 change in
-one step's loss is 1e-4 two steps later); bf16-nchw completes the precision × layout square.
-Compared, for every arm against fp32:
+fp32 is the floor set by the trajectory's sensitivity to rounding alone; bf16-nchw completes
+the precision × layout square. Compared, for every pair of arms (kNN) or against fp32:
   - the final weighted kNN (k = 200) on the full test set, paired by seed;
   - the collapse instruments on a fixed held-out batch (std of z/‖z‖ and RankMe of z and p),
     the arm − fp32 gap against the seed-to-seed spread of the fp32 runs at the same steps;
+  - each arm's rounding error in one step's gradient against float64, and that of
+    training-mode BatchNorm2d alone in each layout;
   - evaluation precision: the bf16 run's kNN from bf16 features vs fp32 features of the
     same weights.
 A figure of the instrument curves is written next to --out. On a CPU without bf16 units
@@ -183,8 +184,8 @@ def plot(c: dict[str, list[dict]], path: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default="fp32,bf16,fp32-nchw", help=f"from {', '.join(ARMS)}; fp32 is the reference")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--arms", default="fp32,bf16,fp32-nchw,bf16-nchw", help=f"from {', '.join(ARMS)}; fp32 is the reference")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--limit", type=int, default=20000, help="training images (0 = all 60 000)")
     p.add_argument("--heldout-every", type=int, default=10)
