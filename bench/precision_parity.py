@@ -5,9 +5,10 @@
 
 For each seed the same SimSiam run (width-16 ResNet-18, batch 256, the preset's recipe) is
 trained once per arm (--arms): fp32 (the reference), bf16, and the control fp32-nchw, which
-is fp32 with the NCHW layout: the same arithmetic summed in another order, so its gap to
-fp32 is the floor set by the trajectory's sensitivity to rounding alone; bf16-nchw completes
-the precision × layout square. Compared, for every pair of arms (kNN) or against fp32:
+is fp32 in the NCHW layout (other kernels, and a more exact BatchNorm: see below); bf16-nchw
+completes the precision × layout square; fp32-nchw-1thread is fp32-nchw on one thread: the
+same kernels with the sums split differently, so its gap to fp32-nchw is the floor set by the
+trajectory's sensitivity to rounding alone. Compared, for every pair of arms (kNN) or against fp32:
   - the final weighted kNN (k = 200) on the full test set, paired by seed;
   - the collapse instruments on a fixed held-out batch (std of z/‖z‖ and RankMe of z and p),
     the arm − fp32 gap against the seed-to-seed spread of the fp32 runs at the same steps;
@@ -42,7 +43,8 @@ from siamdyn.train import train  # noqa: E402
 INSTRUMENTS = ("heldout/z_std", "heldout/z_erank", "heldout/p_erank")
 ARMS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
         "fp32-nchw": {"precision": "fp32", "channels_last": "off"},
-        "bf16-nchw": {"precision": "bf16", "channels_last": "off"}}
+        "bf16-nchw": {"precision": "bf16", "channels_last": "off"},
+        "fp32-nchw-1thread": {"precision": "fp32", "channels_last": "off", "threads": 1}}
 
 
 def run(seed: int, arm: str, args: argparse.Namespace) -> str:
@@ -75,15 +77,21 @@ def eval_precision_gap(out: str) -> tuple[float, float]:
 def gradient_error_lines(args: argparse.Namespace, arms: list[str]) -> list[str]:
     """Each arm's rounding error in one step's backbone gradient, against float64: the same
     initial weights and the same two augmented views of one real batch."""
-    cfg = Config.from_preset("simsiam", {"limit": args.limit, "channels_last": "off", "precision": "fp32"})
+    cfg = Config.from_preset("simsiam", {"limit": args.limit, "channels_last": "off", "precision": "fp32",
+                                         "device": "cpu"})  # the CPU kernels are the ones in question
     s = build_session(cfg, Dist())
     views, _ = make_views(s.model, s.augment, s.images[:cfg.batch_size], torch.Generator().manual_seed(0))
 
     def backbone_grad(dtype: torch.dtype, arm: dict) -> torch.Tensor:
         fmt = torch.channels_last if arm.get("channels_last") != "off" else torch.contiguous_format
         model = copy.deepcopy(s.model).to(dtype).to(memory_format=fmt)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arm["precision"] == "bf16"):
-            model([v.to(dtype).contiguous(memory_format=fmt) for v in views]).loss.backward()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(arm.get("threads") or threads)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arm["precision"] == "bf16"):
+                model([v.to(dtype).contiguous(memory_format=fmt) for v in views]).loss.backward()
+        finally:
+            torch.set_num_threads(threads)
         return torch.cat([p.grad.double().flatten() for p in model.backbone.parameters()])
     reference = backbone_grad(torch.float64, {"precision": "fp64", "channels_last": "off"})
     lines = ["", "Rounding error of one step's backbone gradient at initialisation, ‖g − g_float64‖ / ‖g_float64‖ "
@@ -92,8 +100,10 @@ def gradient_error_lines(args: argparse.Namespace, arms: list[str]) -> list[str]
     for arm in arms:
         error = (backbone_grad(torch.float32, ARMS[arm]) - reference).norm() / reference.norm()
         lines.append(f"| {arm} | {error:.2e} |")
-    with batchnorm_in_nchw():  # the fp32 channels_last model with only its BatchNorm2d run in NCHW
+    with batchnorm_in_nchw() as calls:  # the fp32 channels_last model with only its BatchNorm2d run in NCHW
         error = (backbone_grad(torch.float32, ARMS["fp32"]) - reference).norm() / reference.norm()
+    if not calls:
+        raise RuntimeError("nn.BatchNorm2d no longer calls F.batch_norm: the NCHW-BatchNorm row would measure nothing")
     lines.append(f"| fp32, BatchNorm2d computed in NCHW | {error:.2e} |")
     return lines
 
@@ -101,15 +111,16 @@ def gradient_error_lines(args: argparse.Namespace, arms: list[str]) -> list[str]
 @contextlib.contextmanager
 def batchnorm_in_nchw():
     """nn.BatchNorm2d's functional call made on an NCHW copy of a channels_last input."""
-    batch_norm = F.batch_norm
+    batch_norm, calls = F.batch_norm, []
 
     def nchw(x: torch.Tensor, *a, **k) -> torch.Tensor:
         if x.dim() == 4 and not x.is_contiguous():
+            calls.append(x.shape)
             return batch_norm(x.contiguous(), *a, **k).contiguous(memory_format=torch.channels_last)
         return batch_norm(x, *a, **k)
     torch.nn.modules.batchnorm.F.batch_norm = nchw
     try:
-        yield
+        yield calls
     finally:
         torch.nn.modules.batchnorm.F.batch_norm = batch_norm
 
@@ -185,7 +196,8 @@ def plot(c: dict[str, list[dict]], path: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--arms", default="fp32,bf16,fp32-nchw,bf16-nchw", help=f"from {', '.join(ARMS)}; fp32 is the reference")
+    p.add_argument("--arms", default=",".join(ARMS),
+                   help=f"from {', '.join(ARMS)}; fp32 is the reference")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--limit", type=int, default=20000, help="training images (0 = all 60 000)")
     p.add_argument("--heldout-every", type=int, default=10)

@@ -46,7 +46,8 @@ CLAIMS = [
           "Tian et al. 2021 obs. 1 (a larger α_p shrinks the collapse basin) and fig. 6 (with α_p > 1 even a "
           "symmetric W_p trains without an EMA target)",
           ("H2/linear-predictor-lr-x10",), "healthy",
-          context="the H2c cell with the predictor's lr ×10 (fixed, as SimSiam's); no EMA"),
+          context="the H2c cell with the predictor's lr ×10 (fixed, as SimSiam's), no EMA; AdamW's decoupled "
+                  "weight decay scales with the lr, so the predictor's decay is ×10 too (Tian's α_p leaves η alone)"),
     Claim("H3a", "H3", "An EMA target with τ = 0 (SimSiam's target in BYOL's loss and heads) collapses.",
           "BYOL tab. 5a: τ = 0 → 0.3 %", ("H3/byol-tau0.0",), reference=BYOL_REF,
           context="our BYOL recipe trains the predictor at 10× the lr; BYOL's own tab. 21 reports 66.6 % at "

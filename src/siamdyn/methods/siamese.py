@@ -100,10 +100,11 @@ class SiameseMethod(nn.Module):
         # passes through it into the encoder.
         ps = [self.predictor(z if term1 else z.detach()) for z in zs]
         targets = target_kind.make(self, views, zs, xbar, term2)
-        # The loss and its normalisations in fp32 even under bf16 autocast (docs/design.md §7):
-        # a bf16 cosine is quantised to steps of 2^-8 near ±1, where a healthy run sits.
+        # The loss and its normalisations in fp32 (or wider) even under bf16 autocast (docs/design.md
+        # §7): a bf16 cosine is quantised to steps of 2^-8 near ±1, where a healthy run sits.
+        wide = torch.promote_types(ps[0].dtype, torch.float32)  # a float64 model keeps float64
         with torch.autocast(ps[0].device.type, enabled=False):
-            losses = torch.stack([self.pair_loss(ps[i].float(), targets[j].float()) for i, j in target_kind.pairs])
+            losses = torch.stack([self.pair_loss(ps[i].to(wide), targets[j].to(wide)) for i, j in target_kind.pairs])
         # SimSiam averages the two symmetric terms, BYOL sums them (its gradients are twice
         # SimSiam's for the same per-pair loss).
         loss = losses.sum() if self.cfg.symmetrize == "sum" else losses.mean()
