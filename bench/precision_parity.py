@@ -179,17 +179,18 @@ def plot(c: dict[str, list[dict]], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(INSTRUMENTS), figsize=(4 * len(INSTRUMENTS), 3.2))
+    styles = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+    fig, axes = plt.subplots(1, len(INSTRUMENTS), figsize=(4 * len(INSTRUMENTS) + 2, 3.2))
     for ax, k in zip(axes, INSTRUMENTS):
         for j, arm in enumerate(c):
             for i, cur in enumerate(c[arm]):
                 steps = sorted(cur[k])
-                ax.plot(steps, [cur[k][s] for s in steps], ("-", "--", ":", "-.")[j % 4], color=f"C{i}",
-                        label=f"{arm} seed {i}" if k == INSTRUMENTS[0] else None)
+                ax.plot(steps, [cur[k][s] for s in steps], linestyle=styles[j % len(styles)], color=f"C{i}",
+                        linewidth=1, label=arm if (k == INSTRUMENTS[0] and i == 0) else None)
         ax.set_title(k)
         ax.set_xlabel("step")
-    axes[0].legend(fontsize=6)
-    fig.tight_layout()
+    fig.legend(loc="center right", fontsize=7, title="line: arm\ncolour: seed", title_fontsize=7)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
 
 
