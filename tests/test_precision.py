@@ -64,6 +64,14 @@ def test_the_loss_is_fp32_under_bf16_autocast():
     assert abs(out.loss.item() - expected.item()) < 1e-6
 
 
+def test_a_float64_model_keeps_its_loss_in_float64():
+    # The float64 reference of bench/precision_parity.py must be float64 end to end.
+    torch.manual_seed(0)
+    model = SiameseMethod(Config.from_preset("simsiam", TINY), 1).double()
+    out = model([torch.randn(16, 1, 16, 16, dtype=torch.float64) for _ in range(2)])
+    assert out.loss.dtype == torch.float64
+
+
 def test_bf16_features_are_fp32_and_close_to_fp32_features():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten())
