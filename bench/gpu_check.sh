@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 6, item 5: one short prepared script for a lent GPU machine.
+# The GPU check: one short prepared script for a lent GPU machine.
 #   bash bench/gpu_check.sh OUTDIR [all|speed|accuracy]   (python3 with CUDA torch; fmnist in .data/ or $SIAMDYN_DATA)
 # 1. CIFAR-10-shaped data (50 000 synthetic 3x32x32), full-width ResNet-18 (width 64), batch 256:
 #    typical loop vs siamdyn, fp32 / bf16 autocast / collapse metrics every 10 steps (the first
