@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: one short prepared script for a lent GPU machine.
-#   bash bench/gpu_check.sh OUTDIR [all|speed|accuracy]   (python3 with CUDA torch; fmnist in .data/ or $SIAMDYN_DATA)
+#   bash bench/gpu_check.sh OUTDIR [all|speed|accuracy|large]   (python3 with CUDA torch; fmnist in .data/ or $SIAMDYN_DATA)
 # 1. CIFAR-10-shaped data (50 000 synthetic 3x32x32), full-width ResNet-18 (width 64), batch 256:
 #    typical loop vs siamdyn, fp32 / bf16 autocast / collapse metrics every 10 steps (the first
 #    run, bench/results/speed_cuda_h200_run1.md, also had NCHW and bf16 + torch.compile).
