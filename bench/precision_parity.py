@@ -47,10 +47,18 @@ ARMS = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
         "fp32-nchw-1thread": {"precision": "fp32", "channels_last": "off", "threads": 1}}
 
 
+def arm_config(arm: str, **overrides) -> Config:
+    """The simsiam preset as this arm trains it: its layout, precision and threads come from here."""
+    return Config.from_preset("simsiam", {**ARMS[arm], **overrides})
+
+
+def relative_error(a: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((a.double() - reference).norm() / reference.norm()).item()
+
+
 def run(seed: int, arm: str, args: argparse.Namespace) -> str:
-    cfg = Config.from_preset("simsiam", {"seed": seed, "epochs": args.epochs, "limit": args.limit, **ARMS[arm],
-                                         "heldout_every": args.heldout_every, "heldout_images": 2000,
-                                         "probe_every": 0})
+    cfg = arm_config(arm, seed=seed, epochs=args.epochs, limit=args.limit, heldout_every=args.heldout_every,
+                     heldout_images=2000, probe_every=0)
     out = os.path.join(args.runs, f"{arm}-seed{seed}")
     if not (finished_summary(out) and load_run_config(out) == cfg):
         train(cfg, out, overwrite=True, progress=False)
@@ -77,31 +85,29 @@ def eval_precision_gap(out: str) -> tuple[float, float]:
 def gradient_error_lines(args: argparse.Namespace, arms: list[str]) -> list[str]:
     """Each arm's rounding error in one step's backbone gradient, against float64: the same
     initial weights and the same two augmented views of one real batch."""
-    cfg = Config.from_preset("simsiam", {"limit": args.limit, "channels_last": "off", "precision": "fp32",
-                                         "device": "cpu"})  # the CPU kernels are the ones in question
+    cfg = arm_config("fp32-nchw", limit=args.limit, device="cpu")  # the CPU kernels are the ones in question
     s = build_session(cfg, Dist())
     views, _ = make_views(s.model, s.augment, s.images[:cfg.batch_size], torch.Generator().manual_seed(0))
 
-    def backbone_grad(dtype: torch.dtype, arm: dict) -> torch.Tensor:
-        fmt = torch.channels_last if arm.get("channels_last") != "off" else torch.contiguous_format
+    def backbone_grad(arm: Config, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        fmt = arm.memory_format
         model = copy.deepcopy(s.model).to(dtype).to(memory_format=fmt)
         threads = torch.get_num_threads()
-        torch.set_num_threads(arm.get("threads") or threads)
+        torch.set_num_threads(arm.threads or threads)
         try:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arm["precision"] == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arm.precision == "bf16"):
                 model([v.to(dtype).contiguous(memory_format=fmt) for v in views]).loss.backward()
         finally:
             torch.set_num_threads(threads)
         return torch.cat([p.grad.double().flatten() for p in model.backbone.parameters()])
-    reference = backbone_grad(torch.float64, {"precision": "fp64", "channels_last": "off"})
+    reference = backbone_grad(cfg, torch.float64)
     lines = ["", "Rounding error of one step's backbone gradient at initialisation, ‖g − g_float64‖ / ‖g_float64‖ "
              f"(batch {cfg.batch_size}, two augmented views of real images):", "",
              "| arm | relative error |", "|---|---|"]
     for arm in arms:
-        error = (backbone_grad(torch.float32, ARMS[arm]) - reference).norm() / reference.norm()
-        lines.append(f"| {arm} | {error:.2e} |")
+        lines.append(f"| {arm} | {relative_error(backbone_grad(arm_config(arm)), reference):.2e} |")
     with batchnorm_in_nchw() as calls:  # the fp32 channels_last model with only its BatchNorm2d run in NCHW
-        error = (backbone_grad(torch.float32, ARMS["fp32"]) - reference).norm() / reference.norm()
+        error = relative_error(backbone_grad(arm_config("fp32")), reference)
     if not calls:
         raise RuntimeError("nn.BatchNorm2d no longer calls F.batch_norm: the NCHW-BatchNorm row would measure nothing")
     lines.append(f"| fp32, BatchNorm2d computed in NCHW | {error:.2e} |")
@@ -154,8 +160,8 @@ def batchnorm_error_lines() -> list[str]:
             x32 = x.float().contiguous(memory_format=fmt).requires_grad_()
             y32 = norm(x32)
             y32.backward(grad_out.float().contiguous(memory_format=fmt))
-            errors = [((a.double() - b).norm() / b.norm()).item() for a, b in ((y32, ref_y), (x32.grad, ref_x.grad))]
-            lines.append(f"| {offset:g} | {layout} | {errors[0]:.1e} | {errors[1]:.1e} |")
+            lines.append(f"| {offset:g} | {layout} | {relative_error(y32, ref_y):.1e} | "
+                         f"{relative_error(x32.grad, ref_x.grad):.1e} |")
     return lines
 
 
