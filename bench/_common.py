@@ -18,7 +18,10 @@ def header(title: str, device: str = "cpu") -> list[str]:
 
     from siamdyn.hardware import choose_precision, cpu_flags, cpu_model
     from siamdyn.runtime import pick_device
-    command = " ".join(["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    # Settings that change which kernels run are part of the command that reproduces a result.
+    env = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
+           if k in os.environ]
+    command = " ".join([*env, "python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     model, flags = cpu_model(), sorted(f for f in cpu_flags() or [] if f.startswith(("avx", "amx", "fma")))
     device = str(pick_device(device))  # a config's "auto" names the device it resolves to
     auto = choose_precision(torch.device(device))

@@ -15,6 +15,9 @@ Each variant runs in its own subprocess (so peak RSS is its own), after `--warmu
                    collapse metrics, precision=auto), probes off
   siamdyn-fp32     probes off, precision=fp32
   siamdyn-nchw     the same with channels_last=off
+  siamdyn-fp32-nchw  fp32 with channels_last=off
+  siamdyn-fp32-torchbn  fp32, channels_last, on PyTorch's own channels_last BatchNorm kernel
+                   (inexact float32 statistics: what models/batchnorm.py replaces, and its cost)
   siamdyn-bf16     probes off, bf16 autocast whatever the machine
   siamdyn-bf16-nchw  bf16 with channels_last=off (the layout rule under bf16)
   siamdyn-probes   the same with the default probe_every=50 (the probes' cost)
@@ -54,6 +57,8 @@ VARIANTS = {
     "siamdyn": {"probe_every": 0},
     "siamdyn-fp32": {"probe_every": 0, "precision": "fp32"},
     "siamdyn-nchw": {"probe_every": 0, "channels_last": "off"},
+    "siamdyn-fp32-nchw": {"probe_every": 0, "precision": "fp32", "channels_last": "off"},
+    "siamdyn-fp32-torchbn": {"probe_every": 0, "precision": "fp32"},
     "siamdyn-bf16": {"probe_every": 0, "precision": "bf16"},
     "siamdyn-bf16-nchw": {"probe_every": 0, "precision": "bf16", "channels_last": "off"},
     "siamdyn-probes": {"probe_every": 50},
@@ -197,7 +202,12 @@ def child(args: argparse.Namespace) -> None:
         result = run_typical(args, bf16=args.child == "typical-bf16")
         result["mode"] = ("bf16" if args.child == "typical-bf16" else "fp32") + ", NCHW"
     else:
+        if args.child.endswith("-torchbn"):
+            from siamdyn.models import batchnorm
+            batchnorm.uses_exact_statistics = lambda x: False
         result = run_siamdyn(args, VARIANTS[args.child])
+        if args.child.endswith("-torchbn"):
+            result["mode"] += " (PyTorch BN)"
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and args.device == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20

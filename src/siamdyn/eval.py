@@ -10,13 +10,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from siamdyn.models.batchnorm import as_torch_batchnorm
+
 
 def fused_for_inference(encoder: nn.Module) -> nn.Module:
     """An eval-mode copy of `encoder` with each BatchNorm folded into the convolution before
     it (torch.fx): the same function, one pass over memory fewer per layer. Falls back to a
     plain eval copy when the module cannot be traced. The caller's module is not touched."""
     from torch.fx.experimental.optimization import fuse
-    plain = copy.deepcopy(encoder).eval()
+    plain = as_torch_batchnorm(copy.deepcopy(encoder).eval())  # fuse() matches nn.BatchNorm2d exactly
     try:
         fused = fuse(plain)
     except Exception:  # noqa: BLE001 — an untraceable encoder is still a valid encoder

@@ -1,23 +1,26 @@
 """CIFAR-style ResNet-18 (He et al. 2016, as in the SimSiam CIFAR experiments): a 3×3
 stem, no max-pool, four stages of two BasicBlocks, global average pool. Width and input
-channels are parameters; fmnist-small uses width 16 and one channel (docs/design.md §5)."""
+channels are parameters; fmnist-small uses width 16 and one channel (docs/design.md §5).
+Its BatchNorm2d is exact in float32 channels_last on the CPU (models/batchnorm.py)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from siamdyn.models.batchnorm import BatchNorm2d
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.bn1 = BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2 = BatchNorm2d(out_ch)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), BatchNorm2d(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In-place ReLUs on fresh tensors (BN and the sum own their outputs): one allocation
@@ -32,7 +35,7 @@ class ResNet18(nn.Module):
 
     def __init__(self, width: int = 16, in_channels: int = 1, blocks: tuple[int, ...] = (2, 2, 2, 2)):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), BatchNorm2d(width),
                                   nn.ReLU(inplace=True))
         stages, ch = [], width
         for i, n in enumerate(blocks):

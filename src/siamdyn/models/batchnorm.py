@@ -1,0 +1,93 @@
+"""BatchNorm2d whose batch statistics are exact in float32 channels_last on the CPU.
+
+PyTorch's CPU kernel for a channels_last (NHWC) input sums each channel's mean and variance
+in float32, row after row, over N·H·W / threads rows; the NCHW kernel does not. At the batch
+sizes we train with that costs ~20× the forward rounding error of NCHW and 16× the rounding
+error of a whole backbone gradient (docs/design.md §7). Here the statistics come from
+`torch.sum` (pairwise, exact to float32) in two passes, the normalisation and the backward
+from PyTorch's own kernels given those statistics. Every other case (bf16 under autocast,
+NCHW, CUDA, eval mode with running statistics) is plain `nn.BatchNorm2d`, so state dicts,
+`SyncBatchNorm` conversion and initialisation are unchanged.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+
+def uses_exact_statistics(x: torch.Tensor) -> bool:
+    """True for the inputs PyTorch's channels_last CPU kernel would sum inexactly."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of an NHWC tensor, two-pass: the (N·H·W, C) view
+    is a view, and `sum` over its rows is pairwise, so the error does not grow with N·H·W."""
+    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    mean = rows.sum(0) / rows.shape[0]
+    var = (rows - mean).square_().sum(0) / rows.shape[0]
+    return mean, var
+
+
+class _ExactStatisticsBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm from exact statistics; returns (y, mean, biased var)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, var = channel_statistics(x)
+        # Eval mode with these statistics as the "running" ones is exactly the normalisation.
+        y = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: torch.Tensor, _mean: torch.Tensor, _var: torch.Tensor):
+        x, weight, mean, invstd = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
+                ctx.needs_input_grad[2]]
+        grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+            grad_y.contiguous(memory_format=torch.channels_last), x, weight, None, None, mean, invstd,
+            True, ctx.eps, mask)
+        return grad_x, grad_w, grad_b, None
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """`nn.BatchNorm2d` (Ioffe & Szegedy 2015: y = (x − μ_B) / √(σ²_B + ε) · γ + β) with exact
+    batch statistics for float32 channels_last input on the CPU; the running statistics are
+    updated as `nn.BatchNorm2d` does (momentum, or a cumulative average when it is None;
+    unbiased variance)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_stats = self.training or self.running_mean is None
+        # One value per channel: nn.BatchNorm2d's own check raises the error.
+        if not (batch_stats and uses_exact_statistics(x)) or x.numel() // x.shape[1] < 2:
+            return super().forward(x)
+        self._check_input_dim(x)
+        y, mean, var = _ExactStatisticsBatchNorm.apply(x, self.weight, self.bias, self.eps)
+        if self.training and self.track_running_stats:
+            self.update_running_statistics(mean, var, x.numel() // x.shape[1])
+        return y
+
+    @torch.no_grad()
+    def update_running_statistics(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean, factor)
+        self.running_var.lerp_(var * (n / max(n - 1, 1)), factor)
+
+
+def as_torch_batchnorm(module: nn.Module) -> nn.Module:
+    """`module` with each of our BatchNorm2d made an `nn.BatchNorm2d` in place (same state):
+    for tools that match exact module types, such as torch.fx's conv-BN folding. Apply it to
+    a copy you evaluate; the training model keeps its exact statistics."""
+    for m in module.modules():
+        if type(m) is BatchNorm2d:
+            m.__class__ = nn.BatchNorm2d
+    return module
