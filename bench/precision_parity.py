@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import os
 import statistics
 
@@ -132,12 +133,36 @@ def pytorch_channels_last_batchnorm():
         batchnorm.uses_exact_statistics = exact
 
 
-def batch_norm_stats(x: torch.Tensor) -> torch.Tensor:
-    return F.batch_norm(x, None, None, training=True)
+def conv_error_lines() -> list[str]:
+    """The backbone's convolutions alone, fp32 in each layout against float64: post-ReLU inputs
+    (non-negative, as in the network), random weights and output gradients."""
+    lines = ["", "Convolutions alone (batch 256, fp32 vs float64), relative error of forward / input gradient / "
+             "weight gradient:", "", "| in → out channels, size, kernel, stride | NCHW | NHWC |", "|---|---|---|"]
+    g = torch.Generator().manual_seed(0)
+    for c, side, out, k, stride in ((16, 28, 16, 3, 1), (32, 14, 32, 3, 1), (16, 28, 32, 1, 2), (64, 7, 128, 3, 2)):
+        x = torch.randn(256, c, side, side, generator=g, dtype=torch.float64).relu()
+        w = torch.randn(out, c, k, k, generator=g, dtype=torch.float64) / (c * k * k) ** 0.5
+        conv = functools.partial(F.conv2d, stride=stride, padding=k // 2)
+        grad_y = torch.randn(conv(x, w).shape, generator=g, dtype=torch.float64)
+        errors = []
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            xs, ws = (t.float().contiguous(memory_format=fmt).requires_grad_() for t in (x, w))
+            ref = [t.clone().requires_grad_() for t in (x, w)]
+            y, y_ref = conv(xs, ws), conv(*ref)
+            y.backward(grad_y.float().contiguous(memory_format=fmt))
+            y_ref.backward(grad_y)
+            errors.append(" / ".join(f"{relative_error(a, b):.1e}" for a, b in
+                                     ((y, y_ref), (xs.grad, ref[0].grad), (ws.grad, ref[1].grad))))
+        lines.append(f"| {c} → {out}, {side}², {k}×{k}, {stride} | {errors[0]} | {errors[1]} |")
+    return lines
 
 
-def siamdyn_norm(x: torch.Tensor) -> torch.Tensor:
-    return batchnorm.BatchNorm2d(x.shape[1], affine=False, track_running_stats=False).to(x.dtype)(x)
+def pytorch_norm(x: torch.Tensor) -> torch.nn.Module:
+    return torch.nn.BatchNorm2d(x.shape[1], track_running_stats=False).to(x.dtype)
+
+
+def siamdyn_norm(x: torch.Tensor) -> torch.nn.Module:
+    return batchnorm.BatchNorm2d(x.shape[1], track_running_stats=False).to(x.dtype)
 
 
 def batchnorm_error_lines() -> list[str]:
@@ -145,22 +170,24 @@ def batchnorm_error_lines() -> list[str]:
     each layout (PyTorch's kernels, and siamdyn's BatchNorm2d in NHWC) against float64, on
     inputs whose mean is 0 or 10 standard deviations."""
     lines = ["", "Training-mode BatchNorm2d alone (256 × 16 × 14 × 14, fp32 vs float64), relative error:", "",
-             "| input mean / std | layout | forward | input gradient |", "|---|---|---|---|"]
+             "| input mean / std | layout | forward | input gradient | weight gradient |", "|---|---|---|---|---|"]
     g = torch.Generator().manual_seed(0)
     for offset in (0.0, 10.0):
         x = torch.randn(256, 16, 14, 14, generator=g, dtype=torch.float64) + offset
         grad_out = torch.randn(x.shape, generator=g, dtype=torch.float64)
-        ref_x = x.clone().requires_grad_()
-        ref_y = batch_norm_stats(ref_x)
+        ref_x, ref_bn = x.clone().requires_grad_(), pytorch_norm(x)
+        ref_y = ref_bn(ref_x)
         ref_y.backward(grad_out)
-        for layout, fmt, norm in (("NCHW, PyTorch", torch.contiguous_format, batch_norm_stats),
-                                  ("NHWC, PyTorch", torch.channels_last, batch_norm_stats),
+        for layout, fmt, make in (("NCHW, PyTorch", torch.contiguous_format, pytorch_norm),
+                                  ("NHWC, PyTorch", torch.channels_last, pytorch_norm),
                                   ("NHWC, siamdyn's BatchNorm2d", torch.channels_last, siamdyn_norm)):
             x32 = x.float().contiguous(memory_format=fmt).requires_grad_()
-            y32 = norm(x32)
+            bn = make(x32)
+            y32 = bn(x32)
             y32.backward(grad_out.float().contiguous(memory_format=fmt))
             lines.append(f"| {offset:g} | {layout} | {relative_error(y32, ref_y):.1e} | "
-                         f"{relative_error(x32.grad, ref_x.grad):.1e} |")
+                         f"{relative_error(x32.grad, ref_x.grad):.1e} | "
+                         f"{relative_error(bn.weight.grad, ref_bn.weight.grad):.1e} |")
     return lines
 
 
@@ -228,7 +255,8 @@ def main() -> None:
     seeds, arms = [int(x) for x in args.seeds.split(",")], args.arms.split(",")
     if args.tables_only:
         emit([*header("Rounding error of the fp32 kernels against float64"),
-              *gradient_error_lines(args, arms), *batchnorm_error_lines()], args.out)
+              *gradient_error_lines(args, arms), *batchnorm_error_lines(),
+             *conv_error_lines()], args.out)
         return
     if len(seeds) < 2:
         p.error("--seeds needs at least two seeds (the fp32 seed-to-seed spread is the yardstick)")
@@ -253,7 +281,8 @@ def main() -> None:
              "steps on 2 000 held-out test images", "",
              "| arm | seed | " + " | ".join(f"kNN after epoch {e + 1} (%)" for e in range(args.epochs))
              + " | wall time (s) |", "|---" * (args.epochs + 3) + "|", *rows, "",
-             *knn_lines(knn), *instrument_lines(c), *gradient_error_lines(args, arms), *batchnorm_error_lines()]
+             *knn_lines(knn), *instrument_lines(c), *gradient_error_lines(args, arms), *batchnorm_error_lines(),
+             *conv_error_lines()]
     if evals:
         lines += ["", "- evaluation precision (the bf16 runs' final weights): kNN from fp32 features "
                   + ", ".join(f"{a:.2f}" for a, _ in evals) + "; from bf16 features "
