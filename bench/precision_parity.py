@@ -6,7 +6,7 @@
 
 For each seed the same SimSiam run (width-16 ResNet-18, batch 256, the preset's recipe) is
 trained once per arm (--arms): fp32 (the reference), bf16, and the control fp32-nchw, which
-is fp32 in the NCHW layout (other convolution kernels); bf16-nchw
+is fp32 in the NCHW layout (other convolution and BatchNorm-backward kernels); bf16-nchw
 completes the precision × layout square; fp32-nchw-1thread is fp32-nchw on one thread: the
 same kernels with the sums split differently, so its gap to fp32-nchw is the floor set by the
 trajectory's sensitivity to rounding alone. Compared, for every pair of arms (kNN) or against fp32:
@@ -29,6 +29,7 @@ import copy
 import functools
 import os
 import statistics
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +120,7 @@ def gradient_error_lines(args: argparse.Namespace, arms: list[str]) -> list[str]
 
 
 @contextlib.contextmanager
-def pytorch_channels_last_batchnorm():
+def pytorch_channels_last_batchnorm() -> Iterator[list]:
     """siamdyn's BatchNorm2d made to use PyTorch's kernel everywhere (the behaviour before the fix)."""
     exact, calls = batchnorm.uses_exact_statistics, []
 
@@ -133,14 +134,24 @@ def pytorch_channels_last_batchnorm():
         batchnorm.uses_exact_statistics = exact
 
 
+# (in channels, input side, out channels, kernel, stride): stem, stage 1, and per later stage its
+# strided 3×3, its 1×1 shortcut and its 3×3 at the new size.
+BACKBONE_CONVS = ((1, 28, 16, 3, 1), (16, 28, 16, 3, 1),
+                  (16, 28, 32, 3, 2), (16, 28, 32, 1, 2), (32, 14, 32, 3, 1),
+                  (32, 14, 64, 3, 2), (32, 14, 64, 1, 2), (64, 7, 64, 3, 1),
+                  (64, 7, 128, 3, 2), (64, 7, 128, 1, 2), (128, 4, 128, 3, 1))
+
+
 def conv_error_lines() -> list[str]:
-    """The backbone's convolutions alone, fp32 in each layout against float64: post-ReLU inputs
-    (non-negative, as in the network), random weights and output gradients."""
+    """Each convolution shape of the width-16 backbone alone, fp32 in each layout against
+    float64: post-ReLU inputs (non-negative, as in the network; the stem sees normalised
+    images), random weights and output gradients."""
     lines = ["", "Convolutions alone (batch 256, fp32 vs float64), relative error of forward / input gradient / "
              "weight gradient:", "", "| in → out channels, size, kernel, stride | NCHW | NHWC |", "|---|---|---|"]
     g = torch.Generator().manual_seed(0)
-    for c, side, out, k, stride in ((16, 28, 16, 3, 1), (32, 14, 32, 3, 1), (16, 28, 32, 1, 2), (64, 7, 128, 3, 2)):
-        x = torch.randn(256, c, side, side, generator=g, dtype=torch.float64).relu()
+    for c, side, out, k, stride in BACKBONE_CONVS:
+        x = torch.randn(256, c, side, side, generator=g, dtype=torch.float64)
+        x = x if c == 1 else x.relu()
         w = torch.randn(out, c, k, k, generator=g, dtype=torch.float64) / (c * k * k) ** 0.5
         conv = functools.partial(F.conv2d, stride=stride, padding=k // 2)
         grad_y = torch.randn(conv(x, w).shape, generator=g, dtype=torch.float64)
@@ -255,8 +266,7 @@ def main() -> None:
     seeds, arms = [int(x) for x in args.seeds.split(",")], args.arms.split(",")
     if args.tables_only:
         emit([*header("Rounding error of the fp32 kernels against float64"),
-              *gradient_error_lines(args, arms), *batchnorm_error_lines(),
-             *conv_error_lines()], args.out)
+              *gradient_error_lines(args, arms), *batchnorm_error_lines(), *conv_error_lines()], args.out)
         return
     if len(seeds) < 2:
         p.error("--seeds needs at least two seeds (the fp32 seed-to-seed spread is the yardstick)")

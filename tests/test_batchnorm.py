@@ -87,9 +87,27 @@ def test_the_exact_path_runs_only_where_pytorchs_kernel_is_inexact(monkeypatch):
 
 
 def test_one_value_per_channel_is_the_same_error():
+    # (1, C, 1, 1) is contiguous in both layouts, so it takes nn.BatchNorm2d's path and check.
     x = torch.randn(1, 4, 1, 1).contiguous(memory_format=NHWC)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         BatchNorm2d(4)(x)
+
+
+def test_frozen_weights_inputs_without_gradient_and_fp32_under_autocast():
+    x, grad_y = batch(1.0, (32, 8, 6, 6))
+    x = x.float().contiguous(memory_format=NHWC)
+    reference = nn.BatchNorm2d(8)(x.contiguous())
+    frozen = BatchNorm2d(8).requires_grad_(False)
+    y = frozen(x.requires_grad_())
+    y.backward(grad_y.float().contiguous(memory_format=NHWC))
+    assert x.grad is not None and frozen.weight.grad is None
+    trained = BatchNorm2d(8)
+    trained(x.detach()).backward(grad_y.float().contiguous(memory_format=NHWC))  # only the affine parameters
+    assert trained.weight.grad is not None and trained.bias.grad is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # an fp32 input stays fp32 and exact
+        y = BatchNorm2d(8)(x.detach())
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.contiguous(), reference, rtol=1e-5, atol=1e-5)
 
 
 def test_state_dicts_load_both_ways_and_the_resnet_uses_it():

@@ -1,13 +1,17 @@
 """BatchNorm2d whose batch statistics are exact in float32 channels_last on the CPU.
 
-PyTorch's CPU kernel for a channels_last (NHWC) input sums each channel's mean and variance
-in float32, row after row, over N·H·W / threads rows; the NCHW kernel does not. At the batch
+PyTorch's CPU kernel for a channels_last (NHWC) input with H·W > 1 sums each channel's mean
+and variance in float32, row after row, over N·H·W / threads rows; its NCHW kernel does not
+(an input with H·W = 1 takes the channels_last code in either layout, over N rows only). At the batch
 sizes we train with that costs ~20× the forward rounding error of NCHW and 16× the rounding
 error of a whole backbone gradient (docs/design.md §7). Here the statistics come from
 `torch.sum` (pairwise, exact to float32) in two passes, the normalisation and the backward
 from PyTorch's own kernels given those statistics. Every other case (bf16 under autocast,
 NCHW, CUDA, eval mode with running statistics) is plain `nn.BatchNorm2d`, so state dicts,
-`SyncBatchNorm` conversion and initialisation are unchanged.
+`SyncBatchNorm` conversion and initialisation are unchanged. Two differences: the weight and
+bias gradients still come from PyTorch's channels_last sums (docs/design.md §7), and double
+backward through the exact path is refused. torch.compile traces it without graph breaks;
+its exactness is measured in eager mode.
 """
 from __future__ import annotations
 
@@ -66,8 +70,7 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_stats = self.training or self.running_mean is None
-        # One value per channel: nn.BatchNorm2d's own check raises the error.
-        if not (batch_stats and uses_exact_statistics(x)) or x.numel() // x.shape[1] < 2:
+        if not (batch_stats and uses_exact_statistics(x)):
             return super().forward(x)
         self._check_input_dim(x)
         y, mean, var = _ExactStatisticsBatchNorm.apply(x, self.weight, self.bias, self.eps)
