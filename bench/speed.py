@@ -16,8 +16,8 @@ Each variant runs in its own subprocess (so peak RSS is its own), after `--warmu
   siamdyn-fp32     probes off, precision=fp32
   siamdyn-nchw     the same with channels_last=off
   siamdyn-fp32-nchw  fp32 with channels_last=off
-  siamdyn-fp32-torchbn  fp32, channels_last, on PyTorch's own channels_last BatchNorm kernel
-                   (inexact float32 statistics: what models/batchnorm.py replaces, and its cost)
+  siamdyn-fp32-torchbn  fp32, channels_last, exact_batchnorm=false: PyTorch's own channels_last
+                   BatchNorm kernel (inexact float32 statistics: what models/batchnorm.py replaces)
   siamdyn-bf16     probes off, bf16 autocast whatever the machine
   siamdyn-bf16-nchw  bf16 with channels_last=off (the layout rule under bf16)
   siamdyn-probes   the same with the default probe_every=50 (the probes' cost)
@@ -58,7 +58,7 @@ VARIANTS = {
     "siamdyn-fp32": {"probe_every": 0, "precision": "fp32"},
     "siamdyn-nchw": {"probe_every": 0, "channels_last": "off"},
     "siamdyn-fp32-nchw": {"probe_every": 0, "precision": "fp32", "channels_last": "off"},
-    "siamdyn-fp32-torchbn": {"probe_every": 0, "precision": "fp32"},
+    "siamdyn-fp32-torchbn": {"probe_every": 0, "precision": "fp32", "exact_batchnorm": False},
     "siamdyn-bf16": {"probe_every": 0, "precision": "bf16"},
     "siamdyn-bf16-nchw": {"probe_every": 0, "precision": "bf16", "channels_last": "off"},
     "siamdyn-probes": {"probe_every": 50},
@@ -202,9 +202,6 @@ def child(args: argparse.Namespace) -> None:
         result = run_typical(args, bf16=args.child == "typical-bf16")
         result["mode"] = ("bf16" if args.child == "typical-bf16" else "fp32") + ", NCHW"
     else:
-        if args.child.endswith("-torchbn"):
-            from siamdyn.models import batchnorm
-            batchnorm.uses_exact_statistics = lambda x: False
         result = run_siamdyn(args, VARIANTS[args.child])
         if args.child.endswith("-torchbn"):
             result["mode"] += " (PyTorch BN)"

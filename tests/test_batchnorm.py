@@ -125,3 +125,13 @@ def test_double_backward_is_refused_with_a_clear_error():
     (grad,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|double backward|differentiable"):
         grad.sum().backward()
+
+
+def test_exact_batchnorm_false_is_pytorchs_batchnorm_everywhere():
+    from siamdyn.config import Config
+    from siamdyn.methods import SiameseMethod
+    kinds = lambda m: {type(x) for x in m.modules() if isinstance(x, nn.BatchNorm2d)}  # noqa: E731
+    assert kinds(SiameseMethod(Config(backbone_width=4))) == {BatchNorm2d}
+    plain = SiameseMethod(Config(backbone_width=4, exact_batchnorm=False))
+    assert kinds(plain) == {nn.BatchNorm2d}
+    plain.load_state_dict(SiameseMethod(Config(backbone_width=4)).state_dict())  # the same checkpoint either way

@@ -55,7 +55,8 @@ class SiameseMethod(nn.Module):
         super().__init__()
         self.cfg = cfg
         own_backbone = backbone is None
-        self.backbone = ResNet18(cfg.backbone_width, in_channels) if own_backbone else backbone
+        self.backbone = (ResNet18(cfg.backbone_width, in_channels, exact_batchnorm=cfg.exact_batchnorm)
+                         if own_backbone else backbone)
         feature_dim = feature_dim or getattr(self.backbone, "feature_dim", None)
         if not feature_dim:
             raise ConfigError("SiameseMethod needs feature_dim= for a backbone without a feature_dim attribute "

@@ -1,7 +1,8 @@
 """CIFAR-style ResNet-18 (He et al. 2016, as in the SimSiam CIFAR experiments): a 3×3
 stem, no max-pool, four stages of two BasicBlocks, global average pool. Width and input
 channels are parameters; fmnist-small uses width 16 and one channel (docs/design.md §5).
-Its BatchNorm2d is exact in float32 channels_last on the CPU (models/batchnorm.py)."""
+Its BatchNorm2d is exact in float32 channels_last on the CPU (models/batchnorm.py) unless
+`exact_batchnorm=False`."""
 from __future__ import annotations
 
 import torch
@@ -12,15 +13,15 @@ from siamdyn.models.batchnorm import BatchNorm2d
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: type[nn.BatchNorm2d] = BatchNorm2d):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = BatchNorm2d(out_ch)
+        self.bn1 = norm(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = BatchNorm2d(out_ch)
+        self.bn2 = norm(out_ch)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), norm(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In-place ReLUs on fresh tensors (BN and the sum own their outputs): one allocation
@@ -33,14 +34,17 @@ class ResNet18(nn.Module):
     """`forward` returns the pooled feature (N, 8·width); `stages()` names its parts
     (`stem`, `stage1`..`stage4`) for the instruments."""
 
-    def __init__(self, width: int = 16, in_channels: int = 1, blocks: tuple[int, ...] = (2, 2, 2, 2)):
+    def __init__(self, width: int = 16, in_channels: int = 1, blocks: tuple[int, ...] = (2, 2, 2, 2),
+                 exact_batchnorm: bool = True):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), BatchNorm2d(width),
+        norm = BatchNorm2d if exact_batchnorm else nn.BatchNorm2d  # PyTorch's own kernel, also in fp32 NHWC
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), norm(width),
                                   nn.ReLU(inplace=True))
         stages, ch = [], width
         for i, n in enumerate(blocks):
             out = width * 2 ** i
-            layers = [BasicBlock(ch, out, 1 if i == 0 else 2)] + [BasicBlock(out, out, 1) for _ in range(n - 1)]
+            layers = [BasicBlock(ch, out, 1 if i == 0 else 2, norm)] + [BasicBlock(out, out, 1, norm)
+                                                                          for _ in range(n - 1)]
             stages.append(nn.Sequential(*layers))
             ch = out
         self.stage1, self.stage2, self.stage3, self.stage4 = stages
