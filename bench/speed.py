@@ -158,7 +158,7 @@ def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
         t = {r["step"]: r["time_s"] for r in read_metrics(out) if "time_s" in r}
         ran = load_run_config(out)  # precision and layout as resolved on this machine
     layout = "NHWC" if ran.memory_format == torch.channels_last else "NCHW"
-    mode = f"{ran.precision}, {layout}"
+    mode = f"{ran.precision}, {layout}" + ("" if ran.exact_batchnorm else " (PyTorch BN)")
     step_s = (t[args.warmup + args.steps] - t[args.warmup]) / args.steps
     n_probes = math.ceil((args.warmup + args.steps) / cfg.probe_every) if cfg.probe_every else 0
     if not n_probes:
@@ -203,8 +203,6 @@ def child(args: argparse.Namespace) -> None:
         result["mode"] = ("bf16" if args.child == "typical-bf16" else "fp32") + ", NCHW"
     else:
         result = run_siamdyn(args, VARIANTS[args.child])
-        if args.child.endswith("-torchbn"):
-            result["mode"] += " (PyTorch BN)"
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and args.device == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
