@@ -16,8 +16,8 @@ Each variant runs in its own subprocess (so peak RSS is its own), after `--warmu
   siamdyn-fp32     probes off, precision=fp32
   siamdyn-nchw     the same with channels_last=off
   siamdyn-fp32-nchw  fp32 with channels_last=off
-  siamdyn-fp32-torchbn  fp32, channels_last, exact_batchnorm=false: PyTorch's own channels_last
-                   BatchNorm kernel (inexact float32 statistics: what models/batchnorm.py replaces)
+  siamdyn-fp32-exactbn  fp32, channels_last, exact_batchnorm=true: siamdyn's BatchNorm2d with exact
+                   float32 statistics in place of PyTorch's channels_last kernel (models/batchnorm.py)
   siamdyn-bf16     probes off, bf16 autocast whatever the machine
   siamdyn-bf16-nchw  bf16 with channels_last=off (the layout rule under bf16)
   siamdyn-probes   the same with the default probe_every=50 (the probes' cost)
@@ -58,7 +58,7 @@ VARIANTS = {
     "siamdyn-fp32": {"probe_every": 0, "precision": "fp32"},
     "siamdyn-nchw": {"probe_every": 0, "channels_last": "off"},
     "siamdyn-fp32-nchw": {"probe_every": 0, "precision": "fp32", "channels_last": "off"},
-    "siamdyn-fp32-torchbn": {"probe_every": 0, "precision": "fp32", "exact_batchnorm": False},
+    "siamdyn-fp32-exactbn": {"probe_every": 0, "precision": "fp32", "exact_batchnorm": True},
     "siamdyn-bf16": {"probe_every": 0, "precision": "bf16"},
     "siamdyn-bf16-nchw": {"probe_every": 0, "precision": "bf16", "channels_last": "off"},
     "siamdyn-probes": {"probe_every": 50},
@@ -158,7 +158,7 @@ def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
         t = {r["step"]: r["time_s"] for r in read_metrics(out) if "time_s" in r}
         ran = load_run_config(out)  # precision and layout as resolved on this machine
     layout = "NHWC" if ran.memory_format == torch.channels_last else "NCHW"
-    mode = f"{ran.precision}, {layout}" + ("" if ran.exact_batchnorm else " (PyTorch BN)")
+    mode = f"{ran.precision}, {layout}" + (" (exact BN)" if ran.exact_batchnorm else "")
     step_s = (t[args.warmup + args.steps] - t[args.warmup]) / args.steps
     n_probes = math.ceil((args.warmup + args.steps) / cfg.probe_every) if cfg.probe_every else 0
     if not n_probes:

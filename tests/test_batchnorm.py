@@ -1,5 +1,6 @@
 """models/batchnorm.py: the channels_last float32 BatchNorm2d is exact, and otherwise it is
 nn.BatchNorm2d (same outputs, gradients, running statistics, state dict, errors)."""
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -114,7 +115,7 @@ def test_state_dicts_load_both_ways_and_the_resnet_uses_it():
     ours, theirs = BatchNorm2d(8), nn.BatchNorm2d(8)
     theirs.load_state_dict(ours.state_dict())
     ours.load_state_dict(theirs.state_dict())
-    kinds = {type(m) for m in ResNet18(width=4).modules() if isinstance(m, nn.BatchNorm2d)}
+    kinds = {type(m) for m in ResNet18(width=4, exact_batchnorm=True).modules() if isinstance(m, nn.BatchNorm2d)}
     assert kinds == {BatchNorm2d}
     assert isinstance(nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(BatchNorm2d(4)))[0], nn.SyncBatchNorm)
 
@@ -127,11 +128,28 @@ def test_double_backward_is_refused_with_a_clear_error():
         grad.sum().backward()
 
 
-def test_exact_batchnorm_false_is_pytorchs_batchnorm_everywhere():
+def test_exact_batchnorm_is_opt_in_and_shares_the_checkpoint():
     from siamdyn.config import Config
     from siamdyn.methods import SiameseMethod
     kinds = lambda m: {type(x) for x in m.modules() if isinstance(x, nn.BatchNorm2d)}  # noqa: E731
-    assert kinds(SiameseMethod(Config(backbone_width=4))) == {BatchNorm2d}
-    plain = SiameseMethod(Config(backbone_width=4, exact_batchnorm=False))
-    assert kinds(plain) == {nn.BatchNorm2d}
-    plain.load_state_dict(SiameseMethod(Config(backbone_width=4)).state_dict())  # the same checkpoint either way
+    assert kinds(SiameseMethod(Config(backbone_width=4))) == {nn.BatchNorm2d}  # the default: PyTorch's kernel
+    assert kinds(ResNet18(4)) == {nn.BatchNorm2d}
+    exact = SiameseMethod(Config(backbone_width=4, exact_batchnorm=True))
+    assert kinds(exact) == {BatchNorm2d}
+    exact.load_state_dict(SiameseMethod(Config(backbone_width=4)).state_dict())  # the same checkpoint either way
+
+
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 64 * 1000 + 17])
+def test_blocked_row_sum_is_exact_for_any_row_count(rows):
+    g = torch.Generator().manual_seed(rows)
+    m = torch.randn(rows, 16, generator=g, dtype=torch.float64) + 3.0
+    reference = m.sum(0)
+    ours = batchnorm.blocked_row_sum(m.float())
+    assert ours.shape == (16,)
+    # A few float32 roundings per column, whatever the row count; summed in order in float32
+    # (as PyTorch's channels_last kernel does) the 64 017 rows are ~40× further off.
+    error = ((ours.double() - reference).abs() / reference.abs()).max()
+    assert error < 5e-7
+    if rows > 64 * 1000:
+        in_order = torch.from_numpy(np.add.accumulate(m.float().numpy(), axis=0, dtype=np.float32)[-1])
+        assert error * 10 < ((in_order.double() - reference).abs() / reference.abs()).max()

@@ -38,13 +38,14 @@ def test_linear_probe_learns_separable_data():
     assert res["linear_test_acc"] == pytest.approx(100.0)
 
 
-def test_bn_folded_encoder_gives_the_same_features_and_leaves_the_model_alone():
+@pytest.mark.parametrize("exact_batchnorm", [False, True])  # fx folds exact types: ours is swapped back
+def test_bn_folded_encoder_gives_the_same_features_and_leaves_the_model_alone(exact_batchnorm):
     from siamdyn.config import Config
     from siamdyn.eval import fused_for_inference
     from siamdyn.methods import SiameseMethod
     from tests.conftest import TINY
     torch.manual_seed(0)
-    model = SiameseMethod(Config.from_preset("simsiam", TINY), 1)
+    model = SiameseMethod(Config.from_preset("simsiam", {**TINY, "exact_batchnorm": exact_batchnorm}), 1)
     model.train()([torch.randn(32, 1, 16, 16) * 2 + 1, torch.randn(32, 1, 16, 16)])  # non-trivial running stats
     model.eval()
     x = torch.randn(8, 1, 16, 16)

@@ -1,8 +1,8 @@
 """CIFAR-style ResNet-18 (He et al. 2016, as in the SimSiam CIFAR experiments): a 3×3
 stem, no max-pool, four stages of two BasicBlocks, global average pool. Width and input
 channels are parameters; fmnist-small uses width 16 and one channel (docs/design.md §5).
-Its BatchNorm2d is exact in float32 channels_last on the CPU (models/batchnorm.py) unless
-`exact_batchnorm=False`."""
+With `exact_batchnorm=True` its BatchNorm2d is exact in float32 channels_last on the CPU
+(models/batchnorm.py); by default it is `nn.BatchNorm2d`."""
 from __future__ import annotations
 
 import torch
@@ -13,7 +13,7 @@ from siamdyn.models.batchnorm import BatchNorm2d
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: type[nn.BatchNorm2d] = BatchNorm2d):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
         self.bn1 = norm(out_ch)
@@ -35,9 +35,9 @@ class ResNet18(nn.Module):
     (`stem`, `stage1`..`stage4`) for the instruments."""
 
     def __init__(self, width: int = 16, in_channels: int = 1, blocks: tuple[int, ...] = (2, 2, 2, 2),
-                 exact_batchnorm: bool = True):
+                 exact_batchnorm: bool = False):
         super().__init__()
-        norm = BatchNorm2d if exact_batchnorm else nn.BatchNorm2d  # PyTorch's own kernel, also in fp32 NHWC
+        norm = BatchNorm2d if exact_batchnorm else nn.BatchNorm2d  # the latter: PyTorch's kernel, also in fp32 NHWC
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), norm(width),
                                   nn.ReLU(inplace=True))
         stages, ch = [], width
