@@ -1,4 +1,5 @@
-"""BatchNorm2d whose batch statistics are exact in float32 channels_last on the CPU.
+"""BatchNorm2d whose batch statistics are exact in float32 channels_last on the CPU
+(opt-in: `exact_batchnorm=true`; the ResNet's default is `nn.BatchNorm2d`, docs/design.md §7).
 
 PyTorch's CPU kernel for a channels_last (NHWC) input with H·W > 1 sums each channel's mean
 and variance in float32, row after row, over N·H·W / threads rows; its NCHW kernel does not
