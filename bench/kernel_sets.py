@@ -1,0 +1,114 @@
+"""Does the kernel set change what a run learns? The same runs under this machine's own
+kernels and under PyTorch's AVX2 kernels with oneDNN limited to AVX2, paired by seed.
+
+    python bench/kernel_sets.py --arm fp32-nchw --seeds 0,1,...,15 \\
+        --runs-native runs/layout_exact --runs-avx2 runs/layout_avx2 --out bench/results/kernel_sets_cpu_amx.md
+
+Each run is bench/precision_parity.py's (its config and run-directory names, so runs already
+there are reused; each is checked to have run on the kernel set it is filed under). The two
+kernel sets start from the same weights and train on the same batches and the same augmented
+views, bit for bit; they differ in rounding only. Reported per seed: the final kNN under each,
+their difference, and the first step at which the two losses differ by more than 1 %; over
+seeds: the mean ± std of the difference and a two-sided sign test.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+from _common import emit, finished_summary, header
+from precision_parity import ARMS, run
+
+from siamdyn.runs import load_run_config, read_metrics  # noqa: E402
+
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def capability(run_dir: str) -> str:
+    """The CPU capability a run recorded (config.yaml `environment:`), e.g. AVX2 or AVX512."""
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        found = [line.split(":", 1)[1].strip() for line in f if line.strip().startswith("cpu_capability:")]
+    return found[0] if found else "unknown"
+
+
+def ensure_run(kernels: str, seed: int, args: argparse.Namespace) -> str:
+    """Train the run in a child process with the kernel set's environment, unless it is done."""
+    runs = args.runs_avx2 if kernels == "avx2" else args.runs_native
+    cmd = [sys.executable, __file__, "--child", kernels, "--seeds", str(seed), "--arm", args.arm,
+           "--runs-native", args.runs_native, "--runs-avx2", args.runs_avx2]
+    env = {**os.environ, **(AVX2_ENV if kernels == "avx2" else {})}
+    if kernels == "native":  # the machine's own kernels: no capability limit inherited from the caller
+        env = {k: v for k, v in env.items() if k not in AVX2_ENV}
+    subprocess.run(cmd, env=env, check=True)
+    out = os.path.join(runs, f"{args.arm}-seed{seed}")
+    found = capability(out)
+    if (kernels == "avx2") != (found == "AVX2"):
+        raise SystemExit(f"{out} ran with capability {found}, not the {kernels} kernels it is filed under; "
+                         "move it away or pick another --runs directory")
+    return out
+
+
+def first_divergent_step(a: str, b: str, tolerance: float = 0.01) -> int | None:
+    """The first logged step where the two runs' losses differ by more than `tolerance` (relative)."""
+    la = {r["step"]: r["loss"] for r in read_metrics(a) if "loss" in r}
+    lb = {r["step"]: r["loss"] for r in read_metrics(b) if "loss" in r}
+    for step in sorted(set(la) & set(lb)):
+        if abs(la[step] - lb[step]) > tolerance * max(abs(la[step]), abs(lb[step])):
+            return step
+    return None
+
+
+def sign_test(diffs: list[float]) -> float:
+    """Two-sided sign test p-value (ties dropped)."""
+    pos, neg = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    n = pos + neg
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(pos, neg) + 1)) / 2 ** n) if n else 1.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arm", default="fp32-nchw", choices=sorted(ARMS))
+    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7")
+    p.add_argument("--runs-native", default="runs/kernel_sets/native")
+    p.add_argument("--runs-avx2", default="runs/kernel_sets/avx2")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--limit", type=int, default=20000)
+    p.add_argument("--out")
+    p.add_argument("--child", choices=("native", "avx2"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.heldout_every = 10
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.child:
+        args.runs = args.runs_avx2 if args.child == "avx2" else args.runs_native
+        run(seeds[0], args.arm, args)
+        return
+    rows, knn = [], {"native": [], "avx2": []}
+    for seed in seeds:
+        native, avx2 = (ensure_run(k, seed, args) for k in ("native", "avx2"))
+        a, b = (finished_summary(r)["final_knn_acc"] for r in (native, avx2))
+        knn["native"].append(a)
+        knn["avx2"].append(b)
+        rows.append(f"| {seed} | {a:.2f} | {b:.2f} | {a - b:+.2f} | {first_divergent_step(native, avx2)} |")
+        print(rows[-1], flush=True)
+    cfg = load_run_config(native)
+    diffs = [a - b for a, b in zip(knn["native"], knn["avx2"])]
+    emit([*header("Kernel sets: the same runs under two kernel sets, paired by seed"),
+          f"- arm {args.arm} of bench/precision_parity.py: simsiam preset, width {cfg.backbone_width}, batch "
+          f"{cfg.batch_size}, {args.epochs} epochs on {args.limit} training images, final weighted kNN on "
+          f"all 10 000 test images; native = capability {capability(native)}, avx2 = "
+          + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()), "",
+          "| seed | kNN native (%) | kNN avx2 (%) | native − avx2 | losses first differ by > 1 % at step |",
+          "|---|---|---|---|---|", *rows, "",
+          f"- native − avx2: {statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs):.2f} over {len(diffs)} seeds; "
+          f"native higher in {sum(d > 0 for d in diffs)} of {len(diffs)}; sign test p = {sign_test(diffs):.3f}",
+          "- final kNN: " + "; ".join(f"{k} {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} (std over seeds)"
+                                     for k, v in knn.items())],
+         args.out)
+
+
+if __name__ == "__main__":
+    main()
