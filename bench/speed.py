@@ -159,7 +159,7 @@ def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
         ran = load_run_config(out)  # precision and layout as resolved on this machine
     layout = "NHWC" if ran.memory_format == torch.channels_last else "NCHW"
     mode = f"{ran.precision}, {layout}" + (" (exact BN)" if ran.exact_batchnorm else "")
-    step_s = (t[args.warmup + args.steps] - t[args.warmup]) / args.steps
+    step_s = timed_step(t, args.warmup, args.warmup + args.steps, cfg.log_every)
     n_probes = math.ceil((args.warmup + args.steps) / cfg.probe_every) if cfg.probe_every else 0
     if not n_probes:
         return {"step_s": step_s, "mode": mode}
@@ -167,6 +167,16 @@ def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
     per_probe = summary["probe_time_s"] / n_probes
     return {"step_s": step_s, "probe_s": per_probe, "mode": mode,
             "probe_fraction": per_probe / (cfg.probe_every * step_s + per_probe)}
+
+
+def timed_step(times: dict[int, float], first: int, last: int, log_every: int) -> float:
+    """Seconds per step between the first logged step >= `first` and the last <= `last`: a
+    variant that logs every N steps (siamdyn-log10) times the logged steps inside the window."""
+    inside = [s for s in times if first <= s <= last]
+    if len(inside) < 2:
+        raise SystemExit(f"steps {first}..{last} hold fewer than two logged steps (log_every={log_every}); "
+                         f"give --warmup and --steps that span at least {log_every} steps")
+    return (times[max(inside)] - times[min(inside)]) / (max(inside) - min(inside))
 
 
 def step_flops(args: argparse.Namespace) -> float:
