@@ -16,11 +16,10 @@ START_LOAD = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) *
 def header(title: str, device: str = "cpu") -> list[str]:
     import torch
 
-    from siamdyn.hardware import choose_precision, cpu_flags, cpu_model
+    from siamdyn.hardware import choose_precision, cpu_flags, cpu_model, kernel_env
     from siamdyn.runtime import pick_device
     # Settings that change which kernels run are part of the command that reproduces a result.
-    env = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
-           if k in os.environ]
+    env = [f"{k}={v}" for k, v in kernel_env().items()]
     command = " ".join([*env, "python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     model, flags = cpu_model(), sorted(f for f in cpu_flags() or [] if f.startswith(("avx", "amx", "fma")))
     device = str(pick_device(device))  # a config's "auto" names the device it resolves to

@@ -174,8 +174,8 @@ def timed_step(times: dict[int, float], first: int, last: int, log_every: int) -
     variant that logs every N steps (siamdyn-log10) times the logged steps inside the window."""
     inside = [s for s in times if first <= s <= last]
     if len(inside) < 2:
-        raise SystemExit(f"steps {first}..{last} hold fewer than two logged steps (log_every={log_every}); "
-                         f"give --warmup and --steps that span at least {log_every} steps")
+        raise SystemExit(f"steps {first}..{last} hold fewer than two logged steps (every {log_every}th and the "
+                         "last are logged); give --warmup and --steps whose window holds two of them")
     return (times[max(inside)] - times[min(inside)]) / (max(inside) - min(inside))
 
 

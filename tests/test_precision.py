@@ -92,3 +92,28 @@ def test_a_run_records_the_resolved_precision_and_why(tmp_path):
         assert doc["config"]["precision"] == "fp32" and "no AMX" in doc["resolved"]["precision"]
     else:
         assert "measured" in doc["resolved"]["precision"]
+
+
+def test_a_run_records_the_kernel_settings_and_a_dirty_checkout(tmp_path, monkeypatch):
+    import subprocess
+
+    from siamdyn.runs import git_commit, write_config
+    for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # what makes a run's rounding that of another machine
+    write_config(str(tmp_path), Config())
+    with open(tmp_path / "config.yaml") as f:
+        versions = yaml.safe_load(f)["versions"]
+    assert versions["kernel_env"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert versions["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (repo / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = git_commit(str(repo))
+    assert clean != "unknown" and not clean.endswith("-dirty")
+    (repo / "code.py").write_text("x = 2\n")  # a run from an edited tree must not pass for the commit
+    assert git_commit(str(repo)) == clean + "-dirty"

@@ -107,7 +107,7 @@ class Config:
     precision: str = knob("auto", "bf16 = bf16 autocast of forward/backward; auto = bf16 where the hardware has "
                           "native bf16 units, else fp32 (docs/design.md §7)", choices=("auto", "fp32", "bf16"))
     exact_batchnorm: bool = knob(False, "sum fp32 channels_last BatchNorm statistics exactly on CPUs (NCHW's "
-                                 "gradient rounding, not 16x it; ~1.06x the fp32 step; docs/design.md §7)")
+                                 "gradient rounding, not 16x it; 1.00-1.06x the fp32 step; docs/design.md §7)")
     compile: bool = knob(False, "torch.compile the training forward (docs/design.md §7)", resumable=True)
     fuse_views: bool = knob(False, "encode both views in one 2B pass; BN statistics then pool the views")
     log_every: int = knob(1, "steps between metric lines (collapse std, RankMe, loss)", resumable=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -38,6 +39,16 @@ def _cpuinfo(key: str) -> str | None:
             return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == key), None)
     except OSError:
         return None
+
+
+# Environment settings that change which CPU kernels run (and so the rounding): part of what
+# reproduces a run or a benchmark, recorded with both.
+KERNEL_ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
+
+
+def kernel_env() -> dict[str, str]:
+    """The kernel-choosing environment settings that are set, e.g. {"ONEDNN_MAX_CPU_ISA": "AVX2"}."""
+    return {k: os.environ[k] for k in KERNEL_ENV_VARS if k in os.environ}
 
 
 def cpu_model() -> str:

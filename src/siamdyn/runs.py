@@ -18,7 +18,7 @@ from siamdyn import __version__
 from siamdyn.checkpoint import CKPT_FILE, CONFIG_FILE
 from siamdyn.config import Config, resumable_fields
 from siamdyn.errors import ConfigError, SiamdynError
-from siamdyn.hardware import cpu_model
+from siamdyn.hardware import cpu_model, kernel_env
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -167,11 +167,13 @@ def truncate_metrics(run_dir: str, last_step: int) -> None:
         atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
 
 
-def git_commit() -> str:
+def git_commit(where: str | None = None) -> str:
+    """The commit of the checkout at `where` (default: siamdyn's own), with "-dirty" when
+    tracked files had uncommitted changes (the commit alone would name code that did not run)."""
     try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or "unknown"
+        here = where or os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=here,
+                              capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -180,7 +182,8 @@ def write_config(out: str, cfg: Config, resolved: dict[str, str] | None = None) 
     """config.yaml: the config, the versions that ran it, and why each `auto` became what it did."""
     meta = {"siamdyn": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
             "git_commit": git_commit(), "machine": platform.machine(), "host_cpus": os.cpu_count(),
-            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            **({"kernel_env": kernel_env()} if kernel_env() else {})}
     doc = {"config": cfg.to_dict(), "versions": meta, **({"resolved": resolved} if resolved else {})}
     text = yaml.safe_dump(doc, sort_keys=False)
     atomic_write_text(os.path.join(out, CONFIG_FILE), text)
