@@ -25,7 +25,7 @@ import sys
 import yaml
 
 from _common import emit, finished_summary, header
-from precision_parity import ARMS, run
+from precision_parity import ARMS, planned_run, run
 
 from siamdyn.runs import load_run_config, read_metrics  # noqa: E402
 
@@ -43,16 +43,21 @@ def kernels_of(run_dir: str) -> tuple[str, str]:
     return versions.get("cpu_capability", "unknown"), versions.get("kernel_env", {}).get("ONEDNN_MAX_CPU_ISA", "")
 
 
+def filed_under(kernels: str, args: argparse.Namespace) -> argparse.Namespace:
+    """`args` as precision_parity's `run` takes them, with `runs` the kernel set's directory."""
+    return argparse.Namespace(**vars(args), runs=args.runs_avx2 if kernels == "avx2" else args.runs_native)
+
+
 def ensure_run(kernels: str, seed: int, args: argparse.Namespace) -> str:
     """Train the run in a child process with the kernel set's environment, unless it is done;
     refuse a run filed under the wrong kernel set."""
-    runs = args.runs_avx2 if kernels == "avx2" else args.runs_native
-    cmd = [sys.executable, __file__, "--child", kernels, "--seeds", str(seed), "--arm", args.arm,
-           "--epochs", str(args.epochs), "--limit", str(args.limit),
-           "--runs-native", args.runs_native, "--runs-avx2", args.runs_avx2]
-    env = {k: v for k, v in os.environ.items() if k not in AVX2_ENV}  # native: the machine's own kernels
-    subprocess.run(cmd, env={**env, **(AVX2_ENV if kernels == "avx2" else {})}, check=True)
-    out = os.path.join(runs, f"{args.arm}-seed{seed}")
+    _, out, done = planned_run(seed, args.arm, filed_under(kernels, args))
+    if not done:
+        cmd = [sys.executable, __file__, "--child", kernels, "--seeds", str(seed), "--arm", args.arm,
+               "--epochs", str(args.epochs), "--limit", str(args.limit),
+               "--runs-native", args.runs_native, "--runs-avx2", args.runs_avx2]
+        env = {k: v for k, v in os.environ.items() if k not in AVX2_ENV}  # native: the machine's own kernels
+        subprocess.run(cmd, env={**env, **(AVX2_ENV if kernels == "avx2" else {})}, check=True)
     capability, isa = kernels_of(out)
     if kernels == "native" and capability in ("AVX2", "DEFAULT", "unknown"):
         raise SystemExit(f"{out}: this machine's own kernels are {capability}, so there is no second kernel set "
@@ -63,12 +68,12 @@ def ensure_run(kernels: str, seed: int, args: argparse.Namespace) -> str:
     return out
 
 
-def first_divergent_step(a: str, b: str, tolerance: float) -> int | None:
-    """The first logged step where the two runs' losses differ by more than `tolerance`
-    (absolute: the loss starts near 0, so a relative gap there means nothing)."""
-    la = {r["step"]: r["loss"] for r in read_metrics(a) if "loss" in r}
-    lb = {r["step"]: r["loss"] for r in read_metrics(b) if "loss" in r}
-    return next((s for s in sorted(set(la) & set(lb)) if abs(la[s] - lb[s]) > tolerance), None)
+def first_divergent_steps(a: str, b: str) -> list[int | None]:
+    """For each tolerance in DIVERGENCE, the first logged step where the two runs' losses differ
+    by more than it (absolute: the loss starts near 0, so a relative gap there means nothing)."""
+    la, lb = ({r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r} for run in (a, b))
+    gaps = [(s, abs(la[s] - lb[s])) for s in sorted(set(la) & set(lb))]
+    return [next((s for s, gap in gaps if gap > tolerance), None) for tolerance in DIVERGENCE]
 
 
 def sign_test(diffs: list[float]) -> float:
@@ -92,8 +97,7 @@ def main() -> None:
     args.heldout_every = 10
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.child:
-        args.runs = args.runs_avx2 if args.child == "avx2" else args.runs_native
-        run(seeds[0], args.arm, args)
+        run(seeds[0], args.arm, filed_under(args.child, args))
         return
     rows, knn = [], {"native": [], "avx2": []}
     for seed in seeds:
@@ -101,7 +105,7 @@ def main() -> None:
         a, b = (finished_summary(r)["final_knn_acc"] for r in (native, avx2))
         knn["native"].append(a)
         knn["avx2"].append(b)
-        parted = " / ".join(str(first_divergent_step(native, avx2, t)) for t in DIVERGENCE)
+        parted = " / ".join(map(str, first_divergent_steps(native, avx2)))
         rows.append(f"| {seed} | {a:.2f} | {b:.2f} | {a - b:+.2f} | {parted} |")
         print(rows[-1], flush=True)
     cfg = load_run_config(native)

@@ -61,11 +61,17 @@ def relative_error(a: torch.Tensor, reference: torch.Tensor) -> float:
     return ((a.double() - reference).norm() / reference.norm()).item()
 
 
-def run(seed: int, arm: str, args: argparse.Namespace) -> str:
+def planned_run(seed: int, arm: str, args: argparse.Namespace) -> tuple[Config, str, bool]:
+    """(config, run directory, whether a finished run of that config is already there)."""
     cfg = arm_config(arm, seed=seed, epochs=args.epochs, limit=args.limit, heldout_every=args.heldout_every,
                      heldout_images=2000, probe_every=0)
     out = os.path.join(args.runs, f"{arm}-seed{seed}")
-    if not (finished_summary(out) and load_run_config(out) == cfg):
+    return cfg, out, bool(finished_summary(out) and load_run_config(out) == cfg)
+
+
+def run(seed: int, arm: str, args: argparse.Namespace) -> str:
+    cfg, out, done = planned_run(seed, arm, args)
+    if not done:
         train(cfg, out, overwrite=True, progress=False)
     return out
 

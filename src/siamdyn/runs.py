@@ -180,10 +180,11 @@ def git_commit(where: str | None = None) -> str:
 
 def write_config(out: str, cfg: Config, resolved: dict[str, str] | None = None) -> None:
     """config.yaml: the config, the versions that ran it, and why each `auto` became what it did."""
+    env = kernel_env()
     meta = {"siamdyn": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
             "git_commit": git_commit(), "machine": platform.machine(), "host_cpus": os.cpu_count(),
             "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            **({"kernel_env": kernel_env()} if kernel_env() else {})}
+            **({"kernel_env": env} if env else {})}
     doc = {"config": cfg.to_dict(), "versions": meta, **({"resolved": resolved} if resolved else {})}
     text = yaml.safe_dump(doc, sort_keys=False)
     atomic_write_text(os.path.join(out, CONFIG_FILE), text)
