@@ -108,7 +108,9 @@ class Config:
                           "native bf16 units, else fp32 (docs/design.md §7)", choices=("auto", "fp32", "bf16"))
     exact_batchnorm: bool = knob(False, "sum fp32 channels_last BatchNorm statistics exactly on CPUs (NCHW's "
                                  "gradient rounding, not 16x it; 1.00-1.06x the fp32 step; docs/design.md §7)")
-    compile: bool = knob(False, "torch.compile the training forward (docs/design.md §7)", resumable=True)
+    compile: str = knob("auto", "torch.compile the training forward; auto = on for CUDA runs of >= 5000 steps, "
+                        "where it pays back its compile time (docs/design.md §7)", choices=("auto", "on", "off"),
+                        resumable=True)
     fuse_views: bool = knob(False, "encode both views in one 2B pass; BN statistics then pool the views")
     log_every: int = knob(1, "steps between metric lines (collapse std, RankMe, loss)", resumable=True)
     knn_every: int = knob(1, "epochs between kNN evaluations; 0 = only at the end", resumable=True)
@@ -271,10 +273,19 @@ def _did_you_mean(word: Any, options: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+ON_OFF = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
+
+
+def _field(name: str) -> dataclasses.Field:
+    return next(f for f in fields(Config) if f.name == name)
+
+
 def coerce_value(cfg: Config, key: str, value: Any) -> Any:
     """Turn a `--set key=value` string (or a YAML value) into the field's type."""
     current = getattr(cfg, key)
     kind = type(current)
+    if kind is str and str(value).lower() in ON_OFF and "on" in field_choices(_field(key)):
+        return ON_OFF[str(value).lower()]  # a switch of auto/on/off also takes true/false (and older configs)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     try:

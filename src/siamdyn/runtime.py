@@ -115,6 +115,8 @@ class Session:
     steps_per_epoch: int
     schedule_steps: int  # the lr and τ schedules span these
     total_steps: int  # where the run stops (max_steps may stop early on the same schedule)
+    compiled: bool = False  # `net` is torch.compile'd (config compile, resolved by choose_compile)
+    compile_reason: str = ""
 
 
 def build_session(cfg: Config, ctx: Dist, initial_state: dict | None = None) -> Session:
@@ -132,14 +134,35 @@ def build_session(cfg: Config, ctx: Dist, initial_state: dict | None = None) -> 
         if cfg.sync_bn:
             model = sync_batchnorm(model, device)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:  # the probes and checkpoints keep using `model`, the uncompiled module
-        net = torch.compile(net)
     steps_per_epoch = len(train_set) // cfg.batch_size  # drop the last partial batch (BN)
     # epochs=0: max_steps is the whole schedule; otherwise max_steps only stops early, so a run
     # cut short follows the same trajectory as the full one.
     schedule_steps = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.max_steps
     total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps
+    compiled, compile_reason = choose_compile(cfg, device, total_steps)
+    if compiled:  # the probes and checkpoints keep using `model`, the uncompiled module
+        net = torch.compile(net)
     aug_gen = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ctx.rank))
     return Session(cfg, ctx, device, train_set, test_set, mean, std, make_augment(cfg, mean, std, device), model,
                    net, build_optimizer(model, cfg), train_set.images.to(device), aug_gen, steps_per_epoch,
-                   schedule_steps, total_steps)
+                   schedule_steps, total_steps, compiled, compile_reason)
+
+
+# torch.compile's first step cost 29 s on an H200 and saved 5.8 ms per later step (width 64, batch
+# 1024, bf16: bench/results/instrument_cost_cuda_h200_before.md): it pays back after ≈ 5000 steps.
+# On CPUs it was slower than eager (docs/design.md §7), so auto leaves it off there.
+COMPILE_MIN_STEPS = 5000
+
+
+def choose_compile(cfg: Config, device: torch.device, total_steps: int) -> tuple[bool, str]:
+    """(compile the training forward?, why) for `cfg.compile` on this device and run length."""
+    if cfg.compile != "auto":
+        return cfg.compile == "on", f"compile={cfg.compile}"
+    if device.type != "cuda":
+        return False, "auto: off on CPUs, where it was measured slower"
+    if total_steps < COMPILE_MIN_STEPS:
+        return False, f"auto: off for a run of {total_steps} < {COMPILE_MIN_STEPS} steps (it would not pay back)"
+    # auto must never end a run: a model the compiler cannot handle runs eagerly instead, with a warning
+    import torch._dynamo
+    torch._dynamo.config.suppress_errors = True
+    return True, f"auto: on for a CUDA run of {total_steps} >= {COMPILE_MIN_STEPS} steps"

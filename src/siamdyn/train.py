@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -26,7 +27,7 @@ from siamdyn.errors import ConfigError, SiamdynError, TrainingDiverged, warn
 from siamdyn.eval import knn_accuracy, time_to_accuracy
 from siamdyn.optim import ema_tau, lr_factor, set_lr
 from siamdyn.probes.heldout import HeldoutProbe
-from siamdyn.probes.session import ProbeSession
+from siamdyn.probes.session import ProbeSession, StepReading
 from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_not_in_use,
                           check_resume_compatible, check_run_dir, load_run_config, prepare_run_dir, truncate_metrics,
                           write_config)
@@ -46,6 +47,7 @@ class Progress:
     elapsed_before: float = 0.0  # wall time of the run's earlier sessions
     t_start: float = field(default_factory=time.perf_counter)
     stopped_on_collapse: bool = False
+    fired: bool = False  # the collapse detector fired (rank 0); stop_on_collapse ends the run
     initial_norm: float | None = None  # the weights' norm when this session started
     warned_growth: bool = False
 
@@ -121,7 +123,8 @@ def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str
     elif ctx.is_main:
         write_config(out, cfg, resolved={"precision": precision.reason})
     if ctx.is_main:
-        print(f"siamdyn: precision {cfg.precision} ({precision.reason})", file=sys.stderr)
+        print(f"siamdyn: precision {cfg.precision} ({precision.reason}); torch.compile "
+              f"{'on' if s.compiled else 'off'} ({s.compile_reason})", file=sys.stderr)
     # -- the steps; a stop request (SIGINT, SIGTERM) ends them at a step boundary
     log = MetricsLog(os.path.join(out, "metrics.jsonl")) if ctx.is_main else NullLog()
     if cfg.tensorboard and ctx.is_main:
@@ -190,7 +193,9 @@ def save_checkpoint(out: str, s: Session, probes: ProbeSession, run: Progress, l
 
 def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar: tqdm,
                stop: StopSignals, out: str, desc: str) -> bool:
-    """Train until `total_steps` (or a stop request: returns True, with a checkpoint)."""
+    """Train until `total_steps` (or a stop request: returns True, with a checkpoint). The
+    step's numbers are read when they reach the host (`take_readings`), never waited for,
+    except before a checkpoint, an evaluation and the end, so metrics.jsonl is whole there."""
     cfg, ctx = s.cfg, s.ctx
     rate = RateMeter()
     s.model.train()
@@ -198,26 +203,26 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar
     start = probes.heldout(run.step) if run.step == 0 else None  # the random-init reading
     if start:
         log.write(start)
+    read = lambda block=False: take_readings(s, probes, run, log, bar, desc, out, block)  # noqa: E731
+    compile_timer = CompileTimer(s)
     while run.step < s.total_steps:
         epoch, first_batch = divmod(run.step, s.steps_per_epoch)
-        order = epoch_order(cfg, len(s.images), epoch)
+        order = epoch_order(cfg, len(s.images), epoch).to(s.device)  # one upload per epoch, none per step
         for b in range(first_batch, s.steps_per_epoch):
             if run.step >= s.total_steps:
                 break
             if any_rank(ctx, stop.requested):
+                read(block=True)
                 save_checkpoint(out, s, probes, run, log)
                 return True
-            x = s.images[rank_batch(order, b, cfg.batch_size, ctx).to(s.device)]
-            loss, result, factor = train_step(s, probes, x, run.step, log, out)
+            x = s.images[rank_batch(order, b, cfg.batch_size, ctx)]
+            rate.count(len(x) * ctx.world)
             tau = ema_tau(cfg, run.step, s.schedule_steps)
+            train_step(s, probes, x, run.step, step_extra(s, run, rate, tau), read)
             s.model.update_target(tau)
             run.step += 1
-            rate.count(len(x) * ctx.world)
-            fired = False
-            if ctx.is_main and (run.step % cfg.log_every == 0 or run.step == s.total_steps):
-                fired = log_step(s, probes, run, log, bar, loss, result, dict(lr=cfg.scaled_lr * factor, tau=tau,
-                                 images_per_s=rate.read()), desc)
-            if cfg.stop_on_collapse and any_rank(ctx, fired):
+            compile_timer.after_step()
+            if cfg.stop_on_collapse and any_rank(ctx, run.fired):
                 run.stopped_on_collapse = True
                 s.total_steps = run.step  # end here: the kNN and checkpoint below still run
             heldout = probes.heldout(run.step)
@@ -225,7 +230,9 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar
                 log.write(heldout)
             bar.update(1)
             if cfg.ckpt_every and run.step % cfg.ckpt_every == 0:
+                read(block=True)
                 save_checkpoint(out, s, probes, run, log)
+        read(block=True)
         at_epoch_end = run.step % s.steps_per_epoch == 0
         if (cfg.knn_every and at_epoch_end and (run.step // s.steps_per_epoch) % cfg.knn_every == 0) \
                 or run.step >= s.total_steps:
@@ -234,53 +241,93 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar
     return False
 
 
-def train_step(s: Session, probes: ProbeSession, x: torch.Tensor, step: int, log: RunLog,
-               out: str) -> tuple[torch.Tensor, Any, float]:
-    """One optimiser step on batch `x`: views, forward, backward, checks, update, probes."""
+def step_extra(s: Session, run: Progress, rate: "RateMeter", tau: float) -> dict[str, float] | None:
+    """What a log line carries beside the step's tensors, on the steps that log (rank 0)."""
+    step = run.step + 1
+    if not (s.ctx.is_main and (step % s.cfg.log_every == 0 or step == s.total_steps)):
+        return None
+    factor = lr_factor(s.cfg, run.step, s.schedule_steps, s.steps_per_epoch)
+    return {"epoch": step / s.steps_per_epoch, "lr": s.cfg.scaled_lr * factor, "tau": tau,
+            "images_per_s": rate.read(), "time_s": run.elapsed()}
+
+
+def train_step(s: Session, probes: ProbeSession, x: torch.Tensor, step: int, extra: dict[str, float] | None,
+               read: Callable[[], None]) -> None:
+    """One optimiser step on batch `x`: views, forward, backward, checks, update, probes. The
+    loss, finite flag and (when `extra`, a log step) collapse metrics are queued; `read` takes
+    whatever has reached the host, before the update, so a CPU run stops on a NaN gradient
+    before it reaches the weights (on a GPU it is seen a step or two late)."""
     cfg = s.cfg
     views, xbar = make_views(s.model, s.augment, x, s.aug_gen)
-    factor = lr_factor(cfg, step, s.schedule_steps, s.steps_per_epoch)
-    set_lr(s.optimizer, cfg, factor)
+    set_lr(s.optimizer, cfg, lr_factor(cfg, step, s.schedule_steps, s.steps_per_epoch))
     with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         probes.before_step(step, views, xbar)  # on the same views, before the step
         result = s.net(views, xbar)
     loss = mean_over_ranks(s.ctx, result.loss.detach())  # the global-batch loss
     s.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
-    check_finite(s, loss, step, out)
+    probes.end_step(step, loss, s.model.gradient_finite(loss), result if extra is not None else None, extra or {})
+    read()
     probes.after_backward()
     s.optimizer.step()
-    record = probes.after_step(result)
-    if record:
-        log.write(record)
-    return loss, result, factor
+    probes.after_step(step, result)
 
 
-def check_finite(s: Session, loss: torch.Tensor, step: int, out: str) -> None:
-    """Stop on a non-finite loss or gradient, naming where it went bad first (the step's one host sync)."""
-    bad = s.model.nonfinite_gradient(loss)
+def take_readings(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar: tqdm, desc: str, out: str,
+                  block: bool = False) -> None:
+    """Log what the instruments' queue holds ready (all of it with `block`); stop on a
+    non-finite step; note a collapse the detector dated (`run.fired`)."""
+    for reading in probes.ready(block):
+        if isinstance(reading, dict):  # a probe record
+            log.write(reading)
+            continue
+        if not reading.finite:
+            raise_nonfinite(s, reading, run.step, out)
+        if reading.metrics is None:
+            continue
+        extra = dict(reading.extra)
+        log.write({"step": reading.step, "epoch": extra.pop("epoch"), "loss": reading.loss, **reading.metrics,
+                   **extra})
+        bar.set_postfix(loss=f"{reading.loss:.3f}", **probes.headline(), img_s=f"{extra['images_per_s']:.0f}",
+                        refresh=False)
+        if reading.fired:
+            run.fired = True
+            d = probes.monitor.detector
+            bar.write(f"[{desc}] collapse detected at step {reading.step} (since step {d.step}): {d.reason}")
+
+
+def raise_nonfinite(s: Session, reading: StepReading, step_now: int, out: str) -> None:
+    """Stop on a non-finite loss or gradient, naming the module where it went bad first when
+    that step's gradients are still there (always on a CPU)."""
     where = os.path.join(out, CKPT_FILE)
-    if bad == "loss":
-        raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; the last good checkpoint is in "
+    if not math.isfinite(reading.loss):
+        raise TrainingDiverged(f"loss became {reading.loss} at step {reading.step}; the last good checkpoint is in "
                                f"{where} — lower lr and start again")
-    if bad:
-        raise TrainingDiverged(f"the gradient became non-finite at step {step + 1}, first in {bad} "
-                               f"(loss {loss.item():.4g}); the last good checkpoint is in {where} — "
-                               "lower lr (or predictor_lr_scale) and start again")
+    bad = s.model.nonfinite_gradient() if reading.step == step_now + 1 else None
+    place = f"first in {bad}" if bad else "seen after its gradients were gone (the GPU runs ahead of the host)"
+    raise TrainingDiverged(f"the gradient became non-finite at step {reading.step}, {place} "
+                           f"(loss {reading.loss:.4g}); the last good checkpoint is in {where} — "
+                           "lower lr (or predictor_lr_scale) and start again")
 
 
-def log_step(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar: tqdm, loss: torch.Tensor,
-             result: Any, extra: dict[str, float], desc: str) -> bool:
-    """Log this step's loss and collapse metrics; True when the collapse detector fires now."""
-    metrics = probes.observe(run.step, result)
-    loss_value = loss.item()
-    log.write({"step": run.step, "epoch": run.step / s.steps_per_epoch, "loss": loss_value, **metrics, **extra,
-               "time_s": run.elapsed()})
-    bar.set_postfix(loss=f"{loss_value:.3f}", **probes.headline(), img_s=f"{extra['images_per_s']:.0f}", refresh=False)
-    if probes.fired:
-        d = probes.monitor.detector
-        bar.write(f"[{desc}] collapse detected at step {run.step} (since step {d.step}): {d.reason}")
-    return probes.fired
+class CompileTimer:
+    """Says once what torch.compile's first step cost (it compiles there) against the next
+    one, so a user sees what `compile` costs up front."""
+
+    def __init__(self, s: Session):
+        self.s, self.marks = s, [time.perf_counter()] if s.compiled and s.ctx.is_main else None
+
+    def after_step(self) -> None:
+        if self.marks is None:
+            return
+        if self.s.device.type == "cuda":
+            torch.cuda.synchronize()  # twice per run, to time the compile honestly
+        self.marks.append(time.perf_counter())
+        if len(self.marks) == 3:
+            first, second = self.marks[1] - self.marks[0], self.marks[2] - self.marks[1]
+            print(f"siamdyn: torch.compile ({self.s.compile_reason}): the first step took {first:.1f} s "
+                  f"(compiling), the next one {second:.3f} s", file=sys.stderr)
+            self.marks = None
 
 
 def evaluate(s: Session, run: Progress, log: RunLog, bar: tqdm, desc: str) -> None:
@@ -303,7 +350,7 @@ def write_summary(out: str, s: Session, probes: ProbeSession, run: Progress) -> 
                **{k: v for k, v in probes.summary().items() if k != "probe_time_s"},
                "stopped_on_collapse": run.stopped_on_collapse,
                "time_to_knn": time_to_accuracy(run.knn, s.cfg.knn_target_levels),
-               "probe_time_s": probes.seconds, "wall_time_s": run.elapsed()}
+               "probe_time_s": probes.summary()["probe_time_s"], "wall_time_s": run.elapsed()}
     if s.ctx.is_main:
         atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
     return summary

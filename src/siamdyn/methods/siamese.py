@@ -13,6 +13,7 @@ is the default.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -144,6 +145,17 @@ class SiameseMethod(nn.Module):
     def encoder_groups(self) -> dict[str, nn.Module]:
         """`module_groups` without the predictor: the parts terms 1 and 2 act on."""
         return {k: v for k, v in self.module_groups().items() if k != "predictor"}
+
+    @torch.no_grad()
+    def gradient_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """0-d bool tensor: `loss` and every gradient are finite. Nothing is read on the host (the
+        loop reads it with the step's other numbers); the max |g| over all gradients (one
+        multi-tensor kernel) carries any NaN or inf and, unlike a sum of squares, cannot overflow."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        worst = loss.detach().float().reshape(())
+        if grads:
+            worst = worst + torch.nn.utils.get_total_norm(grads, norm_type=math.inf, foreach=True).float()
+        return torch.isfinite(worst)
 
     @torch.no_grad()
     def nonfinite_gradient(self, loss: torch.Tensor | None = None) -> str | None:

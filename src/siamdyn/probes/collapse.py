@@ -32,18 +32,27 @@ def collapse_threshold(dim: int, fraction: float = COLLAPSE_FRACTION) -> float:
 
 
 @torch.no_grad()
-def effective_rank(x: torch.Tensor) -> torch.Tensor:
-    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values
-    of the (N, d) embedding matrix. Between 1 (rank one) and min(N, d).
-
-    The singular values are the square roots of the eigenvalues of the smaller Gram matrix
-    (in float64, so squaring loses nothing that the entropy would see): a symmetric
-    eigensolver is several times cheaper than an SVD, on a GPU especially."""
+def rank_gram(x: torch.Tensor) -> torch.Tensor:
+    """The smaller Gram matrix of the (N, d) embedding, in float64: its eigenvalues are the
+    squared singular values RankMe needs (float64, so squaring loses nothing the entropy sees)."""
     x = x.double()
-    gram = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
+    return x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
+
+
+@torch.no_grad()
+def rank_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    """RankMe from `rank_gram`'s output. A symmetric eigensolver is several times cheaper than an
+    SVD; on a GPU it also waits for its own result (a host sync), so the training loop runs it
+    on a host copy of the Gram matrix (probes/deferred.py)."""
     s = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt()
     p = s / s.sum().clamp(min=1e-12)
     return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()).float()
+
+
+def effective_rank(x: torch.Tensor) -> torch.Tensor:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values
+    of the (N, d) embedding matrix. Between 1 (rank one) and min(N, d)."""
+    return rank_from_gram(rank_gram(x))
 
 
 @torch.no_grad()
@@ -71,25 +80,50 @@ def mean_cosines(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torc
     return (a * b).sum(1).mean(), between
 
 
-def collapse_metrics(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None = None,
-                     features: torch.Tensor | None = None) -> dict[str, float]:
-    """Every per-step collapse number for one batch, fetched in one host sync. `z`: the two
-    views' projector outputs (or one tensor: the cross-view numbers are then left out);
-    `p`: the predictor outputs (the first view is read); `features`: backbone features."""
+METRIC_ORDER = ("z_std", "z_std_min", "p_std", "p_std_min", "z_erank", "feature_erank", "alignment",
+                "uniformity", "cos_views", "cos_images")
+RANK_METRICS = {"z_erank", "feature_erank"}
+
+
+def collapse_tensors(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None = None,
+                     features: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The per-step collapse numbers, still on the device: (0-d tensors by name, the Gram
+    matrices of the RankMe metrics by name). `finish_metrics` turns both into floats."""
     zs = list(z) if isinstance(z, (list, tuple)) else [z]
     z_std, z_std_min = normalized_std(zs[0])
-    metrics = {"z_std": z_std, "z_std_min": z_std_min}
+    scalars = {"z_std": z_std, "z_std_min": z_std_min}
     if p is not None:
-        metrics["p_std"], metrics["p_std_min"] = normalized_std(p[0] if isinstance(p, (list, tuple)) else p)
-    metrics["z_erank"] = effective_rank(zs[0])
+        scalars["p_std"], scalars["p_std_min"] = normalized_std(p[0] if isinstance(p, (list, tuple)) else p)
+    grams = {"z_erank": rank_gram(zs[0])}
     if features is not None:
-        metrics["feature_erank"] = effective_rank(features)
+        grams["feature_erank"] = rank_gram(features)
     if len(zs) > 1:
-        metrics["alignment"] = alignment(zs[0], zs[1])
-    metrics["uniformity"] = uniformity(zs[0])
-    if len(zs) > 1:
-        metrics["cos_views"], metrics["cos_images"] = mean_cosines(zs[0], zs[1])
-    return dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))
+        scalars["alignment"] = alignment(zs[0], zs[1])
+        scalars["cos_views"], scalars["cos_images"] = mean_cosines(zs[0], zs[1])
+    scalars["uniformity"] = uniformity(zs[0])
+    return scalars, grams
+
+
+def stack_scalars(scalars: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The 0-d tensors as one float32 vector: one copy (one read) for all of them."""
+    return torch.stack([v.float() for v in scalars.values()])
+
+
+def finish_metrics(names: list[str], values: torch.Tensor, grams: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Floats in METRIC_ORDER from `stack_scalars`' vector (named `names`) and the Gram matrices."""
+    found = dict(zip(names, values.tolist()))
+    found.update({k: float(rank_from_gram(g)) for k, g in grams.items()})
+    return {k: found[k] for k in METRIC_ORDER if k in found}
+
+
+def collapse_metrics(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None = None,
+                     features: torch.Tensor | None = None) -> dict[str, float]:
+    """Every per-step collapse number for one batch, fetched in one host read (and one
+    eigensolve per RankMe). `z`: the two views' projector outputs (or one tensor: the
+    cross-view numbers are then left out); `p`: the predictor outputs (the first view is
+    read); `features`: backbone features."""
+    scalars, grams = collapse_tensors(z, p, features)
+    return finish_metrics(list(scalars), stack_scalars(scalars), grams)
 
 
 class CollapseDetector:
@@ -122,7 +156,8 @@ class CollapseDetector:
         return None
 
     def update(self, step: int, metrics: dict[str, float]) -> bool:
-        """Feed one step's metrics; True exactly once, on the step the detector fires."""
+        """Feed one step's metrics; True exactly once, on the step the detector fires.
+        Steps must come in order (a deferred reading arrives late, never out of order)."""
         if self.step is not None:
             return False
         why = self.below(metrics)
@@ -171,9 +206,14 @@ class CollapseMonitor:
     def update(self, step: int, z: list[torch.Tensor] | torch.Tensor,
                p: list[torch.Tensor] | torch.Tensor | None = None,
                features: torch.Tensor | None = None) -> dict[str, float]:
-        self.last = collapse_metrics(z, p, features)
-        self.fired = self.detector.update(step, self.last)
-        return self.last
+        return self.feed(step, collapse_metrics(z, p, features))
+
+    def feed(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+        """The detector on numbers already read (`collapse_metrics`, or the training loop's
+        deferred reading of them)."""
+        self.last = metrics
+        self.fired = self.detector.update(step, metrics)
+        return metrics
 
     @property
     def collapsed(self) -> bool:

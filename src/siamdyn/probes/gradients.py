@@ -16,11 +16,11 @@ statistics, so those buffers are restored afterwards, and no parameter is touche
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterable, Iterator, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from siamdyn.distributed import Dist, mean_over_ranks
 
@@ -52,19 +52,33 @@ def _flat(grads: Iterable[torch.Tensor | None], params: list[torch.Tensor]) -> t
     return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
 
 
-def split_record(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> dict[str, float]:
-    """‖g1‖, ‖g2‖, ‖g2‖/‖g1‖ and cos(g1, g2) in total and per group, from flat gradients."""
+def split_tensors(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+    """‖g1‖, ‖g2‖, ‖g2‖/‖g1‖ and cos(g1, g2) in total and per group, as 0-d tensors on the
+    gradients' device (nothing is read: the training loop reads them later, in one batch)."""
     record = {}
     chunks = zip(("total",) + tuple(sizes), (g1,) + g1.split(list(sizes.values())),
                  (g2,) + g2.split(list(sizes.values())))
     for name, c1, c2 in chunks:
-        n1, n2 = float(c1.norm()), float(c2.norm())
+        n1, n2 = c1.float().norm(), c2.float().norm()
         suffix = "" if name == "total" else f"/{name}"
         record[f"g1_norm{suffix}"] = n1
         record[f"g2_norm{suffix}"] = n2
-        record[f"g2_over_g1{suffix}"] = n2 / n1 if n1 > 0 else float("inf")
-        record[f"cos_g1_g2{suffix}"] = float(F.cosine_similarity(c1, c2, dim=0)) if n1 > 0 and n2 > 0 else 0.0
+        record[f"g2_over_g1{suffix}"] = torch.where(n1 > 0, n2 / n1.clamp(min=1e-30), torch.full_like(n1, math.inf))
+        cos = (c1.float() * c2.float()).sum() / (n1 * n2).clamp(min=1e-30)
+        record[f"cos_g1_g2{suffix}"] = torch.where((n1 > 0) & (n2 > 0), cos, torch.zeros_like(cos))
     return record
+
+
+def read_values(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+    """0-d tensors → floats, in one host read."""
+    if not tensors:
+        return {}
+    return dict(zip(tensors, torch.stack([t.float() for t in tensors.values()]).tolist()))
+
+
+def split_record(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> dict[str, float]:
+    """`split_tensors` read as floats."""
+    return read_values(split_tensors(g1, g2, sizes))
 
 
 def split_gradient(term1_loss: torch.Tensor, term2_loss: torch.Tensor, groups: dict[str, Group]) -> dict[str, float]:
@@ -85,6 +99,13 @@ def gradient_split(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tens
     """The split for a `SiameseMethod` (any backbone) on one batch, and ‖∂l/∂p‖. Under DDP each
     rank's local-batch gradients are averaged, which gives the gradients of the global-batch
     loss (the mean of the ranks' losses), as in training."""
+    return read_values(gradient_split_tensors(model, views, xbar, ctx, groups))
+
+
+def gradient_split_tensors(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tensor | None = None,
+                           ctx: Dist = Dist(), groups: dict[str, Group] | None = None) -> dict[str, torch.Tensor]:
+    """`gradient_split` as 0-d tensors on the device: two extra forward/backward passes and no
+    host read (the training loop's probes read them with the step's other numbers)."""
     params = group_params(groups or model.encoder_groups())
     flat_params = [p for ps in params.values() for p in ps]
     sizes = {name: sum(p.numel() for p in ps) for name, ps in params.items()}
@@ -99,10 +120,10 @@ def gradient_split(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tens
             if term == "g1":
                 # ∂l/∂p: the seed's ∂L/∂h factor that both dφ/dt and term 1 carry. Globally
                 # ∂L/∂p = ∂l_r/∂p / world on rank r's rows, so ‖∂L/∂p‖² = mean_r ‖∂l_r/∂p‖² / world.
-                dl_dp = torch.cat([g.flatten() for g in grads[len(flat_params):] if g is not None] or [torch.zeros(0)])
-                dl_dp_sq = mean_over_ranks(ctx, dl_dp.float().pow(2).sum()) / ctx.world
-    record = {"dl_dp_norm": float(dl_dp_sq.sqrt())} if dl_dp.numel() else {}
-    return {**record, **split_record(split["g1"], split["g2"], sizes)}
+                dl_dp = [g.float().pow(2).sum() for g in grads[len(flat_params):] if g is not None]
+                dl_dp_sq = mean_over_ranks(ctx, torch.stack(dl_dp).sum()) / ctx.world if dl_dp else None
+    record = {"dl_dp_norm": dl_dp_sq.sqrt()} if dl_dp_sq is not None else {}
+    return {**record, **split_tensors(split["g1"], split["g2"], sizes)}
 
 
 class ModuleSpeeds:
@@ -120,9 +141,15 @@ class ModuleSpeeds:
         self._before = self._flat()
 
     def measure(self) -> dict[str, float]:
+        return read_values(self.measure_tensors())
+
+    def measure_tensors(self) -> dict[str, torch.Tensor]:
+        """`measure` as 0-d tensors on the device (no host read)."""
+        if not self._before:
+            raise RuntimeError("ModuleSpeeds.measure() before snapshot(): call snapshot() before the optimiser "
+                               "step and measure() after it")
         now = self._flat()
-        return {f"speed/{name}": float((now[name] - w).norm() / w.norm().clamp(min=1e-12))
-                for name, w in self._before.items()}
+        return {f"speed/{name}": (now[name] - w).norm() / w.norm().clamp(min=1e-12) for name, w in self._before.items()}
 
 
 def snapshot(model: nn.Module) -> ModuleSpeeds:

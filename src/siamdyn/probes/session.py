@@ -3,26 +3,44 @@
     before_step(step, views)  gradient split g1/g2 on the step's own views (probe steps;
                               restores BN buffers)
     after_backward()          snapshot of the weights, to measure the update
-    after_step(result)        module speeds ‖Δw‖/‖w‖ and, for a linear predictor, its
-                              spectrum → the probe record to log (probe steps)
-    observe(step, result)     collapse metrics of the step's batch and the collapse detector
-                              (log steps) → the metrics to log; `fired` says whether it fired
+    end_step(...)             the step's loss, finite flag and (log steps) collapse metrics,
+                              queued for reading
+    after_step(step, result)  module speeds ‖Δw‖/‖w‖ and, for a linear predictor, its
+                              spectrum, queued with the split as the probe record (probe steps)
+    ready(block)              the queued numbers that have reached the host, as `StepReading`s
+                              and probe records; the collapse detector reads them in step order
     heldout(step)             collapse readings on the fixed held-out batch (heldout_every steps)
     headline()                the progress bar's numbers; state_dict() for checkpoints
+
+Nothing here reads a value from the device during a step (probes/deferred.py says why):
+a probe costs its two extra forward/backward passes and no wait.
 """
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass, field
 
 import torch
 
 from siamdyn.config import Config
 from siamdyn.distributed import Dist
 from siamdyn.methods import SiameseMethod, StepOutput
-from siamdyn.probes.collapse import CollapseMonitor
-from siamdyn.probes.gradients import ModuleSpeeds, gradient_split
+from siamdyn.probes.collapse import CollapseMonitor, collapse_tensors, finish_metrics, stack_scalars
+from siamdyn.probes.deferred import DeferredReads, Stopwatch
+from siamdyn.probes.gradients import ModuleSpeeds, gradient_split_tensors, read_values
 from siamdyn.probes.heldout import HeldoutProbe
 from siamdyn.probes.spectrum import predictor_spectrum
+from siamdyn.probes.sync_count import reading_host_copies
+
+
+@dataclass
+class StepReading:
+    """One training step's numbers, as read on the host."""
+    step: int  # steps done, counting this one (what metrics.jsonl calls "step")
+    loss: float
+    finite: bool  # the loss and every gradient finite
+    metrics: dict[str, float] | None = None  # collapse metrics (log steps on rank 0)
+    extra: dict = field(default_factory=dict)  # plain values recorded when the step ran (lr, time …)
+    fired: bool = False  # the collapse detector fired on this step's metrics
 
 
 class ProbeSession:
@@ -31,54 +49,84 @@ class ProbeSession:
         self._heldout = heldout
         self.monitor = CollapseMonitor(cfg.proj_dim, rank_floor=cfg.collapse_rank_floor, patience=cfg.collapse_patience)
         self.linear_predictor = cfg.predictor == "linear"
-        self.seconds = 0.0  # total time spent in gradient/speed probes, to report their cost
+        device = next(model.parameters()).device
+        self.reads = DeferredReads(device)
+        self.watch = Stopwatch(device)  # time spent in gradient/speed/held-out probes, to report their cost
         self.active = False
-        self.record: dict = {}
+        self._split: dict[str, torch.Tensor] = {}
         self._speeds = ModuleSpeeds(model.module_groups())
 
     # ------------------------------------------------------------------ probe steps
     def before_step(self, step: int, views: list[torch.Tensor], xbar: torch.Tensor | None) -> None:
         self.active = (bool(self.every) and step % self.every == 0) or step < self.first
         if self.active:
-            t = time.perf_counter()
             # Every rank joins (its forward passes hold collectives); g1, g2 are averaged over ranks.
-            self.record = {"step": step + 1, **gradient_split(self.model, views, xbar, self.ctx)}
-            self.seconds += time.perf_counter() - t
+            with self.watch.section():
+                self._split = gradient_split_tensors(self.model, views, xbar, self.ctx)
 
     def after_backward(self) -> None:
         if self.active and self.ctx.is_main:
-            t = time.perf_counter()
-            self._speeds.snapshot()
-            self.seconds += time.perf_counter() - t
+            with self.watch.section():
+                self._speeds.snapshot()
 
-    def after_step(self, result: StepOutput) -> dict | None:
-        """The probe record of this step (rank 0 only; weights are the same on every rank)."""
+    def after_step(self, step: int, result: StepOutput) -> None:
+        """Queue the probe record of step `step` (0-based; rank 0 only: weights agree across ranks)."""
         if not (self.active and self.ctx.is_main):
-            return None
-        t = time.perf_counter()
-        self.record.update(self._speeds.measure())
-        if self.linear_predictor:
-            self.record.update(predictor_spectrum(self.model.predictor.weight, torch.cat(result.z)))
-        self.seconds += time.perf_counter() - t
-        return {**self.record, "probe_time_s": self.seconds}
+            return
+        with self.watch.section():
+            tensors = {**self._split, **self._speeds.measure_tensors()}
+            # The DirectPred spectrum reads eigenvectors on the host: a linear predictor's probes wait for it.
+            spectrum = (predictor_spectrum(self.model.predictor.weight, torch.cat(result.z))
+                        if self.linear_predictor else {})
+        self.reads.push(("probe", step + 1, spectrum), tensors)
+
+    # ------------------------------------------------------------------ every step
+    def end_step(self, step: int, loss: torch.Tensor, finite: torch.Tensor, result: StepOutput | None,
+                 extra: dict) -> None:
+        """Queue step `step`'s loss and finite flag, and its collapse metrics when `result` is
+        given (a log step); `extra` holds plain values to log beside them."""
+        tensors = {"loss": loss.detach().float().reshape(()), "finite": finite.reshape(())}
+        names: list[str] = []
+        if result is not None:
+            scalars, grams = collapse_tensors(result.z, result.p, result.features[0])
+            names = list(scalars)
+            tensors.update(values=stack_scalars(scalars), **{f"gram/{k}": g for k, g in grams.items()})
+        self.reads.push(("step", step + 1, names, extra), tensors)
+
+    def ready(self, block: bool = False) -> list[StepReading | dict]:
+        """What has reached the host, oldest first: `StepReading`s (the detector has seen their
+        metrics) and probe records (dicts, ready to log)."""
+        out: list[StepReading | dict] = []
+        with reading_host_copies():
+            for meta, t in self.reads.ready(block):
+                out.append(self._reading(meta, t))
+        return out
+
+    def _reading(self, meta: tuple, t: dict[str, torch.Tensor]) -> StepReading | dict:
+        if meta[0] == "probe":
+            _, step, spectrum = meta
+            return {"step": step, **read_values(t), **spectrum, "probe_time_s": self.seconds}
+        _, step, names, extra = meta
+        reading = StepReading(step, float(t["loss"]), bool(t["finite"]), extra=extra)
+        if names and reading.finite:
+            grams = {k.split("/", 1)[1]: g for k, g in t.items() if k.startswith("gram/")}
+            reading.metrics = self.monitor.feed(step, finish_metrics(names, t["values"], grams))
+            reading.fired = self.monitor.fired
+        return reading
 
     # ------------------------------------------------------------------ collapse
-    def observe(self, step: int, result: StepOutput) -> dict[str, float]:
-        """Collapse metrics of this step's batch, fed to the detector."""
-        return self.monitor.update(step, result.z, result.p, result.features[0])
-
     def heldout(self, step: int) -> dict | None:
         """The held-out readings after `step` steps, when due (every rank reads; rank 0 returns them)."""
         if self._heldout is None or not self._heldout.due(step):
             return None
-        t = time.perf_counter()
-        record = self._heldout.read(step)
-        self.seconds += time.perf_counter() - t
+        with self.watch.section():
+            record = self._heldout.read(step)
         return record if self.ctx.is_main else None
 
     @property
-    def fired(self) -> bool:
-        return self.monitor.fired
+    def seconds(self) -> float:
+        """Time spent in the probes so far (device time on a GPU) whose work has finished."""
+        return self.watch.seconds()
 
     def headline(self) -> dict[str, str]:
         return self.monitor.headline()
@@ -86,7 +134,7 @@ class ProbeSession:
     def summary(self) -> dict:
         d = self.monitor.detector
         return {"collapse_step": d.step, "collapse_reason": d.reason, "collapse_threshold": d.threshold,
-                "probe_time_s": self.seconds}
+                "probe_time_s": self.watch.seconds(block=True)}
 
     def state_dict(self) -> dict:
         return self.monitor.state_dict()

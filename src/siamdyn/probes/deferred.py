@@ -1,0 +1,95 @@
+"""Numbers made on the device, read on the host when they are ready, without stalling it.
+
+A GPU runs behind the Python loop that feeds it. Reading one value (`.item()`, `float(t)`)
+makes the host wait until every queued kernel has run: the GPU then idles while the host
+prepares the next step. So the training loop reads nothing per step. Each step's numbers
+(loss, finite flag, collapse metrics, probe results) stay tensors; `DeferredReads.push`
+starts their copy to host memory without blocking and marks the stream with an event;
+`ready()` hands back the records whose copies have landed. At most `max_pending` records
+wait: beyond that the oldest is awaited (a step that is that old is finished or nearly),
+which bounds how late a number, a NaN or a collapse is seen. On a CPU every record is
+ready at once, so the loop behaves exactly as a synchronous one.
+
+`Stopwatch` times sections of work the same way: CUDA events on a GPU (the device time of
+the section's kernels, read when they are done), wall time on a CPU.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+from typing import Any, Iterator
+
+import torch
+
+
+class DeferredReads:
+    """A queue of (meta, tensors) records whose tensors travel to the host asynchronously."""
+
+    def __init__(self, device: torch.device, max_pending: int = 2):
+        self.cuda = torch.device(device).type == "cuda"
+        self.max_pending = max_pending
+        self.queue: collections.deque[tuple[Any, dict[str, torch.Tensor], Any]] = collections.deque()
+
+    def push(self, meta: Any, tensors: dict[str, torch.Tensor]) -> None:
+        """Start the copy of `tensors` to the host; `meta` (plain values) travels beside them."""
+        event = None
+        if self.cuda:
+            # non_blocking device→host copies land in pinned memory, ordered on the stream
+            tensors = {k: t.detach().to("cpu", non_blocking=True) for k, t in tensors.items()}
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            tensors = {k: t.detach() for k, t in tensors.items()}
+        self.queue.append((meta, tensors, event))
+
+    def ready(self, block: bool = False) -> list[tuple[Any, dict[str, torch.Tensor]]]:
+        """The records whose copies have landed, oldest first; every record when `block`."""
+        out = []
+        while self.queue:
+            meta, tensors, event = self.queue[0]
+            if event is not None and not event.query():
+                if not (block or len(self.queue) > self.max_pending):
+                    break
+                event.synchronize()
+            self.queue.popleft()
+            out.append((meta, tensors))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+
+class Stopwatch:
+    """Total seconds spent in `with watch.section():` blocks: device time of their kernels on
+    CUDA (events, resolved by `seconds` once they have run), wall time on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+        self._done = 0.0
+        self._open: list[tuple[Any, Any]] = []
+
+    @contextlib.contextmanager
+    def section(self) -> Iterator[None]:
+        if not self.cuda:
+            t = time.perf_counter()
+            yield
+            self._done += time.perf_counter() - t
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        self._open.append((start, end))
+
+    def seconds(self, block: bool = False) -> float:
+        """Seconds of the finished sections (all of them, waiting if need be, with `block`)."""
+        still = []
+        for start, end in self._open:
+            if block or end.query():
+                end.synchronize()
+                self._done += start.elapsed_time(end) / 1000
+            else:
+                still.append((start, end))
+        self._open = still
+        return self._done

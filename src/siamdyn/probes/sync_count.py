@@ -1,0 +1,60 @@
+"""Count the reads of tensor values that a piece of code makes.
+
+On a GPU each read of a value (`.item()`, `.tolist()`, `float(t)`, `bool(t)`, `int(t)`) waits
+for all queued work: a host sync. The instruments keep their numbers on the device and read
+them in one batch (probes/deferred.py); this counter is how the tests hold them to that on a
+machine without a GPU (on CUDA, `torch.cuda.set_sync_debug_mode` says the same).
+
+    with count_host_reads() as reads:
+        train_step(...)
+    reads.count  # value reads made inside the block, less those of host copies
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+READS = ("item", "tolist", "__float__", "__bool__", "__int__")
+
+
+@dataclass
+class HostReads:
+    count: int = 0
+
+
+_host_copies = [0]  # depth of `reading_host_copies` blocks: their reads are not counted
+
+
+@contextlib.contextmanager
+def reading_host_copies() -> Iterator[None]:
+    """Reads of tensors already copied to host memory (probes/deferred.py) wait for nothing:
+    the counter leaves them out."""
+    _host_copies[0] += 1
+    try:
+        yield
+    finally:
+        _host_copies[0] -= 1
+
+
+@contextlib.contextmanager
+def count_host_reads() -> Iterator[HostReads]:
+    """Count the value reads of every tensor inside the block (not thread-safe: one block at a time)."""
+    reads = HostReads()
+    originals = {name: getattr(torch.Tensor, name) for name in READS}
+
+    def counting(original):
+        def read(self, *args, **kwargs):
+            reads.count += not _host_copies[0]
+            return original(self, *args, **kwargs)
+        return read
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, counting(original))
+    try:
+        yield reads
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
