@@ -24,9 +24,9 @@ if [ -n "${SIAMDYN_GPU_CHECK_DRY:-}" ]; then
 else
   nvidia-smi -L
   $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-  dev=cuda variants=typical,typical-bf16,siamdyn-default,siamdyn,siamdyn-log10,siamdyn-default-compile
+  dev=cuda variants=${SIAMDYN_GPU_VARIANTS:-typical,typical-bf16,siamdyn-default,siamdyn,siamdyn-log10,siamdyn-default-compile}
   shape="--dataset cifar-shaped --width 64 --batch 1024"
-  speed_run="--steps 100 --warmup 10 --workers 12" cost_run="--reps 10 --warmup 5 --loop-steps 30"
+  speed_run="--steps 100 --warmup 10 --workers 12" cost_run="--reps 10 --warmup 5 --loop-steps 20"
 fi
 if [ "$what" = all ] || [ "$what" = speed ]; then
   $PY bench/speed.py --device $dev $shape $speed_run --variants $variants --out "$out/speed_b1024.md" || rc=1

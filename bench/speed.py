@@ -174,7 +174,21 @@ def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
     in_window = sum(1 for k in range(args.warmup, args.warmup + args.steps) if k % cfg.probe_every == 0)
     per_probe = summary["probe_time_s"] / n_probes  # the run's own timer: device time on a GPU
     return {"step_s": step_s, "probe_s": per_probe, "mode": mode, "probes_in_window": in_window,
-            "probe_fraction": per_probe / (cfg.probe_every * step_s + per_probe)}
+            "probe_fraction": per_probe / (cfg.probe_every * step_s + per_probe),
+            "probe_steps_in_loop": probe_steps_in_loop(t, args.warmup, args.warmup + args.steps, cfg.probe_every)}
+
+
+def probe_steps_in_loop(times: dict[int, float], first: int, last: int, every: int) -> float | None:
+    """What a probe costs inside the real loop, in training steps: the time of the 4 logged
+    steps around each probe beyond 4 median steps (4, because numbers are read a step or two
+    after the GPU ran them), the median over the window's probes."""
+    deltas = sorted(times[s + 1] - times[s] for s in range(first, last) if s in times and s + 1 in times)
+    if not deltas:
+        return None
+    median = deltas[len(deltas) // 2]
+    extra = sorted(times[k + 4] - times[k] - 4 * median for k in range(first, last - 3)
+                   if k % every == 0 and k in times and k + 4 in times)
+    return extra[len(extra) // 2] / median if extra else None
 
 
 def timed_step(times: dict[int, float], first: int, last: int, log_every: int) -> float:
@@ -300,7 +314,11 @@ def default_speedups(rows: dict[str, dict]) -> list[str]:
         lines.append(f"- split: the same loop with probes off {ok['siamdyn']:.4f} s/step, so the probes take "
                      f"{100 * (1 - ok['siamdyn'] / ours):.1f} % of the default's wall time (side by side); the run's "
                      f"own probe timer: {r['probe_s']:.3f} s per probe = {r['probe_s'] / ok['siamdyn']:.2f} training "
-                     f"steps, {100 * r['probe_fraction']:.1f} % of wall at probe_every=50")
+                     f"steps, {100 * r['probe_fraction']:.1f} % of wall at probe_every=50 (the first probe, at step 0, "
+                     "also pays the first kernels' autotuning)")
+        if r.get("probe_steps_in_loop") is not None:
+            lines.append(f"- a probe inside the loop (the steps around it, beyond the median step): "
+                         f"{r['probe_steps_in_loop']:.2f} training steps")
     if "siamdyn-log10" in ok and "siamdyn" in ok:
         ratio = ok["siamdyn-log10"] / ok["siamdyn"]
         lines.append(f"- collapse metrics every 10th step vs every step (probes off): {ratio:.3f}× the step time, "

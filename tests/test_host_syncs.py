@@ -52,6 +52,24 @@ def test_the_loop_reads_no_value_from_the_device_per_step(tmp_path, log_every, p
     assert probes == ([1, 5, 9, 13] if probe_every else [])
 
 
+def test_rankme_solved_on_the_worker_thread_gives_the_same_log(tmp_path, monkeypatch):
+    # On a GPU the eigensolves run on a worker thread; force that path here and compare.
+    from siamdyn.probes import session
+    train(tiny(max_steps=6), str(tmp_path / "inline"), progress=False)
+    init = session.ProbeSession.__init__
+
+    def threaded(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.solve_in_thread = True
+
+    monkeypatch.setattr(session.ProbeSession, "__init__", threaded)
+    train(tiny(max_steps=6), str(tmp_path / "threaded"), progress=False)
+    keys = ("step", "loss", "z_erank", "feature_erank", "z_std", "cos_images")
+    inline, threaded_rows = ([{k: r[k] for k in keys} for r in read_metrics(str(tmp_path / name)) if "z_std" in r]
+                             for name in ("inline", "threaded"))
+    assert inline == threaded_rows and len(inline) == 6
+
+
 def test_the_counter_counts_device_reads_and_not_host_copies():
     t = torch.ones(3)
     with count_host_reads() as reads:

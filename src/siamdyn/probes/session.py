@@ -17,6 +17,9 @@ a probe costs its two extra forward/backward passes and no wait.
 """
 from __future__ import annotations
 
+import collections
+import functools
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -51,9 +54,11 @@ class ProbeSession:
         self.linear_predictor = cfg.predictor == "linear"
         device = next(model.parameters()).device
         self.reads = DeferredReads(device)
+        self.solve_in_thread = device.type == "cuda"  # see _solve
         self.watch = Stopwatch(device)  # time spent in gradient/speed/held-out probes, to report their cost
         self.active = False
         self._split: dict[str, torch.Tensor] = {}
+        self._solving: collections.deque[tuple[tuple, dict, Future]] = collections.deque()
         self._speeds = ModuleSpeeds(model.module_groups())
 
     # ------------------------------------------------------------------ probe steps
@@ -96,21 +101,36 @@ class ProbeSession:
     def ready(self, block: bool = False) -> list[StepReading | dict]:
         """What has reached the host, oldest first: `StepReading`s (the detector has seen their
         metrics) and probe records (dicts, ready to log)."""
-        out: list[StepReading | dict] = []
         with reading_host_copies():
             for meta, t in self.reads.ready(block):
-                out.append(self._reading(meta, t))
+                self._solving.append((meta, t, self._solve(meta, t)))
+            out: list[StepReading | dict] = []
+            while self._solving:
+                meta, t, metrics = self._solving[0]
+                if not (block or metrics.done() or len(self._solving) > self.reads.max_pending):
+                    break
+                self._solving.popleft()
+                out.append(self._reading(meta, t, metrics.result()))
         return out
 
-    def _reading(self, meta: tuple, t: dict[str, torch.Tensor]) -> StepReading | dict:
+    def _solve(self, meta: tuple, t: dict[str, torch.Tensor]) -> Future:
+        """The host's share of a step's collapse metrics (RankMe's float64 eigensolves): on a
+        worker thread when the model trains on a GPU, so that the loop keeps feeding the GPU
+        meanwhile (torch ops release the GIL); at once on a CPU, where the cores are the model's."""
+        if meta[0] != "step" or not meta[2] or not bool(t["finite"]):
+            return _done(None)
+        grams = {k.split("/", 1)[1]: g for k, g in t.items() if k.startswith("gram/")}
+        work = functools.partial(_finish_on_host, meta[2], t["values"], grams)
+        return rank_solver().submit(work) if self.solve_in_thread else _done(work())
+
+    def _reading(self, meta: tuple, t: dict[str, torch.Tensor], metrics: dict | None) -> StepReading | dict:
         if meta[0] == "probe":
             _, step, spectrum = meta
             return {"step": step, **read_values(t), **spectrum, "probe_time_s": self.seconds}
         _, step, names, extra = meta
         reading = StepReading(step, float(t["loss"]), bool(t["finite"]), extra=extra)
-        if names and reading.finite:
-            grams = {k.split("/", 1)[1]: g for k, g in t.items() if k.startswith("gram/")}
-            reading.metrics = self.monitor.feed(step, finish_metrics(names, t["values"], grams))
+        if metrics is not None:
+            reading.metrics = self.monitor.feed(step, metrics)
             reading.fired = self.monitor.fired
         return reading
 
@@ -141,3 +161,23 @@ class ProbeSession:
 
     def load_state_dict(self, state: dict) -> None:
         self.monitor.load_state_dict(state)
+
+
+_SOLVER: list[ThreadPoolExecutor] = []  # one worker thread per process, shared by every run in it
+
+
+def rank_solver() -> ThreadPoolExecutor:
+    if not _SOLVER:
+        _SOLVER.append(ThreadPoolExecutor(1, thread_name_prefix="siamdyn-rankme"))
+    return _SOLVER[0]
+
+
+def _finish_on_host(names: list[str], values: torch.Tensor, grams: dict[str, torch.Tensor]) -> dict[str, float]:
+    with reading_host_copies():  # host copies: nothing here waits for the device
+        return finish_metrics(names, values, grams)
+
+
+def _done(value: object) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future

@@ -12,6 +12,7 @@ machine without a GPU (on CUDA, `torch.cuda.set_sync_debug_mode` says the same).
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -25,18 +26,22 @@ class HostReads:
     count: int = 0
 
 
-_host_copies = [0]  # depth of `reading_host_copies` blocks: their reads are not counted
+_local = threading.local()  # per thread: the depth of its `reading_host_copies` blocks, whose reads are not counted
+
+
+def _depth() -> int:
+    return getattr(_local, "depth", 0)
 
 
 @contextlib.contextmanager
 def reading_host_copies() -> Iterator[None]:
     """Reads of tensors already copied to host memory (probes/deferred.py) wait for nothing:
     the counter leaves them out."""
-    _host_copies[0] += 1
+    _local.depth = _depth() + 1
     try:
         yield
     finally:
-        _host_copies[0] -= 1
+        _local.depth -= 1
 
 
 @contextlib.contextmanager
@@ -47,7 +52,7 @@ def count_host_reads() -> Iterator[HostReads]:
 
     def counting(original):
         def read(self, *args, **kwargs):
-            reads.count += not _host_copies[0]
+            reads.count += not _depth()
             return original(self, *args, **kwargs)
         return read
 
