@@ -8,6 +8,7 @@ extra forward/backward passes, i.e. about two training steps, no more.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,17 @@ def test_rankme_solved_on_the_worker_thread_gives_the_same_log(tmp_path, monkeyp
     inline, threaded_rows = ([{k: r[k] for k in keys} for r in read_metrics(str(tmp_path / name)) if "z_std" in r]
                              for name in ("inline", "threaded"))
     assert inline == threaded_rows and len(inline) == 6
+
+
+def test_rankme_every_few_steps_and_at_the_last(tmp_path):
+    # On a GPU RankMe is read every 10th step by default (rank_every=0 = auto); any cadence can be set.
+    train(tiny(max_steps=7, rank_every=3, collapse_rank_floor=1000.0, collapse_patience=2), str(tmp_path / "r"),
+          progress=False)
+    rows = [r for r in read_metrics(str(tmp_path / "r")) if "z_std" in r]
+    assert [r["step"] for r in rows if "z_erank" in r] == [3, 6, 7] and len(rows) == 7
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    # the floor is unreachable, so the detector fires from the first reading on, carried between readings
+    assert summary["collapse_step"] == 3 and "RankMe" in summary["collapse_reason"]
 
 
 def test_the_counter_counts_device_reads_and_not_host_copies():

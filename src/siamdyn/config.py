@@ -130,6 +130,8 @@ class Config:
     collapse_rank_floor: float = knob(2.0, "detector: RankMe(z) below this counts as collapse; 0 = std only",
                                       resumable=True)
     collapse_patience: int = knob(50, "detector: steps the condition must hold", resumable=True)
+    rank_every: int = knob(0, "steps between the per-step metrics' RankMe readings (two eigensolves); 0 = auto: "
+                           "every logged step on a CPU, every 10th on a GPU (docs/design.md §8)", resumable=True)
     stop_on_collapse: bool = knob(False, "end the run (checkpoint + kNN) when the detector fires", resumable=True)
 
     # ------------------------------------------------------------------ building
@@ -249,9 +251,9 @@ class Config:
         _check(self.collapse_patience >= 1, "collapse_patience must be >= 1")
         _check(self.collapse_rank_floor >= 0, "collapse_rank_floor must be >= 0 (0 turns the rank test off)")
         _check(min(self.knn_every, self.ckpt_every, self.threads, self.image_size, self.probe_every, self.probe_first,
-                   self.heldout_every, self.heldout_images) >= 0,
-               "knn_every, ckpt_every, probe_every, probe_first, heldout_every, heldout_images, threads and "
-               "image_size must be >= 0")
+                   self.heldout_every, self.heldout_images, self.rank_every) >= 0,
+               "knn_every, ckpt_every, probe_every, probe_first, heldout_every, heldout_images, rank_every, threads "
+               "and image_size must be >= 0")
         if self.image_size and self.dataset in ("fashion-mnist", "cifar10"):
             raise ConfigError(f"image_size={self.image_size} applies to imagefolder and synthetic data only; "
                               f"{self.dataset} images keep their size — drop image_size")

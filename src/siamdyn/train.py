@@ -266,7 +266,8 @@ def train_step(s: Session, probes: ProbeSession, x: torch.Tensor, step: int, ext
     loss = mean_over_ranks(s.ctx, result.loss.detach())  # the global-batch loss
     s.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
-    probes.end_step(step, loss, s.model.gradient_finite(loss), result if extra is not None else None, extra or {})
+    probes.end_step(step, loss, s.model.gradient_finite(loss), result if extra is not None else None, extra or {},
+                    final=step + 1 == s.total_steps)
     read()
     probes.after_backward()
     s.optimizer.step()

@@ -82,20 +82,21 @@ def mean_cosines(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torc
 
 METRIC_ORDER = ("z_std", "z_std_min", "p_std", "p_std_min", "z_erank", "feature_erank", "alignment",
                 "uniformity", "cos_views", "cos_images")
-RANK_METRICS = {"z_erank", "feature_erank"}
 
 
 def collapse_tensors(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None = None,
-                     features: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                     features: torch.Tensor | None = None,
+                     ranks: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The per-step collapse numbers, still on the device: (0-d tensors by name, the Gram
-    matrices of the RankMe metrics by name). `finish_metrics` turns both into floats."""
+    matrices of the RankMe metrics by name; none without `ranks`). `finish_metrics` turns
+    both into floats."""
     zs = list(z) if isinstance(z, (list, tuple)) else [z]
     z_std, z_std_min = normalized_std(zs[0])
     scalars = {"z_std": z_std, "z_std_min": z_std_min}
     if p is not None:
         scalars["p_std"], scalars["p_std_min"] = normalized_std(p[0] if isinstance(p, (list, tuple)) else p)
-    grams = {"z_erank": rank_gram(zs[0])}
-    if features is not None:
+    grams = {"z_erank": rank_gram(zs[0])} if ranks else {}
+    if features is not None and ranks:
         grams["feature_erank"] = rank_gram(features)
     if len(zs) > 1:
         scalars["alignment"] = alignment(zs[0], zs[1])
@@ -145,14 +146,16 @@ class CollapseDetector:
         self.step: int | None = None
         self.reason: str | None = None
         self._streak: tuple[int, str] | None = None  # (first step, reason) of the current run below
+        self.last_rank: float | None = None  # the latest RankMe(z) reading
 
     def below(self, metrics: dict[str, float]) -> str | None:
         """Why these metrics count as collapsed, or None."""
         std = min(metrics["z_std"], metrics.get("p_std", metrics["z_std"]))
         if std < self.threshold:
             return f"std {std:.4f} < {self.threshold:.4f}"
-        if self.rank_floor and metrics["z_erank"] < self.rank_floor:
-            return f"RankMe(z) {metrics['z_erank']:.2f} < {self.rank_floor}"
+        self.last_rank = metrics.get("z_erank", self.last_rank)  # RankMe may be read every few steps only
+        if self.rank_floor and self.last_rank is not None and self.last_rank < self.rank_floor:
+            return f"RankMe(z) {self.last_rank:.2f} < {self.rank_floor}"
         return None
 
     def update(self, step: int, metrics: dict[str, float]) -> bool:
@@ -174,12 +177,13 @@ class CollapseDetector:
 
     def state_dict(self) -> dict:
         return {"collapse_step": self.step, "collapse_reason": self.reason,
-                "streak": list(self._streak) if self._streak else None}
+                "streak": list(self._streak) if self._streak else None, "last_rank": self.last_rank}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.reason = state.get("collapse_step"), state.get("collapse_reason")
         streak = state.get("streak")
         self._streak = (int(streak[0]), str(streak[1])) if streak else None
+        self.last_rank = state.get("last_rank")
 
 
 class CollapseMonitor:
@@ -233,7 +237,7 @@ class CollapseMonitor:
         if not m:
             return {}
         std = min(m["z_std"], m.get("p_std", m["z_std"])) * math.sqrt(self.dim)
-        return {"std": f"{std:.2f}/√d", "rank": f"{m['z_erank']:.1f}",
+        return {"std": f"{std:.2f}/√d", "rank": f"{self.detector.last_rank or float('nan'):.1f}",
                 "collapsed": f"@{self.collapse_step}" if self.collapsed else "no"}
 
     def state_dict(self) -> dict:

@@ -55,6 +55,9 @@ class ProbeSession:
         device = next(model.parameters()).device
         self.reads = DeferredReads(device)
         self.solve_in_thread = device.type == "cuda"  # see _solve
+        # Two float64 eigensolves per reading: 0.5 ms beside a 170 ms CPU step, but on an H200 they
+        # took the step from 0.037 to 0.083 s (bench/results/speed_cuda_h200_b1024_deferred_v2.md).
+        self.rank_every = cfg.rank_every or (10 if device.type == "cuda" else 1)
         self.watch = Stopwatch(device)  # time spent in gradient/speed/held-out probes, to report their cost
         self.active = False
         self._split: dict[str, torch.Tensor] = {}
@@ -87,13 +90,15 @@ class ProbeSession:
 
     # ------------------------------------------------------------------ every step
     def end_step(self, step: int, loss: torch.Tensor, finite: torch.Tensor, result: StepOutput | None,
-                 extra: dict) -> None:
+                 extra: dict, final: bool = False) -> None:
         """Queue step `step`'s loss and finite flag, and its collapse metrics when `result` is
-        given (a log step); `extra` holds plain values to log beside them."""
+        given (a log step; RankMe every `rank_every` steps and at the `final` one); `extra`
+        holds plain values to log beside them."""
         tensors = {"loss": loss.detach().float().reshape(()), "finite": finite.reshape(())}
         names: list[str] = []
         if result is not None:
-            scalars, grams = collapse_tensors(result.z, result.p, result.features[0])
+            ranks = final or (step + 1) % self.rank_every == 0
+            scalars, grams = collapse_tensors(result.z, result.p, result.features[0], ranks)
             names = list(scalars)
             tensors.update(values=stack_scalars(scalars), **{f"gram/{k}": g for k, g in grams.items()})
         self.reads.push(("step", step + 1, names, extra), tensors)
@@ -121,7 +126,7 @@ class ProbeSession:
             return _done(None)
         grams = {k.split("/", 1)[1]: g for k, g in t.items() if k.startswith("gram/")}
         work = functools.partial(_finish_on_host, meta[2], t["values"], grams)
-        return rank_solver().submit(work) if self.solve_in_thread else _done(work())
+        return rank_solver().submit(work) if self.solve_in_thread and grams else _done(work())
 
     def _reading(self, meta: tuple, t: dict[str, torch.Tensor], metrics: dict | None) -> StepReading | dict:
         if meta[0] == "probe":
