@@ -53,17 +53,10 @@ def test_the_loop_reads_no_value_from_the_device_per_step(tmp_path, log_every, p
     assert probes == ([1, 5, 9, 13] if probe_every else [])
 
 
-def test_rankme_solved_on_the_worker_thread_gives_the_same_log(tmp_path, monkeypatch):
-    # On a GPU the eigensolves run on a worker thread; force that path here and compare.
-    from siamdyn.probes import session
+def test_read_as_on_a_gpu_the_log_is_the_same(tmp_path, monkeypatch):
+    # On a GPU the queue is read two steps late and the eigensolves run on a worker thread.
     train(tiny(max_steps=6), str(tmp_path / "inline"), progress=False)
-    init = session.ProbeSession.__init__
-
-    def threaded(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self.solve_in_thread = True
-
-    monkeypatch.setattr(session.ProbeSession, "__init__", threaded)
+    as_on_a_gpu(monkeypatch)
     train(tiny(max_steps=6), str(tmp_path / "threaded"), progress=False)
     keys = ("step", "loss", "z_erank", "feature_erank", "z_std", "cos_images")
     inline, threaded_rows = ([{k: r[k] for k in keys} for r in read_metrics(str(tmp_path / name)) if "z_std" in r]
@@ -77,6 +70,9 @@ def test_rankme_every_few_steps_and_at_the_last(tmp_path):
           progress=False)
     rows = [r for r in read_metrics(str(tmp_path / "r")) if "z_std" in r]
     assert [r["step"] for r in rows if "z_erank" in r] == [3, 6, 7] and len(rows) == 7
+    train(tiny(max_steps=12, rank_every=4, log_every=3), str(tmp_path / "l"), progress=False)
+    rows = [r for r in read_metrics(str(tmp_path / "l")) if "z_std" in r]  # logged at 3, 6, 9, 12
+    assert [r["step"] for r in rows if "z_erank" in r] == [6, 9, 12]  # the first logged step of each block of 4
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     # the floor is unreachable, so the detector fires from the first reading on, carried between readings
     assert summary["collapse_step"] == 3 and "RankMe" in summary["collapse_reason"]
@@ -126,7 +122,21 @@ def test_deferred_reads_on_a_cpu_are_ready_at_once_and_in_order():
     assert watch.seconds() > 0
 
 
-def test_a_nan_is_dated_to_its_own_step_though_reads_are_deferred(tmp_path, monkeypatch):
+def as_on_a_gpu(monkeypatch) -> None:
+    """Make every ProbeSession read its queue as on a GPU: in lockstep, two steps late, with
+    RankMe solved on the worker thread (the CUDA events aside, the same code path)."""
+    from siamdyn.probes import session
+    init = session.ProbeSession.__init__
+
+    def gpu_like(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.reads.lockstep, self.solve_in_thread = True, True
+
+    monkeypatch.setattr(session.ProbeSession, "__init__", gpu_like)
+
+
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_a_nan_is_dated_to_its_own_step_though_reads_are_deferred(tmp_path, monkeypatch, lockstep):
     from siamdyn.errors import TrainingDiverged
     from siamdyn.methods import siamese
     forward, calls = siamese.SiameseMethod.forward, []
@@ -137,10 +147,24 @@ def test_a_nan_is_dated_to_its_own_step_though_reads_are_deferred(tmp_path, monk
         return dataclasses.replace(out, loss=out.loss * float("nan")) if len(calls) == 3 else out
 
     monkeypatch.setattr(siamese.SiameseMethod, "forward", nan_at_third_step)
+    if lockstep:
+        as_on_a_gpu(monkeypatch)
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3;"):
-        train(tiny(max_steps=6, probe_every=0), str(tmp_path / "nan"), progress=False)
+        train(tiny(max_steps=8, probe_every=0), str(tmp_path / "nan"), progress=False)
     rows = [r["step"] for r in read_metrics(str(tmp_path / "nan")) if "loss" in r]
     assert rows == [1, 2]  # the steps before it were logged; nothing after it
+    assert len(calls) == (5 if lockstep else 3)  # read two steps late in lockstep, at once on a CPU
+
+
+def test_lockstep_reads_log_every_step_and_stop_on_collapse_at_a_fixed_lag(tmp_path, monkeypatch):
+    cfg = tiny(max_steps=12, collapse_rank_floor=1000.0, collapse_patience=2, stop_on_collapse=True)
+    train(cfg, str(tmp_path / "cpu"), progress=False)
+    as_on_a_gpu(monkeypatch)
+    train(cfg, str(tmp_path / "gpu"), progress=False)
+    cpu, gpu = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("cpu", "gpu"))
+    # the same collapse, dated to the same step; the GPU-like run notices it two steps later
+    assert cpu["collapse_step"] == gpu["collapse_step"] == 1 and cpu["steps"] == 2 and gpu["steps"] == 4
+    assert [r["step"] for r in read_metrics(str(tmp_path / "gpu")) if "z_std" in r] == [1, 2, 3, 4]
 
 
 def test_compile_auto_is_off_on_cpus_and_short_runs(monkeypatch):

@@ -275,19 +275,16 @@ def _did_you_mean(word: Any, options: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-ON_OFF = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
-
-
-def _field(name: str) -> dataclasses.Field:
-    return next(f for f in fields(Config) if f.name == name)
+LEGACY_SWITCHES = {"compile"}  # once true/false; now auto/on/off, and older configs still load
+ON_OFF = {"true": "on", "false": "off"}
 
 
 def coerce_value(cfg: Config, key: str, value: Any) -> Any:
     """Turn a `--set key=value` string (or a YAML value) into the field's type."""
     current = getattr(cfg, key)
     kind = type(current)
-    if kind is str and str(value).lower() in ON_OFF and "on" in field_choices(_field(key)):
-        return ON_OFF[str(value).lower()]  # a switch of auto/on/off also takes true/false (and older configs)
+    if key in LEGACY_SWITCHES and str(value).lower() in ON_OFF:
+        return ON_OFF[str(value).lower()]
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     try:

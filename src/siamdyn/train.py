@@ -121,7 +121,8 @@ def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str
     if resume:
         restore(out, s, probes, run)
     elif ctx.is_main:
-        write_config(out, cfg, resolved={"precision": precision.reason})
+        write_config(out, cfg, resolved={"precision": precision.reason, "compile": s.compile_reason,
+                                         "rank_every": probes.rank_every})
     if ctx.is_main:
         print(f"siamdyn: precision {cfg.precision} ({precision.reason}); torch.compile "
               f"{'on' if s.compiled else 'off'} ({s.compile_reason})", file=sys.stderr)
@@ -222,23 +223,33 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar
             s.model.update_target(tau)
             run.step += 1
             compile_timer.after_step()
-            if cfg.stop_on_collapse and any_rank(ctx, run.fired):
-                run.stopped_on_collapse = True
-                s.total_steps = run.step  # end here: the kNN and checkpoint below still run
+            if probes.heldout_due(run.step):  # a NaN not yet read must stop the run, not the readings
+                read(block=True)
+            stop_if_collapsed(s, run)
             heldout = probes.heldout(run.step)
             if heldout:
                 log.write(heldout)
             bar.update(1)
             if cfg.ckpt_every and run.step % cfg.ckpt_every == 0:
                 read(block=True)
+                stop_if_collapsed(s, run)
                 save_checkpoint(out, s, probes, run, log)
         read(block=True)
+        stop_if_collapsed(s, run)
         at_epoch_end = run.step % s.steps_per_epoch == 0
         if (cfg.knn_every and at_epoch_end and (run.step // s.steps_per_epoch) % cfg.knn_every == 0) \
                 or run.step >= s.total_steps:
             evaluate(s, run, log, bar, desc)
         save_checkpoint(out, s, probes, run, log)
     return False
+
+
+def stop_if_collapsed(s: Session, run: Progress) -> None:
+    """With stop_on_collapse, end the run at this step once the detector has fired (checked
+    after every read of the instruments, the blocking ones before a checkpoint included)."""
+    if s.cfg.stop_on_collapse and not run.stopped_on_collapse and any_rank(s.ctx, run.fired):
+        run.stopped_on_collapse = True
+        s.total_steps = run.step  # end here: the kNN and checkpoint below still run
 
 
 def step_extra(s: Session, run: Progress, rate: "RateMeter", tau: float) -> dict[str, float] | None:
@@ -283,7 +294,7 @@ def take_readings(s: Session, probes: ProbeSession, run: Progress, log: RunLog, 
             log.write(reading)
             continue
         if not reading.finite:
-            raise_nonfinite(s, reading, run.step, out)
+            raise_nonfinite(s, reading, probes.grad_step, out)
         if reading.metrics is None:
             continue
         extra = dict(reading.extra)
@@ -297,14 +308,14 @@ def take_readings(s: Session, probes: ProbeSession, run: Progress, log: RunLog, 
             bar.write(f"[{desc}] collapse detected at step {reading.step} (since step {d.step}): {d.reason}")
 
 
-def raise_nonfinite(s: Session, reading: StepReading, step_now: int, out: str) -> None:
+def raise_nonfinite(s: Session, reading: StepReading, grad_step: int, out: str) -> None:
     """Stop on a non-finite loss or gradient, naming the module where it went bad first when
     that step's gradients are still there (always on a CPU)."""
     where = os.path.join(out, CKPT_FILE)
     if not math.isfinite(reading.loss):
         raise TrainingDiverged(f"loss became {reading.loss} at step {reading.step}; the last good checkpoint is in "
                                f"{where} — lower lr and start again")
-    bad = s.model.nonfinite_gradient() if reading.step == step_now + 1 else None
+    bad = s.model.nonfinite_gradient() if reading.step == grad_step else None
     place = f"first in {bad}" if bad else "seen after its gradients were gone (the GPU runs ahead of the host)"
     raise TrainingDiverged(f"the gradient became non-finite at step {reading.step}, {place} "
                            f"(loss {reading.loss:.4g}); the last good checkpoint is in {where} — "
@@ -346,12 +357,13 @@ def evaluate(s: Session, run: Progress, log: RunLog, bar: tqdm, desc: str) -> No
 
 
 def write_summary(out: str, s: Session, probes: ProbeSession, run: Progress) -> dict[str, Any]:
+    probe_summary = probes.summary()
     summary = {"preset": s.cfg.preset, "steps": run.step, "epochs": run.step / max(1, s.steps_per_epoch),
                "processes": s.ctx.world, "final_knn_acc": run.knn[-1]["knn_acc"] if run.knn else None, "knn": run.knn,
-               **{k: v for k, v in probes.summary().items() if k != "probe_time_s"},
+               **{k: v for k, v in probe_summary.items() if k != "probe_time_s"},
                "stopped_on_collapse": run.stopped_on_collapse,
                "time_to_knn": time_to_accuracy(run.knn, s.cfg.knn_target_levels),
-               "probe_time_s": probes.summary()["probe_time_s"], "wall_time_s": run.elapsed()}
+               "probe_time_s": probe_summary["probe_time_s"], "wall_time_s": run.elapsed()}
     if s.ctx.is_main:
         atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
     return summary

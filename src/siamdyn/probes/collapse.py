@@ -150,10 +150,10 @@ class CollapseDetector:
 
     def below(self, metrics: dict[str, float]) -> str | None:
         """Why these metrics count as collapsed, or None."""
+        self.last_rank = metrics.get("z_erank", self.last_rank)  # RankMe may be read every few steps only
         std = min(metrics["z_std"], metrics.get("p_std", metrics["z_std"]))
         if std < self.threshold:
             return f"std {std:.4f} < {self.threshold:.4f}"
-        self.last_rank = metrics.get("z_erank", self.last_rank)  # RankMe may be read every few steps only
         if self.rank_floor and self.last_rank is not None and self.last_rank < self.rank_floor:
             return f"RankMe(z) {self.last_rank:.2f} < {self.rank_floor}"
         return None

@@ -5,10 +5,10 @@ makes the host wait until every queued kernel has run: the GPU then idles while 
 prepares the next step. So the training loop reads nothing per step. Each step's numbers
 (loss, finite flag, collapse metrics, probe results) stay tensors; `DeferredReads.push`
 starts their copy to host memory without blocking and marks the stream with an event;
-`ready()` hands back the records whose copies have landed. At most `max_pending` records
-wait: beyond that the oldest is awaited (a step that is that old is finished or nearly),
-which bounds how late a number, a NaN or a collapse is seen. On a CPU every record is
-ready at once, so the loop behaves exactly as a synchronous one.
+`ready()` hands back a record once `max_pending` newer ones wait behind it (a step that old
+has finished on the GPU, or nearly), so a number, a NaN or a collapse is seen a fixed two
+steps late, the same on every rank and every rerun. On a CPU every record is read at once,
+so the loop behaves exactly as a synchronous one.
 
 `Stopwatch` times sections of work the same way: CUDA events on a GPU (the device time of
 the section's kernels, read when they are done), wall time on a CPU.
@@ -26,13 +26,19 @@ import torch
 class DeferredReads:
     """A queue of (meta, tensors) records whose tensors travel to the host asynchronously."""
 
-    def __init__(self, device: torch.device, max_pending: int = 2):
+    def __init__(self, device: torch.device, max_pending: int = 2, lockstep: bool | None = None):
         self.cuda = torch.device(device).type == "cuda"
         self.max_pending = max_pending
+        # Lockstep (the default on a GPU): a record is read exactly when `max_pending` newer ones
+        # wait, never earlier, whatever the timing, so every rank of a DDP run (and every rerun)
+        # acts on the same step. Off on a CPU: there every record is read at once.
+        self.lockstep = self.cuda if lockstep is None else lockstep
         self.queue: collections.deque[tuple[Any, dict[str, torch.Tensor], Any]] = collections.deque()
 
-    def push(self, meta: Any, tensors: dict[str, torch.Tensor]) -> None:
-        """Start the copy of `tensors` to the host; `meta` (plain values) travels beside them."""
+    def push(self, meta: Any, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+        """Start the copy of `tensors` to the host; `meta` (plain values) travels beside them.
+        Returns the host tensors and the CUDA event after which they hold their values (None on
+        a CPU), for work that may start on them before the record is due."""
         event = None
         if self.cuda:
             # non_blocking device→host copies land in pinned memory, ordered on the stream
@@ -42,17 +48,16 @@ class DeferredReads:
         else:
             tensors = {k: t.detach() for k, t in tensors.items()}
         self.queue.append((meta, tensors, event))
+        return tensors, event
 
     def ready(self, block: bool = False) -> list[tuple[Any, dict[str, torch.Tensor]]]:
-        """The records whose copies have landed, oldest first; every record when `block`."""
+        """The records due, oldest first (waiting for their copies to land): every record with
+        `block` or off lockstep, else those with `max_pending` newer ones behind them."""
         out = []
-        while self.queue:
-            meta, tensors, event = self.queue[0]
-            if event is not None and not event.query():
-                if not (block or len(self.queue) > self.max_pending):
-                    break
-                event.synchronize()
-            self.queue.popleft()
+        while self.queue and (block or not self.lockstep or len(self.queue) > self.max_pending):
+            meta, tensors, event = self.queue.popleft()
+            if event is not None:
+                event.synchronize()  # a record that old has (nearly always) landed already
             out.append((meta, tensors))
         return out
 

@@ -17,8 +17,6 @@ a probe costs its two extra forward/backward passes and no wait.
 """
 from __future__ import annotations
 
-import collections
-import functools
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -54,14 +52,17 @@ class ProbeSession:
         self.linear_predictor = cfg.predictor == "linear"
         device = next(model.parameters()).device
         self.reads = DeferredReads(device)
-        self.solve_in_thread = device.type == "cuda"  # see _solve
+        # RankMe's eigensolves: on a worker thread when the model trains on a GPU (end_step), at
+        # once on a CPU, where the cores are the model's
+        self.solve_in_thread = device.type == "cuda"
         # Two float64 eigensolves per reading: 0.5 ms beside a 170 ms CPU step, but on an H200 they
         # took the step from 0.037 to 0.083 s (bench/results/speed_cuda_h200_b1024_deferred_v2.md).
         self.rank_every = cfg.rank_every or (10 if device.type == "cuda" else 1)
+        self._last_rank_step = 0
+        self.grad_step = 0
         self.watch = Stopwatch(device)  # time spent in gradient/speed/held-out probes, to report their cost
         self.active = False
         self._split: dict[str, torch.Tensor] = {}
-        self._solving: collections.deque[tuple[tuple, dict, Future]] = collections.deque()
         self._speeds = ModuleSpeeds(model.module_groups())
 
     # ------------------------------------------------------------------ probe steps
@@ -95,51 +96,43 @@ class ProbeSession:
         given (a log step; RankMe every `rank_every` steps and at the `final` one); `extra`
         holds plain values to log beside them."""
         tensors = {"loss": loss.detach().float().reshape(()), "finite": finite.reshape(())}
+        self.grad_step = step + 1  # the step whose gradients the parameters hold now
         names: list[str] = []
         if result is not None:
-            ranks = final or (step + 1) % self.rank_every == 0
+            # the first logged step of each block of rank_every steps, whatever log_every is
+            ranks = final or (step + 1) // self.rank_every > self._last_rank_step // self.rank_every
+            self._last_rank_step = step + 1 if ranks else self._last_rank_step
             scalars, grams = collapse_tensors(result.z, result.p, result.features[0], ranks)
             names = list(scalars)
             tensors.update(values=stack_scalars(scalars), **{f"gram/{k}": g for k, g in grams.items()})
-        self.reads.push(("step", step + 1, names, extra), tensors)
+        solving: list[Future] = []  # the worker thread's RankMe, when it solves this record's
+        host, landed = self.reads.push(("step", step + 1, names, extra, solving), tensors)
+        if names and self.solve_in_thread and any(k.startswith("gram/") for k in host):
+            # started as soon as the copies land, so the loop keeps feeding the GPU meanwhile
+            solving.append(rank_solver().submit(_finish_on_host, names, host, landed))
 
     def ready(self, block: bool = False) -> list[StepReading | dict]:
-        """What has reached the host, oldest first: `StepReading`s (the detector has seen their
+        """What is due from the queue, oldest first: `StepReading`s (the detector has seen their
         metrics) and probe records (dicts, ready to log)."""
         with reading_host_copies():
-            for meta, t in self.reads.ready(block):
-                self._solving.append((meta, t, self._solve(meta, t)))
-            out: list[StepReading | dict] = []
-            while self._solving:
-                meta, t, metrics = self._solving[0]
-                if not (block or metrics.done() or len(self._solving) > self.reads.max_pending):
-                    break
-                self._solving.popleft()
-                out.append(self._reading(meta, t, metrics.result()))
-        return out
+            return [self._reading(meta, t) for meta, t in self.reads.ready(block)]
 
-    def _solve(self, meta: tuple, t: dict[str, torch.Tensor]) -> Future:
-        """The host's share of a step's collapse metrics (RankMe's float64 eigensolves): on a
-        worker thread when the model trains on a GPU, so that the loop keeps feeding the GPU
-        meanwhile (torch ops release the GIL); at once on a CPU, where the cores are the model's."""
-        if meta[0] != "step" or not meta[2] or not bool(t["finite"]):
-            return _done(None)
-        grams = {k.split("/", 1)[1]: g for k, g in t.items() if k.startswith("gram/")}
-        work = functools.partial(_finish_on_host, meta[2], t["values"], grams)
-        return rank_solver().submit(work) if self.solve_in_thread and grams else _done(work())
-
-    def _reading(self, meta: tuple, t: dict[str, torch.Tensor], metrics: dict | None) -> StepReading | dict:
+    def _reading(self, meta: tuple, t: dict[str, torch.Tensor]) -> StepReading | dict:
         if meta[0] == "probe":
             _, step, spectrum = meta
             return {"step": step, **read_values(t), **spectrum, "probe_time_s": self.seconds}
-        _, step, names, extra = meta
+        _, step, names, extra, solving = meta
         reading = StepReading(step, float(t["loss"]), bool(t["finite"]), extra=extra)
-        if metrics is not None:
+        if names and reading.finite:
+            metrics = solving[0].result() if solving else _finish_on_host(names, t)
             reading.metrics = self.monitor.feed(step, metrics)
             reading.fired = self.monitor.fired
         return reading
 
     # ------------------------------------------------------------------ collapse
+    def heldout_due(self, step: int) -> bool:
+        return self._heldout is not None and self._heldout.due(step)
+
     def heldout(self, step: int) -> dict | None:
         """The held-out readings after `step` steps, when due (every rank reads; rank 0 returns them)."""
         if self._heldout is None or not self._heldout.due(step):
@@ -177,12 +170,11 @@ def rank_solver() -> ThreadPoolExecutor:
     return _SOLVER[0]
 
 
-def _finish_on_host(names: list[str], values: torch.Tensor, grams: dict[str, torch.Tensor]) -> dict[str, float]:
+def _finish_on_host(names: list[str], t: dict[str, torch.Tensor], landed: object = None) -> dict[str, float]:
+    """The collapse metrics of a step record's host copies: its scalars and RankMe's eigensolves
+    (float64). `landed`: the CUDA event after which the copies hold their values."""
+    if landed is not None:
+        landed.synchronize()
+    grams = {k.split("/", 1)[1]: g for k, g in t.items() if k.startswith("gram/")}
     with reading_host_copies():  # host copies: nothing here waits for the device
-        return finish_metrics(names, values, grams)
-
-
-def _done(value: object) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future
+        return finish_metrics(names, t["values"], grams)

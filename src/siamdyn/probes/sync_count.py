@@ -52,7 +52,8 @@ def count_host_reads() -> Iterator[HostReads]:
 
     def counting(original):
         def read(self, *args, **kwargs):
-            reads.count += not _depth()
+            if not _depth():
+                reads.count += 1
             return original(self, *args, **kwargs)
         return read
 
