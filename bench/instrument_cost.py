@@ -78,8 +78,14 @@ def component_costs(args: argparse.Namespace) -> list[tuple[str, float]]:
     rows = [("training step (views, forward, backward, optimiser)", timed(step, s.device, args.reps))]
     r, views = state["result"], state["views"]
     z, p, f = r.z, r.p, r.features[0]
-    rows += [("collapse metrics, all (per logged step)", timed(lambda: collapse.collapse_metrics(z, p, f),
-                                                                 s.device, args.reps)),
+    scalars, grams = collapse.collapse_tensors(z, p, f)
+    host = [collapse.stack_scalars(scalars).cpu(), {k: g.cpu() for k, g in grams.items()}]
+    rows += [("collapse metrics, one synchronous call (collapse_metrics, for own loops)",
+              timed(lambda: collapse.collapse_metrics(z, p, f), s.device, args.reps)),
+             ("  the loop's device part (collapse_tensors, queued)", timed(lambda: collapse.collapse_tensors(z, p, f),
+                                                                          s.device, args.reps)),
+             ("  the loop's host part (RankMe eigensolves on host copies)",
+              timed(lambda: collapse.finish_metrics(list(scalars), *host), s.device, args.reps)),
              ("  RankMe of z (float64 eigvalsh)", timed(lambda: collapse.effective_rank(z[0]), s.device, args.reps)),
              ("  RankMe of the features", timed(lambda: collapse.effective_rank(f), s.device, args.reps)),
              ("  std of z/|z|", timed(lambda: collapse.normalized_std(z[0]), s.device, args.reps)),
@@ -172,7 +178,8 @@ def main() -> None:
              "", "| part | ms | training steps |", "|---|---|---|"]
     lines += [f"| {name} | {1000 * sec:.2f} | {sec / step_s:.3f} |" for name, sec in rows]
     if args.loop_steps:
-        for label, extra in (("probes off", {"probe_every": 0}), ("default (probe_every=50)", {})):
+        # probes every 5 steps, so that the differenced steps hold probes (4 of them at --loop-steps 20)
+        for label, extra in (("probes off", {"probe_every": 0}), ("probes every 5 steps", {"probe_every": 5})):
             reads, syncs, where = loop_syncs(args, **extra)
             lines.append(f"\nReal loop, {label}, {args.loop_steps} vs {2 * args.loop_steps} steps differenced: "
                          f"{reads:.2f} host reads of tensor values per step" +

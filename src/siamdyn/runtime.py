@@ -160,9 +160,12 @@ def choose_compile(cfg: Config, device: torch.device, total_steps: int) -> tuple
         return cfg.compile == "on", f"compile={cfg.compile}"
     if device.type != "cuda":
         return False, "auto: off on CPUs, where it was measured slower"
+    if cfg.deterministic:
+        return False, "auto: off with deterministic=true (compiled kernels are not covered by its guarantees)"
     if total_steps < COMPILE_MIN_STEPS:
         return False, f"auto: off for a run of {total_steps} < {COMPILE_MIN_STEPS} steps (it would not pay back)"
-    # auto must never end a run: a model the compiler cannot handle runs eagerly instead, with a warning
+    # auto must never end a run: a model the compiler cannot handle runs eagerly instead, with a
+    # warning (a process-wide dynamo setting: later compile=on runs in this process fall back too)
     import torch._dynamo
     torch._dynamo.config.suppress_errors = True
     return True, f"auto: on for a CUDA run of {total_steps} >= {COMPILE_MIN_STEPS} steps"
