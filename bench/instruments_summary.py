@@ -13,7 +13,7 @@ ORDER = ["stem", "stage1", "stage2", "stage3", "stage4", "projector", "predictor
 def summarise(run: str) -> list[str]:
     cfg = load_run_config(run)
     recs = read_metrics(run)
-    steps = [r for r in recs if "loss" in r]
+    steps = [r for r in recs if "loss" in r and "z_erank" in r]  # RankMe may be read every few steps (rank_every)
     probes = [r for r in recs if "g1_norm" in r]
     summary = json.load(open(os.path.join(run, "summary.json")))
     last, first_p, last_p = steps[-1], probes[0], probes[-1]

@@ -330,6 +330,7 @@ class CompileTimer:
         self.s, self.marks = s, [time.perf_counter()] if s.compiled and s.ctx.is_main else None
 
     def after_step(self) -> None:
+        """Call after each step; prints once, after the second."""
         if self.marks is None:
             return
         if self.s.device.type == "cuda":

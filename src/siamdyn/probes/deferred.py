@@ -76,6 +76,7 @@ class Stopwatch:
 
     @contextlib.contextmanager
     def section(self) -> Iterator[None]:
+        """Time the work launched inside the block."""
         if not self.cuda:
             t = time.perf_counter()
             yield

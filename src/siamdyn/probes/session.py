@@ -165,6 +165,7 @@ _SOLVER: list[ThreadPoolExecutor] = []  # one worker thread per process, shared 
 
 
 def rank_solver() -> ThreadPoolExecutor:
+    """The worker thread that solves RankMe's eigenproblems of GPU runs (made on first use)."""
     if not _SOLVER:
         _SOLVER.append(ThreadPoolExecutor(1, thread_name_prefix="siamdyn-rankme"))
     return _SOLVER[0]

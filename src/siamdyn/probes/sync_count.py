@@ -23,6 +23,7 @@ READS = ("item", "tolist", "__float__", "__bool__", "__int__")
 
 @dataclass
 class HostReads:
+    """How many value reads a `count_host_reads` block made."""
     count: int = 0
 
 
