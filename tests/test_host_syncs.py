@@ -112,10 +112,19 @@ def test_a_probe_costs_two_steps_of_passes():
 def test_deferred_reads_on_a_cpu_are_ready_at_once_and_in_order():
     reads = DeferredReads(torch.device("cpu"))
     for i in range(3):
-        reads.push(("step", i), {"x": torch.tensor(float(i))})
+        reads.push(i, ("step", i), {"x": torch.tensor(float(i))})
     got = reads.ready()
     assert [m for m, _ in got] == [("step", 0), ("step", 1), ("step", 2)] and len(reads) == 0
     assert [float(t["x"]) for _, t in got] == [0.0, 1.0, 2.0]
+    # in lockstep a record is due two *steps* late, however many records a step pushed (a probe's)
+    lock = DeferredReads(torch.device("cpu"), lockstep=True)
+    due = []
+    for step in range(1, 6):
+        lock.push(step, ("step", step), {})
+        if step % 2:
+            lock.push(step, ("probe", step), {})
+        due.append([m for m, _ in lock.ready()])
+    assert due == [[], [], [("step", 1), ("probe", 1)], [("step", 2)], [("step", 3), ("probe", 3)]]
     watch = Stopwatch(torch.device("cpu"))
     with watch.section():
         torch.randn(64, 64) @ torch.randn(64, 64)

@@ -5,8 +5,8 @@ makes the host wait until every queued kernel has run: the GPU then idles while 
 prepares the next step. So the training loop reads nothing per step. Each step's numbers
 (loss, finite flag, collapse metrics, probe results) stay tensors; `DeferredReads.push`
 starts their copy to host memory without blocking and marks the stream with an event;
-`ready()` hands back a record once `max_pending` newer ones wait behind it (a step that old
-has finished on the GPU, or nearly), so a number, a NaN or a collapse is seen a fixed two
+`ready()` hands back a record once it is `max_pending` steps old (a step that old has
+finished on the GPU, or nearly), so a number, a NaN or a collapse is seen a fixed two
 steps late, the same on every rank and every rerun. On a CPU every record is read at once,
 so the loop behaves exactly as a synchronous one.
 
@@ -33,10 +33,12 @@ class DeferredReads:
         # wait, never earlier, whatever the timing, so every rank of a DDP run (and every rerun)
         # acts on the same step. Off on a CPU: there every record is read at once.
         self.lockstep = self.cuda if lockstep is None else lockstep
-        self.queue: collections.deque[tuple[Any, dict[str, torch.Tensor], Any]] = collections.deque()
+        self.queue: collections.deque[tuple[int, Any, dict[str, torch.Tensor], Any]] = collections.deque()
+        self.newest = 0  # the latest step pushed
 
-    def push(self, meta: Any, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
-        """Start the copy of `tensors` to the host; `meta` (plain values) travels beside them.
+    def push(self, step: int, meta: Any, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+        """Start the copy of step `step`'s `tensors` to the host; `meta` (plain values) travels
+        beside them.
         Returns the host tensors and the CUDA event after which they hold their values (None on
         a CPU), for work that may start on them before the record is due."""
         event = None
@@ -47,15 +49,17 @@ class DeferredReads:
             event.record()
         else:
             tensors = {k: t.detach() for k, t in tensors.items()}
-        self.queue.append((meta, tensors, event))
+        self.queue.append((step, meta, tensors, event))
+        self.newest = max(self.newest, step)
         return tensors, event
 
     def ready(self, block: bool = False) -> list[tuple[Any, dict[str, torch.Tensor]]]:
         """The records due, oldest first (waiting for their copies to land): every record with
-        `block` or off lockstep, else those with `max_pending` newer ones behind them."""
+        `block` or off lockstep, else those of steps at least `max_pending` behind the latest
+        (counted in steps, not records: rank 0's probe records must not shift its lag)."""
         out = []
-        while self.queue and (block or not self.lockstep or len(self.queue) > self.max_pending):
-            meta, tensors, event = self.queue.popleft()
+        while self.queue and (block or not self.lockstep or self.queue[0][0] <= self.newest - self.max_pending):
+            _, meta, tensors, event = self.queue.popleft()
             if event is not None:
                 event.synchronize()  # a record that old has (nearly always) landed already
             out.append((meta, tensors))

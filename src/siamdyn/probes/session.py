@@ -87,7 +87,7 @@ class ProbeSession:
             # The DirectPred spectrum reads eigenvectors on the host: a linear predictor's probes wait for it.
             spectrum = (predictor_spectrum(self.model.predictor.weight, torch.cat(result.z))
                         if self.linear_predictor else {})
-        self.reads.push(("probe", step + 1, spectrum), tensors)
+        self.reads.push(step + 1, ("probe", step + 1, spectrum), tensors)
 
     # ------------------------------------------------------------------ every step
     def end_step(self, step: int, loss: torch.Tensor, finite: torch.Tensor, result: StepOutput | None,
@@ -106,7 +106,7 @@ class ProbeSession:
             names = list(scalars)
             tensors.update(values=stack_scalars(scalars), **{f"gram/{k}": g for k, g in grams.items()})
         solving: list[Future] = []  # the worker thread's RankMe, when it solves this record's
-        host, landed = self.reads.push(("step", step + 1, names, extra, solving), tensors)
+        host, landed = self.reads.push(step + 1, ("step", step + 1, names, extra, solving), tensors)
         if names and self.solve_in_thread and any(k.startswith("gram/") for k in host):
             # started as soon as the copies land, so the loop keeps feeding the GPU meanwhile
             solving.append(rank_solver().submit(_finish_on_host, names, host, landed))
