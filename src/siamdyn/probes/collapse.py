@@ -150,7 +150,6 @@ class CollapseDetector:
 
     def below(self, metrics: dict[str, float]) -> str | None:
         """Why these metrics count as collapsed, or None."""
-        self.last_rank = metrics.get("z_erank", self.last_rank)  # RankMe may be read every few steps only
         std = min(metrics["z_std"], metrics.get("p_std", metrics["z_std"]))
         if std < self.threshold:
             return f"std {std:.4f} < {self.threshold:.4f}"
@@ -161,6 +160,7 @@ class CollapseDetector:
     def update(self, step: int, metrics: dict[str, float]) -> bool:
         """Feed one step's metrics; True exactly once, on the step the detector fires.
         Steps must come in order (a deferred reading arrives late, never out of order)."""
+        self.last_rank = metrics.get("z_erank", self.last_rank)  # RankMe may be read every few steps only
         if self.step is not None:
             return False
         why = self.below(metrics)

@@ -29,8 +29,8 @@ class DeferredReads:
     def __init__(self, device: torch.device, max_pending: int = 2, lockstep: bool | None = None):
         self.cuda = torch.device(device).type == "cuda"
         self.max_pending = max_pending
-        # Lockstep (the default on a GPU): a record is read exactly when `max_pending` newer ones
-        # wait, never earlier, whatever the timing, so every rank of a DDP run (and every rerun)
+        # Lockstep (the default on a GPU): a record is read exactly when it is `max_pending` steps
+        # old, never earlier, whatever the timing, so every rank of a DDP run (and every rerun)
         # acts on the same step. Off on a CPU: there every record is read at once.
         self.lockstep = self.cuda if lockstep is None else lockstep
         self.queue: collections.deque[tuple[int, Any, dict[str, torch.Tensor], Any]] = collections.deque()

@@ -58,7 +58,8 @@ class ProbeSession:
         # Two float64 eigensolves per reading: 0.5 ms beside a 170 ms CPU step, but on an H200 they
         # took the step from 0.037 to 0.083 s (bench/results/speed_cuda_h200_b1024_deferred_v2.md).
         self.rank_every = cfg.rank_every or (10 if device.type == "cuda" else 1)
-        self._last_rank_step = 0
+        self.log_every = cfg.log_every
+        self.device = device
         self.grad_step = 0
         self.watch = Stopwatch(device)  # time spent in gradient/speed/held-out probes, to report their cost
         self.active = False
@@ -99,9 +100,10 @@ class ProbeSession:
         self.grad_step = step + 1  # the step whose gradients the parameters hold now
         names: list[str] = []
         if result is not None:
-            # the first logged step of each block of rank_every steps, whatever log_every is
-            ranks = final or (step + 1) // self.rank_every > self._last_rank_step // self.rank_every
-            self._last_rank_step = step + 1 if ranks else self._last_rank_step
+            # the logged step that ends or first follows each multiple of rank_every, whatever
+            # log_every is; a function of the step alone, so a resumed run reads where it would have
+            r = self.rank_every
+            ranks = final or (step + 1) // r > (step + 1 - self.log_every) // r
             scalars, grams = collapse_tensors(result.z, result.p, result.features[0], ranks)
             names = list(scalars)
             tensors.update(values=stack_scalars(scalars), **{f"gram/{k}": g for k, g in grams.items()})
@@ -109,7 +111,7 @@ class ProbeSession:
         host, landed = self.reads.push(step + 1, ("step", step + 1, names, extra, solving), tensors)
         if names and self.solve_in_thread and any(k.startswith("gram/") for k in host):
             # started as soon as the copies land, so the loop keeps feeding the GPU meanwhile
-            solving.append(rank_solver().submit(_finish_on_host, names, host, landed))
+            solving.append(rank_solver().submit(_finish_on_host, names, host, landed, self.device))
 
     def ready(self, block: bool = False) -> list[StepReading | dict]:
         """What is due from the queue, oldest first: `StepReading`s (the detector has seen their
@@ -171,10 +173,13 @@ def rank_solver() -> ThreadPoolExecutor:
     return _SOLVER[0]
 
 
-def _finish_on_host(names: list[str], t: dict[str, torch.Tensor], landed: object = None) -> dict[str, float]:
+def _finish_on_host(names: list[str], t: dict[str, torch.Tensor], landed: object = None,
+                    device: torch.device | None = None) -> dict[str, float]:
     """The collapse metrics of a step record's host copies: its scalars and RankMe's eigensolves
-    (float64). `landed`: the CUDA event after which the copies hold their values."""
+    (float64). `landed`: the CUDA event after which the copies hold their values, recorded on
+    `device` (made current on the worker thread too, or it would open a context on GPU 0)."""
     if landed is not None:
+        torch.cuda.set_device(device)
         landed.synchronize()
     grams = {k.split("/", 1)[1]: g for k, g in t.items() if k.startswith("gram/")}
     with reading_host_copies():  # host copies: nothing here waits for the device
