@@ -67,7 +67,9 @@ def any_rank(ctx: Dist, flag: bool) -> bool:
     ranks that go on would wait forever in the next collective)."""
     if not ctx.enabled:
         return flag
-    t = torch.tensor([float(flag)])
+    # NCCL reduces GPU tensors only (a host read per call under DDP on GPUs: the loop calls it each step)
+    device = torch.device("cuda", ctx.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
