@@ -18,9 +18,9 @@ rc=0  # each part runs even if one before it failed; the exit status says whethe
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src SIAMDYN_DATA=${SIAMDYN_DATA:-$PWD/.data/fashion-mnist}
 if [ -n "${SIAMDYN_GPU_CHECK_DRY:-}" ]; then
-  dev=cpu variants=typical,siamdyn-default,siamdyn,siamdyn-log10
+  dev=cpu variants=typical,siamdyn-default,siamdyn
   shape="--dataset cifar-shaped --limit 2000 --width 4 --batch 32"
-  speed_run="--steps 20 --warmup 0 --workers 0" cost_run="--reps 1 --warmup 1 --loop-steps 4"
+  speed_run="--steps 10 --warmup 0 --workers 0" cost_run="--reps 1 --warmup 1 --loop-steps 3"
 else
   nvidia-smi -L
   $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
