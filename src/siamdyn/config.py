@@ -238,7 +238,8 @@ class Config:
             _check(0 <= getattr(self, j) < 1, f"{j} must be in [0, 1)")
         _check(self.predictor_lr_scale >= 0, "predictor_lr_scale must be >= 0")
         _check(self.momentum >= 0 and self.weight_decay >= 0, "momentum and weight_decay must be >= 0")
-        _check(0 <= self.warmup_epochs <= 1e6, "warmup_epochs must be in [0, 1e6] (epochs of linear lr warm-up)")
+        _check(self.warmup_epochs >= 0, "warmup_epochs must be >= 0")
+        _check(self.warmup_epochs <= 1e6, "warmup_epochs must be <= 1e6 (epochs of linear lr warm-up)")
         # the data order seeds a generator with seed × 100003 + epoch, which must fit in 64 bits
         _check(abs(self.seed) < 2 ** 40, "seed must be an integer with |seed| < 2^40")
         _check(self.temperature > 0 and self.knn_temperature > 0, "temperatures must be > 0")
