@@ -22,6 +22,7 @@ import time
 import warnings
 from typing import Callable
 
+import speed
 import torch
 from _common import emit, header
 
@@ -34,12 +35,7 @@ from siamdyn.runtime import build_session, make_views
 
 
 def make_config(args: argparse.Namespace, **extra) -> Config:
-    data = {"dataset": "synthetic-rgb", "image_size": 32, "limit": 50000} if args.dataset == "cifar-shaped" else {}
-    if args.limit:
-        data["limit"] = args.limit
-    return Config.from_preset("simsiam", {**data, "backbone_width": args.width, "batch_size": args.batch,
-                                          "device": args.device, "test_limit": 100, "epochs": 0, "knn_every": 0,
-                                          "precision": args.precision, **extra})
+    return speed.make_config(args, precision=args.precision, **extra)  # the same run as bench/speed.py's
 
 
 def sync(device: torch.device) -> None:

@@ -219,7 +219,8 @@ def run_epochs(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar
             x = s.images[rank_batch(order, b, cfg.batch_size, ctx)]
             rate.count(len(x) * ctx.world)
             tau = ema_tau(cfg, run.step, s.schedule_steps)
-            train_step(s, probes, x, run.step, step_extra(s, run, rate, tau), read)
+            factor = lr_factor(cfg, run.step, s.schedule_steps, s.steps_per_epoch)
+            train_step(s, probes, x, run.step, factor, step_extra(s, run, rate, factor, tau), read)
             s.model.update_target(tau)
             run.step += 1
             compile_timer.after_step()
@@ -252,25 +253,24 @@ def stop_if_collapsed(s: Session, run: Progress) -> None:
         s.total_steps = run.step  # end here: the kNN and checkpoint below still run
 
 
-def step_extra(s: Session, run: Progress, rate: "RateMeter", tau: float) -> dict[str, float] | None:
+def step_extra(s: Session, run: Progress, rate: "RateMeter", factor: float, tau: float) -> dict[str, float] | None:
     """What a log line carries beside the step's tensors, on the steps that log (rank 0)."""
     step = run.step + 1
     if not (s.ctx.is_main and (step % s.cfg.log_every == 0 or step == s.total_steps)):
         return None
-    factor = lr_factor(s.cfg, run.step, s.schedule_steps, s.steps_per_epoch)
     return {"epoch": step / s.steps_per_epoch, "lr": s.cfg.scaled_lr * factor, "tau": tau,
             "images_per_s": rate.read(), "time_s": run.elapsed()}
 
 
-def train_step(s: Session, probes: ProbeSession, x: torch.Tensor, step: int, extra: dict[str, float] | None,
-               read: Callable[[], None]) -> None:
-    """One optimiser step on batch `x`: views, forward, backward, checks, update, probes. The
+def train_step(s: Session, probes: ProbeSession, x: torch.Tensor, step: int, factor: float,
+               extra: dict[str, float] | None, read: Callable[[], None]) -> None:
+    """One optimiser step on batch `x` at lr factor `factor`: views, forward, backward, checks, update, probes. The
     loss, finite flag and (when `extra`, a log step) collapse metrics are queued; `read` takes
     whatever has reached the host, before the update, so a CPU run stops on a NaN gradient
     before it reaches the weights (on a GPU it is seen a step or two late)."""
     cfg = s.cfg
     views, xbar = make_views(s.model, s.augment, x, s.aug_gen)
-    set_lr(s.optimizer, cfg, lr_factor(cfg, step, s.schedule_steps, s.steps_per_epoch))
+    set_lr(s.optimizer, cfg, factor)
     with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         probes.before_step(step, views, xbar)  # on the same views, before the step
         result = s.net(views, xbar)

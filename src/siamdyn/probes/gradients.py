@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from siamdyn.distributed import Dist, mean_over_ranks
+from siamdyn.probes.collapse import stack_scalars
 
 Group = Union[nn.Module, Iterable[torch.Tensor]]
 
@@ -71,9 +72,7 @@ def split_tensors(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> 
 
 def read_values(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
     """0-d tensors → floats, in one host read."""
-    if not tensors:
-        return {}
-    return dict(zip(tensors, torch.stack([t.float() for t in tensors.values()]).tolist()))
+    return dict(zip(tensors, stack_scalars(tensors).tolist())) if tensors else {}
 
 
 def split_record(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> dict[str, float]:
