@@ -1,6 +1,7 @@
 """The findings pipeline on the smoke budget: every grid H1–H9 runs (controls once, shared),
-re-running skips finished runs, an interrupted run resumes, and the report opens with the
-controls, then three-valued verdicts, the literature table and a section per grid."""
+re-running skips finished runs, an interrupted run resumes, and the report opens with each
+scale's calibration, then three-valued verdicts per scale, the literature table and a
+section per scale; a folder of scales (width and optimiser axes) reports as columns."""
 import os
 
 import pytest
@@ -9,7 +10,7 @@ from siamdyn.cli import main
 from siamdyn.experiments.grids import GRIDS, grid_cells
 from siamdyn.experiments.report import write_report
 from siamdyn.experiments.runner import plan, run_experiment
-from siamdyn.experiments.verdicts import binary_verdict, spearman, trend_verdict
+from siamdyn.experiments.verdicts import plateau_verdict, proportion_verdict, spearman, threshold_verdict, trend_verdict
 
 
 def test_all_grids_smoke_then_report(tmp_path):
@@ -27,14 +28,15 @@ def test_all_grids_smoke_then_report(tmp_path):
     again = run_experiment("H5", "smoke", None, out, progress=False)["sessions"][-1]["runs"]
     assert again[victim] == "resumed" and sorted(set(again.values())) == ["done before", "resumed"]
     text = open(write_report(out)).read()
-    order = [text.index(h) for h in ("## Controls", "## Verdicts", "## Literature", "## H2", "## H7")]
+    order = [text.index(h) for h in ("## Calibration", "## Verdicts", "## Literature", "## w4 AdamW 12 steps",
+                                     "## H7")]
     assert order == sorted(order)
-    assert "Status: **all behaving**" in text or "Status: **protocol failed**" in text
-    verdict_lines = [ln for ln in text.splitlines() if ln.startswith("- **H")]
-    assert len(verdict_lines) >= 12 and all(any(v in ln for v in ("supported", "contradicted", "inconclusive",
-                                                                      "protocol failed", "not run"))
-                                            for ln in verdict_lines)
-    assert os.path.exists(os.path.join(out, "figures", "findings", "controls.png"))
+    verdict_rows = [ln for ln in text.splitlines() if ln.startswith("| **H")]
+    assert len(verdict_rows) >= 14 and all(any(v in ln for v in ("supported", "contradicted", "inconclusive",
+                                                                     "protocol failed", "not run"))
+                                           for ln in verdict_rows)
+    # One seed per control cannot calibrate: the report says so instead of judging.
+    assert "fewer than 2 finished runs" in text and "protocol failed" in text
     # An analysis never reads a run another worker is still training (its epoch checkpoint is not the encoder).
     from siamdyn.experiments.grids import analysed_cells
     from siamdyn.runs import RunLock
@@ -56,10 +58,16 @@ def test_plan_runs_controls_first_and_each_directory_once():
 
 
 def test_verdicts_are_three_valued():
-    assert binary_verdict([0.05, 0.1, 0.08], "collapsed").value == "supported"
-    assert binary_verdict([0.9, 1.1, 1.0], "collapsed").value == "contradicted"
-    assert binary_verdict([0.1, 0.9, 0.5], "collapsed").value == "inconclusive"
-    assert binary_verdict([], "healthy").value == "not run"
+    assert threshold_verdict([0.05, 0.1, 0.08], 0.3, True, "x").value == "supported"
+    assert threshold_verdict([0.9, 1.1, 1.0], 0.3, True, "x").value == "contradicted"
+    assert threshold_verdict([0.1, 0.9, 0.5], 0.3, True, "x").value == "inconclusive"
+    assert threshold_verdict([0.1], 0.3, True, "x").value == "inconclusive"  # one run has no spread
+    assert threshold_verdict([], 0.3, False, "x").value == "not run"
+    assert proportion_verdict(2, 20, "not collapsed").value == "supported"  # CP [0.01, 0.32]
+    assert proportion_verdict(18, 20, "not collapsed").value == "contradicted"
+    assert proportion_verdict(2, 5, "not collapsed").value == "inconclusive"
+    assert plateau_verdict([3.0, 3.05, 2.98], [3.02, 2.99, 3.04], "r").value == "supported"
+    assert plateau_verdict([3.0, 3.05, 2.98], [2.0, 2.05, 1.98], "r").value == "contradicted"
     rising = {0.01: [1.0, 1.2, 0.9], 0.1: [2.0, 2.1, 1.9], 1.0: [5.0, 4.0, 6.0], 10.0: [9.0, 8.0, 10.0]}
     assert trend_verdict(rising, +1, "x").value == "supported"
     assert trend_verdict(rising, -1, "x").value == "contradicted"
@@ -74,3 +82,41 @@ def test_experiment_cli_rejects_bad_names(tmp_path, capsys):
     assert "unknown experiment 'H42'" in capsys.readouterr().err
     assert main(["experiment", "H1", "--budget", "huge", "--out", str(tmp_path)]) == 2
     assert main(["report", str(tmp_path / "none")]) == 2
+
+
+def test_scales_report_as_columns_with_the_gpu_smoke(tmp_path):
+    """bench/gpu_findings.sh's CPU smoke (pilot, parallel workers, archive) gives a scale that
+    `siamdyn report` reads beside another: one column per scale, each calibrated by its own controls."""
+    import subprocess
+    import sys
+    import tarfile
+    gpu = tmp_path / "gpu"
+    env = {**os.environ, "SIAMDYN_GPU_CHECK_DRY": "1", "PYTHON": sys.executable, "SIAMDYN_DRY_MINUTES": "15"}
+    done = subprocess.run(["bash", "bench/gpu_findings.sh", str(gpu)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "18/18 runs finished" in done.stdout
+    scales = tmp_path / "findings"
+    with tarfile.open(gpu / "gpu_findings.tar.gz") as tar:
+        names = tar.getnames()
+        assert not any("/ckpt" in n for n in names) and any(n.endswith("eval.json") for n in names)
+        tar.extractall(scales, filter="data")
+    run_experiment("core", "smoke", 2, str(scales / "smoke"), progress=False)
+    text = open(write_report(str(scales))).read()
+    matrix = next(ln for ln in text.splitlines() if ln.startswith("| claim | level |"))
+    assert "w4 AdamW 12 steps" in matrix and "w4 SGD 10 steps" in matrix
+    assert "## w4 SGD 10 steps" in text and "## w4 AdamW 12 steps" in text
+    h2b = next(ln for ln in text.splitlines() if ln.startswith("| **H2b**"))
+    assert h2b.count("completeness") == 2  # level (a): one verdict per scale
+
+
+def test_across_scales_names_the_axis_that_changes_a_verdict():
+    from types import SimpleNamespace
+
+    from siamdyn.experiments.report_tables import across
+    from siamdyn.experiments.verdicts import Verdict
+    scales = [SimpleNamespace(label=x) for x in ("w4 AdamW 600 steps", "w8 AdamW 600 steps", "w8 SGD 600 steps")]
+    v = lambda *vals: [{"a": Verdict(x, "")} for x in vals]  # noqa: E731
+    assert across(v("supported", "contradicted", "contradicted"), scales).startswith("scale-dependent")
+    assert across(v("contradicted", "contradicted", "supported"), scales).startswith("optimiser-dependent")
+    assert across(v("supported", "inconclusive", "supported"), scales) == "holds where decided"

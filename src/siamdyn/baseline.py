@@ -9,14 +9,15 @@ import torch
 
 from siamdyn.config import Config
 from siamdyn.data import channel_stats
-from siamdyn.eval import encoder_features, euclidean_knn, weighted_knn
+from siamdyn.eval import encoder_features, euclidean_knn, linear_probe, weighted_knn
 from siamdyn.methods import SiameseMethod
 from siamdyn.runtime import eval_input, load_data, make_augment, setup_torch
 
 
-def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",)) -> dict[str, Any]:
+def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",), linear_epochs: int = 0) -> dict[str, Any]:
     """Weighted kNN (k, T of cfg) and plain euclidean 5-NN on raw pixels, and weighted kNN
-    of random-init encoders with the given init schemes. Accuracies in %."""
+    of random-init encoders with the given init schemes (and, for linear_epochs > 0, a linear
+    probe of them, as `siamdyn probe` runs one on a trained backbone). Accuracies in %."""
     device = setup_torch(cfg)
     train, test = load_data(cfg)
     t0 = time.perf_counter()
@@ -37,5 +38,8 @@ def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",)) -> dict[str
         bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device)
         result[f"random_init_{init}_weighted_knn"] = weighted_knn(bank, train.labels, queries, test.labels, cfg.knn_k,
                                                                   cfg.knn_temperature, num_classes=len(train.classes))
+        if linear_epochs:
+            probe = linear_probe(bank, train.labels, queries, test.labels, epochs=linear_epochs, seed=cfg.seed)
+            result[f"random_init_{init}_linear"] = probe["linear_test_acc"]
     result["wall_time_s"] = time.perf_counter() - t0
     return result

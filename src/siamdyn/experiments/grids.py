@@ -33,13 +33,31 @@ BUDGETS: dict[str, dict[str, Any]] = {
 # on the same bank; at 600 steps SimSiam does not yet (67.7 vs 69.0 %), at step 936 of a 2400-step
 # cosine it does (70.7 %; bench/results/findings-v2/README.md). `features`: standard over 1 200 steps.
 BUDGETS["features"] = {**BUDGETS["standard"], "max_steps": 1200}
+# Findings v3's scale axis (widths 4 and 16 beside the standard 8) and optimiser axis (the papers'
+# SGD recipe at width 8: SimSiam's CIFAR settings, lr 0.06 per 256, momentum 0.9, weight decay
+# 5e-4). Each scale holds its own controls; docs/findings.md "Protocol" says what each reads.
+BUDGETS["w4"] = {**BUDGETS["standard"], "backbone_width": 4}
+BUDGETS["w16"] = {**BUDGETS["standard"], "backbone_width": 16}
+BUDGETS["sgd"] = dict(BUDGETS["standard"])
+BUDGETS["smoke-sgd"] = dict(BUDGETS["smoke"])
+SGD_RECIPE = dict(optimizer="sgd", lr=0.06, momentum=0.9, weight_decay=5e-4)
+# An optimiser axis must hold every cell of a budget to one optimiser, so these win over a cell's
+# own recipe (BYOL's AdamW); the cell keeps the rest of it (crops, predictor lr multiplier).
+FORCED = {"sgd": SGD_RECIPE, "smoke-sgd": SGD_RECIPE}
 FEATURE_BUDGET = {"smoke": "smoke", "standard": "features", "features": "features"}  # the analysed encoders
-# Seeds per kind of cell: binary cells (a control, one change) need more than ladder rungs.
-SEEDS = {"smoke": {"binary": 1, "ladder": 1}, "standard": {"binary": 5, "ladder": 3},
-         "features": {"binary": 3, "ladder": 3}}
+# Seeds per kind of cell: binary cells (a control, one change) need more than ladder rungs; a
+# bimodal cell (H2c: some seeds collapse, some not) is read as P(collapse), which needs ≥ 20
+# seeds for a Clopper–Pearson interval worth having: at the cheapest scale only (w4).
+SEEDS = {"smoke": {"binary": 1, "ladder": 1, "bimodal": 2}, "standard": {"binary": 5, "ladder": 3, "bimodal": 5},
+         "features": {"binary": 3, "ladder": 3, "bimodal": 3}, "w4": {"binary": 3, "ladder": 3, "bimodal": 20},
+         "w16": {"binary": 3, "ladder": 3, "bimodal": 3}, "sgd": {"binary": 3, "ladder": 3, "bimodal": 3}}
+SEEDS["smoke-sgd"] = SEEDS["smoke"]
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
             "standard": dict(images=512, views=16, draws=8, probe_epochs=20)}
 ANALYSIS["features"] = ANALYSIS["standard"]
+# A linear probe of the final backbone (eval.json, the representation readout of findings v3), in
+# epochs over the train split: 0 leaves it out.
+PROBE_EPOCHS = {"smoke": 2, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20}
 
 
 @dataclass(frozen=True)
@@ -77,25 +95,37 @@ FEATURES = [Cell("features", "simsiam", "simsiam"), Cell("features", BYOL_COSINE
             Cell("features", XBAR_K4.name, "xbar", XBAR_K4.overrides)]
 
 
+# Findings v3's core conditions, run at every scale and optimiser (same names as in their own
+# grids, so the standard budget's runs serve both). BYOL τ = 0 at λ = 1 and λ = 10 (the recipe's).
+CORE = [Cell("H2", "fixed-random-predictor", "simsiam", {"predictor_lr_scale": 0.0}),
+        Cell("H2", "linear-predictor", "simsiam", {"predictor": "linear"}, "bimodal"),
+        Cell("H2", "linear-predictor-lr-x10", "simsiam", {"predictor": "linear", "predictor_lr_scale": 10.0}),
+        Cell("H3", "byol-tau0.0", "byol", {**BYOL_RECIPE, "tau": 0.0, "tau_schedule": "fixed"}, "ladder"),
+        Cell("H3", "byol-tau0.0-pred-lr-x1", "byol",
+             {**BYOL_RECIPE, "tau": 0.0, "tau_schedule": "fixed", "predictor_lr_scale": 1.0}, "binary"),
+        XBAR_K4]
+
+
 def grid_cells(grid: str) -> list[Cell]:
     """The runs a grid needs: the controls and its own cells (H7–H9 analyse trained runs)."""
     own = {
         "H1": [],
         "H2": [Cell("H2", "no-predictor", "simsiam-no-pred"),
                Cell("H2", "fixed-random-predictor", "simsiam", {"predictor_lr_scale": 0.0}),
-               Cell("H2", "linear-predictor", "simsiam", {"predictor": "linear"}),
+               Cell("H2", "linear-predictor", "simsiam", {"predictor": "linear"}, "bimodal"),
                # H2d: Tian et al. 2021 obs. 1, a larger relative predictor lr α_p shrinks the collapse basin
                Cell("H2", "linear-predictor-lr-x10", "simsiam", {"predictor": "linear", "predictor_lr_scale": 10.0})],
         "H3": _ladder("H3", [(f"byol-tau{tau}", "byol", {**BYOL_RECIPE, "tau": tau, "tau_schedule": "fixed"})
-                             for tau in (0.0, 0.9, 0.99, 0.996, 1.0)]) + [BYOL_COSINE],
+                             for tau in (0.0, 0.9, 0.99, 0.996, 1.0)]) + [BYOL_COSINE, CORE[4]],
         "H4": _ladder("H4", [(f"pred-lr-x{s}", "simsiam", {"predictor_lr_scale": s}) for s in (0.01, 0.1, 10.0)])
         + [Cell("H4", "pred-lr-decayed", "simsiam", {"predictor_fixed_lr": False})],  # binary: H4b
         "H5": [Cell("H5", "term2-only", "simsiam", {"grad_terms": "target_branch"})],
         "H6": _ladder("H6", [(f"xbar-K{k}", "xbar", {"mean_views": k}) for k in (2, 8)]) + [XBAR_K4],
         "H7": FEATURES, "H8": FEATURES[:2], "H9": FEATURES[:1],
+        "core": CORE,
     }
     if grid not in own:
-        raise ConfigError(f"unknown experiment {grid!r}; choose one of: {', '.join(GRIDS)} or all")
+        raise ConfigError(f"unknown experiment {grid!r}; choose one of: {', '.join(GRIDS + EXTRA_GRIDS)} or all")
     return CONTROLS + own[grid]
 
 
@@ -115,3 +145,4 @@ def seeds_for(cell: Cell, budget: str, seeds: int | None = None) -> int:
 
 
 GRIDS = tuple(f"H{i}" for i in range(1, 10))
+EXTRA_GRIDS = ("core",)  # runs only: its cells belong to the grids above

@@ -1,17 +1,8 @@
-"""What a report reads from a run directory, and collapse judged against the healthy control.
+"""What a report reads from a run directory: its config, summary, held-out readings by step,
+probes, losses and (where the runner probed the final backbone) eval.json.
 
-Collapse is read on the held-out batch (probes/heldout.py), relative to the negative control
-(`simsiam`, same seed where it has one) at the same step, because a projector ending in an
-affine-free BatchNorm keeps z's std up whatever happens, and at a few epochs a collapsed head
-can sit on a backbone whose kNN still looks like random init's:
-
-    rank ratio(t) = min over {z, p} of RankMe(run, t) / RankMe(control, t)
-    collapsed     rank ratio < 0.25, or RankMe(z or p) < 2 (near rank one)
-    healthy       rank ratio ≥ 0.5 and RankMe(z and p) ≥ 2; in between: partial
-
-A run's state is read over the measurement window (the last 20 % of its steps): collapsed or
-healthy if every reading there is; its time to collapse is the first reading from which every
-later one is collapsed.
+A run's numbers are read over the measurement window, the last 20 % of its steps; levels.py
+turns them into the three readouts of findings v3.
 """
 from __future__ import annotations
 
@@ -22,7 +13,7 @@ from typing import Any
 
 from siamdyn.runs import load_run_config, read_metrics
 
-COLLAPSED_RATIO, HEALTHY_RATIO, RANK_FLOOR, WINDOW = 0.25, 0.5, 2.0, 0.2
+WINDOW = 0.2
 
 
 @dataclass
@@ -34,6 +25,7 @@ class Run:
     heldout: dict[int, dict] = field(default_factory=dict)
     probes: list[dict] = field(default_factory=list)
     losses: list[tuple[int, float]] = field(default_factory=list)
+    eval: dict = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -54,6 +46,9 @@ def load_run(path: str) -> Run | None:
     with open(os.path.join(path, "summary.json")) as f:
         summary = json.load(f)
     run = Run(path, load_run_config(path), summary)
+    if os.path.exists(os.path.join(path, "eval.json")):
+        with open(os.path.join(path, "eval.json")) as f:
+            run.eval = json.load(f)
     for r in read_metrics(path):
         if "heldout/z_erank" in r:
             run.heldout[r["step"]] = r
@@ -62,58 +57,6 @@ def load_run(path: str) -> Run | None:
         elif "loss" in r:
             run.losses.append((r["step"], r["loss"]))
     return run
-
-
-def ranks(reading: dict) -> tuple[float, float]:
-    return reading["heldout/z_erank"], reading["heldout/p_erank"]
-
-
-def rank_ratio(run: Run, controls: list[Run], step: int) -> float | None:
-    """min over z, p of RankMe(run)/RankMe(control) at `step`; the control of the same seed
-    when there is one, else the mean of the controls that have a reading there."""
-    if step not in run.heldout:
-        return None
-    same = [c for c in controls if c.cfg.seed == run.cfg.seed and step in c.heldout]
-    refs = same or [c for c in controls if step in c.heldout]
-    if not refs:
-        return None
-    ref_z = sum(ranks(c.heldout[step])[0] for c in refs) / len(refs)
-    ref_p = sum(ranks(c.heldout[step])[1] for c in refs) / len(refs)
-    z, p = ranks(run.heldout[step])
-    return min(z / ref_z, p / ref_p)
-
-
-def state_at(run: Run, controls: list[Run], step: int) -> str | None:
-    ratio = rank_ratio(run, controls, step)
-    if ratio is None:
-        return None
-    if ratio < COLLAPSED_RATIO or min(ranks(run.heldout[step])) < RANK_FLOOR:
-        return "collapsed"
-    return "healthy" if ratio >= HEALTHY_RATIO else "partial"
-
-
-def window_state(run: Run, controls: list[Run]) -> str:
-    """collapsed / healthy if every reading of the window is; partial otherwise."""
-    states = {state_at(run, controls, s) for s in run.window_steps()} - {None}
-    return states.pop() if len(states) == 1 else ("partial" if states else "unread")
-
-
-def window_ratio(run: Run, controls: list[Run]) -> float | None:
-    """Mean rank ratio over the measurement window."""
-    vals = [r for s in run.window_steps() if (r := rank_ratio(run, controls, s)) is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def time_to_collapse(run: Run, controls: list[Run]) -> int | None:
-    """The first reading step from which every later reading is collapsed (None: never)."""
-    steps = sorted(run.heldout)
-    first = None
-    for s in steps:
-        if state_at(run, controls, s) == "collapsed":
-            first = s if first is None else first
-        else:
-            first = None
-    return first
 
 
 def window_mean(run: Run, key: str) -> float | None:

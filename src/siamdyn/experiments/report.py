@@ -1,183 +1,31 @@
 """`siamdyn report DIR`: findings.md (+ figures) from the run directories of an experiment alone.
 
-Order: the protocol and compute, the controls (and whether they behave), the three-valued
-verdicts, the literature table, the gradient split before any collapse, a section per grid
-with time-to-collapse curves, then the post-hoc analyses H7–H9.
+DIR is one experiment folder, or a folder of them, one per scale × optimiser (scales.py).
+Order: protocol and compute, calibration per scale (the controls), the verdict matrix (claim ×
+scale at the claim's level), seed-paired tests, the literature table, the horizon, each
+scale's run groups at the three levels with their curves, the gradient split, then H7–H9.
 """
 from __future__ import annotations
 
-import glob
-import json
 import os
-import statistics
 
-from siamdyn.errors import SiamdynError
-from siamdyn.experiments.claims import CLAIMS, Claim
-from siamdyn.experiments.grids import BUDGETS, CONTROLS, FEATURE_BUDGET, GRIDS, NEGATIVE, POSITIVE, grid_cells
-from siamdyn.experiments.readings import (COLLAPSED_RATIO, HEALTHY_RATIO, RANK_FLOOR, WINDOW, Run, load_run,
-                                          time_to_collapse, window_mean, window_ratio, window_state)
-from siamdyn.experiments.report_figures import plot_curves
+from siamdyn.experiments.grids import BUDGETS, CORE, NEGATIVE, POSITIVE
+from siamdyn.experiments.levels import COMPLETE, HEADS, time_to_collapse
+from siamdyn.experiments.readings import WINDOW, Run
+from siamdyn.experiments.report_figures import plot_positions
 from siamdyn.experiments.report_format import mean_std as _ms
-from siamdyn.experiments.verdicts import Verdict, binary_verdict, trend_verdict
+from siamdyn.experiments.report_tables import (CELL_HEAD, calibration_table, cell_row, horizon_line,
+                                               literature_table, paired_table, verdict_matrix)
+from siamdyn.experiments.scales import Scale, all_verdicts, controls_problems, load_scales, scale_baseline
 from siamdyn.runs import atomic_write_text
 
-STABLE = 0.3  # the negative control's RankMe(p) may vary by at most 30 % across the window
-
-
-def load_groups(out: str) -> dict[str, list[Run]]:
-    """"grid/cell" → its finished runs, for every cell of every grid."""
-    groups: dict[str, list[Run]] = {}
-    for grid in GRIDS:
-        for cell in grid_cells(grid):
-            key = f"{cell.grid}/{cell.name}"
-            if key not in groups:
-                paths = sorted(glob.glob(os.path.join(out, cell.grid, cell.name, "seed*")))
-                groups[key] = [r for r in map(load_run, paths) if r is not None]
-    return groups
-
-
-def min_rank(run: Run) -> float | None:
-    z, p = window_mean(run, "heldout/z_erank"), window_mean(run, "heldout/p_erank")
-    return None if z is None or p is None else min(z, p)
-
-
-def check_controls(groups: dict[str, list[Run]]) -> tuple[bool, list[str]]:
-    """Whether the controls behave: the negative one healthy and stable through the window,
-    the positive ones collapsed by half the run and through the window."""
-    ref = groups.get(f"controls/{NEGATIVE}", [])
-    problems = []
-    if not ref:
-        return False, ["the negative control has no finished run"]
-    for run in ref:
-        p = [run.heldout[s]["heldout/p_erank"] for s in run.window_steps()]
-        if p and (max(p) - min(p)) / max(p) > STABLE:
-            problems.append(f"{NEGATIVE} seed {run.cfg.seed}: RankMe(p) moves {100 * (max(p) - min(p)) / max(p):.0f} % "
-                            "within the window (not settled)")
-        rank = min_rank(run)
-        if rank is None:
-            problems.append(f"{NEGATIVE} seed {run.cfg.seed}: no held-out readings (heldout_every=0?)")
-        elif rank < RANK_FLOOR:
-            problems.append(f"{NEGATIVE} seed {run.cfg.seed}: RankMe below {RANK_FLOOR} in the window")
-    for name in POSITIVE:
-        runs = groups.get(f"controls/{name}", [])
-        if not runs:
-            problems.append(f"{name}: no finished run")
-        for run in runs:
-            t = time_to_collapse(run, ref)
-            if t is None or t > run.steps / 2:
-                problems.append(f"{name} seed {run.cfg.seed}: not collapsed by step {run.steps // 2} "
-                                f"(window state: {window_state(run, ref)})")
-    return not problems, problems
-
-
-def claim_verdict(claim: Claim, groups: dict[str, list[Run]], controls_ok: bool) -> Verdict:
-    ref = groups.get(claim.reference, [])
-    if claim.ladder:
-        rungs = {x: [v for r in groups.get(c, []) if (v := min_rank(r)) is not None]
-                 for x, c in zip(claim.rungs, claim.cells)}
-        verdict = trend_verdict(rungs, +1 if claim.predicted == "+" else -1, "value, window RankMe")
-    else:
-        ratios = [v for c in claim.cells for r in groups.get(c, []) if (v := window_ratio(r, ref)) is not None]
-        verdict = binary_verdict(ratios, claim.predicted)
-    if not controls_ok and verdict.value != "not run":
-        return Verdict("protocol failed", verdict.statistic + " (not a verdict: the controls misbehaved)")
-    return verdict
-
-
-def cell_row(key: str, runs: list[Run], ref: list[Run]) -> str:
-    states = [window_state(r, ref) for r in runs]
-    ttc = [t for r in runs if (t := time_to_collapse(r, ref)) is not None]
-    counts = "/".join(str(states.count(s)) for s in ("collapsed", "partial", "healthy"))
-    return (f"| {key} | {len(runs)} | {counts} | "
-            f"{_ms([window_ratio(r, ref) for r in runs])} | {_ms([min_rank(r) for r in runs], '{:.1f}')} | "
-            f"{_ms([window_mean(r, 'heldout/p_abs_cos') for r in runs], '{:.3f}')} | "
-            f"{_ms([_p_std(r) for r in runs])} | "
-            f"{statistics.median(ttc) if ttc else '—'} | {_ms([r.final_loss() for r in runs], '{:.3f}')} | "
-            f"{_ms([r.summary['final_knn_acc'] for r in runs], '{:.1f}')} |")
-
-
-TABLE_HEAD = ["| run group | seeds | collapsed/partial/healthy | rank ratio | min RankMe(z, p) | mean abs cos(p) | "
-              "p std·√d | median step of collapse | final loss | kNN % |", "|---|---|---|---|---|---|---|---|---|---|"]
-
-
-def _p_std(run: Run) -> float | None:
-    """Window mean of the per-dimension std of p/‖p‖ times √d (SimSiam fig. 2: ≈ 1 healthy, → 0 collapsed)."""
-    v = window_mean(run, "heldout/p_std")
-    return None if v is None else v * run.cfg.proj_dim ** 0.5
-
-
-def adequacy(groups: dict[str, list[Run]]) -> str:
-    """The budget's adequacy, measured from the controls."""
-    ref = groups.get(f"controls/{NEGATIVE}", [])
-    ttc = [t for name in POSITIVE for r in groups.get(f"controls/{name}", [])
-           if (t := time_to_collapse(r, ref)) is not None]
-    moves = []
-    for run in ref:
-        p = [run.heldout[s]["heldout/p_erank"] for s in run.window_steps()]
-        moves += [(max(p) - min(p)) / max(p)] if p else []
-    if not ttc or not moves:
-        return "Adequacy: not measurable yet (controls missing)."
-    steps = ref[0].steps
-    return (f"Adequacy: the positive controls collapse by step {max(ttc)} at the latest (median "
-            f"{statistics.median(ttc):g}) of {steps}; the measurement window is the last {WINDOW:.0%} "
-            f"(steps ≥ {int((1 - WINDOW) * steps)}); "
-            f"the negative control's RankMe(p) moves by at most {100 * max(moves):.0f} % across the window.")
-
-
-def baseline_line(out: str, budget: str) -> str:
-    """kNN of raw pixels and of a random-init encoder on the same bank (computed once, cached)."""
-    path = os.path.join(out, "baseline.json")
-    if not os.path.exists(path):
-        from siamdyn.baseline import run_baseline
-        from siamdyn.config import Config
-        cfg = Config.from_preset("simsiam", {k: v for k, v in BUDGETS[budget].items()})
-        atomic_write_text(path, json.dumps(run_baseline(cfg), indent=2))
-    with open(path) as f:
-        b = json.load(f)
-    return (f"References on the same bank ({b['train_images']} train, {b['test_images']} test images): weighted kNN "
-            f"of raw pixels {b['raw_pixels_weighted_knn']:.1f} %, of the random-init encoder "
-            f"{b['random_init_kaiming_weighted_knn']:.1f} %.")
-
-
-def controls_section(groups: dict[str, list[Run]], ok: bool, problems: list[str], fig_dir: str,
-                     refs: str = "") -> list[str]:
-    ref = groups.get(f"controls/{NEGATIVE}", [])
-    lines = ["## Controls", "", f"Negative control `{NEGATIVE}` (must stay healthy and settle), positive controls "
-             f"{', '.join(f'`{p}`' for p in POSITIVE)} (must collapse by half the run). Status: "
-             + ("**all behaving**." if ok else "**protocol failed**: " + "; ".join(problems) + "."), "",
-             adequacy(groups) + " " + refs, "", *TABLE_HEAD]
-    lines += [cell_row(f"controls/{c.name}", groups.get(f"controls/{c.name}", []), ref) for c in CONTROLS]
-    if any(groups.get(f"controls/{c.name}") for c in CONTROLS):
-        plot_curves({c.name: groups.get(f"controls/{c.name}", []) for c in CONTROLS}, ref,
-                    os.path.join(fig_dir, "controls.png"))
-        lines += ["", "![controls](figures/findings/controls.png)"]
-    return lines + [""]
-
-
-def grid_section(grid: str, groups: dict[str, list[Run]], verdicts: dict[str, Verdict], fig_dir: str) -> list[str]:
-    claims = [c for c in CLAIMS if c.grid == grid]
-    ref_key = claims[0].reference if claims else f"controls/{NEGATIVE}"
-    ref = groups.get(ref_key, [])
-    own = [f"{c.grid}/{c.name}" for c in grid_cells(grid) if c.grid != "controls"]
-    lines = [f"## {grid}", ""] + [f"- {c.key}: {c.text} {verdicts[c.key]}" for c in claims]
-    lines += ["", f"Rank ratios against `{ref_key}`.", "", *TABLE_HEAD]
-    lines += [cell_row(k, groups.get(k, []), ref) for k in [ref_key] + [k for k in own if k != ref_key]]
-    present = {k.split("/")[1]: groups[k] for k in [ref_key, *own] if groups.get(k)}
-    if len(present) > 1:
-        plot_curves(present, ref, os.path.join(fig_dir, f"{grid}.png"))
-        lines += ["", f"![{grid}](figures/findings/{grid}.png)"]
-    return lines + [""]
-
-
-def literature_table(verdicts: dict[str, Verdict]) -> list[str]:
-    agree = {"supported": "agree", "contradicted": "**disagree**", "inconclusive": "not settled"}
-    lines = ["## Literature", "", "| claim | published | ours (standard budget) | agreement | context |",
-             "|---|---|---|---|---|"]
-    for c in CLAIMS:
-        v = verdicts[c.key]
-        lines.append(f"| {c.key} | {c.source} | {v.value}: {v.statistic} | {agree.get(v.value, v.value)} | "
-                     f"{c.context} |")
-    return lines + [""]
+PROTOCOL = (f"Readouts (docs/findings.md \"Protocol\"): (a) complete collapse — completeness = min(centre-vector norm "
+            f"of p, the loss as a cosine), complete at ≥ {COMPLETE}; (b) dimensional collapse per head — log RankMe "
+            "on the held-out batch placed between the scale's own controls (0 = positive controls, 1 = negative), "
+            "collapsed below the positive controls' 95 % prediction bound; (c) the representation — backbone RankMe, "
+            "kNN and linear probe minus a random-init encoder of the same width. Every number is a mean over the last "
+            f"{WINDOW:.0%} of the steps; verdicts are three-valued with Student-t 95 % intervals over seeds "
+            "(Clopper–Pearson for P(collapse), Fisher-z for Spearman's ρ, Welch for a plateau).")
 
 
 def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
@@ -204,25 +52,45 @@ def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
     return lines + [""]
 
 
-def header(out: str, meta: dict, groups: dict[str, list[Run]], dest: str) -> list[str]:
-    runs = [r for rs in groups.values() for r in rs]
-    own = sum(r.summary["wall_time_s"] for r in runs)
-    wall = sum(s["wall_time_s"] for s in meta["sessions"])
-    budget = meta["budget"]
-    return ["# Findings: the seed's claims on real images", "",
-            f"- protocol: budget `{budget}` — {', '.join(f'{k}={v}' for k, v in BUDGETS[budget].items())}; "
-            f"collapse read on the held-out batch, rank ratio vs the healthy reference over the last "
-            f"{WINDOW:.0%} of the steps: collapsed < {COLLAPSED_RATIO}, healthy ≥ {HEALTHY_RATIO} "
-            f"(or RankMe < {RANK_FLOOR}); verdicts three-valued with bootstrap 95 % intervals over seeds",
-            f"- compute: {len(runs)} finished runs, {own / 60:.1f} min of their own wall time; "
-            f"{wall / 60:.1f} min over {len(meta['sessions'])} session(s) of `siamdyn experiment`",
-            f"- machines (from each run's config.yaml): {machines(runs)}",
-            f"- H7–H9 analyse encoders trained longer, under budget `{FEATURE_BUDGET[budget]}` "
-            f"({BUDGETS[FEATURE_BUDGET[budget]]['max_steps']} steps, otherwise as above): at "
-            f"{BUDGETS[budget]['max_steps']} steps SimSiam's backbone does not yet beat a random-init one",
-            f"- commands: `siamdyn experiment all --budget {budget} --out {out}` (resumable; several may share "
-            f"the folder, one per core), then `siamdyn report {out}"
-            + (f" --out {dest}`" if dest != out else "`"), ""]
+def header(out: str, scales: list[Scale], dest: str) -> list[str]:
+    lines = ["# Findings: the seed's claims on real images, across scale and optimiser", "", PROTOCOL, ""]
+    for s in scales:
+        runs = [r for rs in s.groups.values() for r in rs]
+        budget = s.meta.get("budget", "?")
+        wall = sum(x["wall_time_s"] for x in s.meta.get("sessions", []))
+        lines.append(f"- **{s.label}** (`{os.path.relpath(s.path, out)}`, budget `{budget}`"
+                     + (f": {', '.join(f'{k}={v}' for k, v in BUDGETS[budget].items())}" if budget in BUDGETS else "")
+                     + f"): {len(runs)} finished runs, {sum(r.summary['wall_time_s'] for r in runs) / 60:.0f} min of "
+                     f"their own wall time, {wall / 60:.0f} min of `siamdyn experiment`; machines: {machines(runs)}")
+    lines += ["", f"Commands: `siamdyn experiment core --budget B --out {out}/B` per scale (resumable; one worker "
+              f"per core may share a folder), `bash bench/gpu_findings.sh OUT` for the GPU column, then "
+              f"`siamdyn report {out}" + (f" --out {dest}`" if dest != out else "`"), ""]
+    return lines
+
+
+def scale_section(scale: Scale, base: dict, fig_dir: str, index: int) -> list[str]:
+    ttc = {h: [t for name in POSITIVE for r in scale.groups.get(f"controls/{name}", [])
+               if scale.calibration.get(h) and (t := _ttc(r, h, scale)) is not None] for h in HEADS}
+    lines = [f"## {scale.label}", "",
+             "Positive controls collapse (level b) by step " + ", ".join(
+                 f"{max(ttc[h]) if ttc[h] else '—'} ({h})" for h in HEADS)
+             + f" of {scale.controls[0].steps if scale.controls else '?'}. Raw-pixel kNN on this bank "
+             f"{base.get('raw_pixels_weighted_knn', float('nan')):.1f} %.", "", *CELL_HEAD]
+    keys = [k for k, runs in scale.groups.items() if runs]
+    lines += [cell_row(k, scale, base) for k in keys]
+    shown = {k: scale.groups[k] for k in keys if k.startswith("controls/") or k in _CORE_KEYS}
+    if shown and scale.calibration.get("p"):
+        name = f"scale{index}.png"
+        plot_positions(shown, scale.calibration, os.path.join(fig_dir, name), scale.label)
+        lines += ["", f"![{scale.label}](figures/findings/{name})"]
+    return lines + [""]
+
+
+def _ttc(run: Run, head: str, scale: Scale) -> int | None:
+    return time_to_collapse(run, head, scale.calibration[head])
+
+
+_CORE_KEYS = {f"{c.grid}/{c.name}" for c in CORE}
 
 
 def machines(runs: list[Run]) -> str:
@@ -242,24 +110,30 @@ def machines(runs: list[Run]) -> str:
 def write_report(out: str, dest: str | None = None) -> str:
     """Write DEST/findings.md (default DEST = OUT) and its figures under DEST/figures/findings/."""
     dest = dest or out
-    meta_path = os.path.join(out, "experiment.json")
-    if not os.path.exists(meta_path):
-        raise SiamdynError(f"{out} holds no experiment.json; run `siamdyn experiment NAME --out {out}` first")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    groups = load_groups(out)
+    scales = load_scales(out)
     fig_dir = os.path.join(dest, "figures", "findings")
     os.makedirs(fig_dir, exist_ok=True)
-    ok, problems = check_controls(groups)
-    verdicts = {c.key: claim_verdict(c, groups, ok) for c in CLAIMS}
-    refs = baseline_line(out, meta["budget"])
-    lines = header(out, meta, groups, dest) + controls_section(groups, ok, problems, fig_dir, refs)
-    lines += ["## Verdicts", ""] + [f"- **{c.key}** {c.text} {verdicts[c.key]}" for c in CLAIMS] + [""]
-    lines += literature_table(verdicts) + gradient_section(groups)
-    for grid in ("H2", "H3", "H4", "H5", "H6"):
-        lines += grid_section(grid, groups, verdicts, fig_dir)
-    from siamdyn.experiments.report_analyses import analysis_sections
-    lines += analysis_sections(out, fig_dir)
+    baselines = [scale_baseline(s) for s in scales]
+    problems = [controls_problems(s) for s in scales]
+    verdicts = all_verdicts(scales)
+    lines = header(out, scales, dest)
+    lines += ["## Calibration: each scale's controls", "", *calibration_table(scales, baselines, problems)]
+    lines += ["## Verdicts", "", "Each claim at its level (a, b), per scale; level (b) gives z and p apart.", "",
+              *verdict_matrix(scales, verdicts)]
+    lines += ["## Seed-paired comparisons", "", "Cells that share seeds start from the same weights and data "
+              "order; the sign test counts the seeds where the changed cell's level-(b) position is higher.", "",
+              *paired_table(scales)]
+    lines += ["## Literature", "", "Each number checked against the paper's text; docs/literature_check.md "
+              "holds the quotes and says what could not be checked.", "", *literature_table(scales, verdicts)]
+    lines += [horizon_line(scales), ""]
+    for i, (s, base) in enumerate(zip(scales, baselines)):
+        lines += scale_section(s, base, fig_dir, i)
+    standard = next((s for s in scales if s.groups.get(f"controls/{NEGATIVE}") and s.groups.get("H5/term2-only")),
+                    None)
+    if standard is not None:
+        lines += gradient_section(standard.groups)
+        from siamdyn.experiments.report_analyses import analysis_sections
+        lines += analysis_sections(standard.path, fig_dir)
     path = os.path.join(dest, "findings.md")
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

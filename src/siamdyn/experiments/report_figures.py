@@ -1,9 +1,11 @@
-"""Time-to-collapse curves: the rank ratio on the held-out batch against the step, per run group."""
+"""Collapse over time at level (b): each head's position between the scale's controls (0 = the
+positive controls, 1 = the negative control) on the held-out batch, per run group."""
 from __future__ import annotations
 
 import numpy as np
 
-from siamdyn.experiments.readings import COLLAPSED_RATIO, HEALTHY_RATIO, Run, rank_ratio
+from siamdyn.experiments.levels import HEADS, HeadScale, position
+from siamdyn.experiments.readings import Run
 
 
 def _band(ax, steps: list[int], rows: list[list[float | None]], color: str, label: str) -> None:
@@ -13,27 +15,28 @@ def _band(ax, steps: list[int], rows: list[list[float | None]], color: str, labe
         ax.fill_between(steps, np.nanmin(vals, 0), np.nanmax(vals, 0), color=color, alpha=0.15)
 
 
-def plot_curves(groups: dict[str, list[Run]], reference: list[Run], path: str) -> str:
-    """Per group, mean over seeds (line) and min–max (band): the rank ratio against the reference
-    (left) and min(RankMe z, RankMe p) itself (right), on the held-out batch, log scale."""
+def plot_positions(groups: dict[str, list[Run]], calibration: dict[str, HeadScale | None], path: str,
+                   title: str) -> str:
+    """Per group, mean over seeds (line) and min–max (band) of the position of z (left) and p
+    (right); dotted: collapsed below, dashed: healthy above."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, (name, runs) in enumerate(groups.items()):
-        steps = sorted({s for r in runs for s in r.heldout})
-        label = f"{name} ({len(runs)})"
-        _band(left, steps, [[rank_ratio(r, reference, s) for s in steps] for r in runs], f"C{i}", label)
-        _band(right, steps, [[min(r.heldout[s]["heldout/z_erank"], r.heldout[s]["heldout/p_erank"])
-                              if s in r.heldout else None for s in steps] for r in runs], f"C{i}", label)
-    left.axhline(COLLAPSED_RATIO, color="k", ls=":", lw=1)
-    left.axhline(HEALTHY_RATIO, color="k", ls="--", lw=1)
-    left.set_ylabel("rank ratio vs reference")
-    right.set_ylabel("min(RankMe z, RankMe p)")
-    for ax in (left, right):
-        ax.set_yscale("log")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, head in zip(axes, HEADS):
+        cal = calibration.get(head)
+        if cal is None:
+            continue
+        for i, (name, runs) in enumerate(groups.items()):
+            steps = sorted({s for r in runs for s in r.heldout})
+            _band(ax, steps, [[position(r, head, cal, s) for s in steps] for r in runs], f"C{i % 10}",
+                  f"{name} ({len(runs)})")
+        ax.axhline(cal.collapsed_below, color="k", ls=":", lw=1)
+        ax.axhline(cal.healthy_above, color="k", ls="--", lw=1)
+        ax.set_ylabel(f"position of log RankMe({head})")
         ax.set_xlabel("step")
-    left.legend(fontsize=7, loc="lower left")
+        ax.set_title(f"{title}: {head}", fontsize=9)
+    axes[0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

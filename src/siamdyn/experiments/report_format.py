@@ -11,4 +11,4 @@ def mean_std(xs: list[float], fmt: str = "{:.2f}") -> str:
     if not xs:
         return "—"
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{fmt.format(statistics.mean(xs))} ± {fmt.format(sd)}"
+    return f"{fmt.format(statistics.mean(xs))} ± {fmt.replace('+', '').format(sd)}"

@@ -13,19 +13,30 @@ from tqdm import tqdm
 
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
-from siamdyn.experiments.grids import BUDGETS, GRIDS, Cell, analysed_cells, cell_budget, grid_cells, seeds_for
+from siamdyn.experiments.grids import (BUDGETS, FORCED, GRIDS, PROBE_EPOCHS, Cell, analysed_cells, cell_budget,
+                                       grid_cells, seeds_for)
 from siamdyn.runs import CKPT_FILE, RunInUse, RunLock, atomic_write_text
 
 
 def cell_config(cell: Cell, budget: str, seed: int) -> Config:
-    return Config.from_preset(cell.preset, {**BUDGETS[cell_budget(cell, budget)], **cell.overrides, "seed": seed})
+    b = cell_budget(cell, budget)
+    return Config.from_preset(cell.preset, {**BUDGETS[b], **cell.overrides, **FORCED.get(b, {}), "seed": seed})
+
+
+def probe_encoder(run_dir: str, budget: str) -> None:
+    """The representation readout: kNN and a linear probe of the final backbone (eval.json),
+    unless the budget leaves it out or the run has it."""
+    epochs = PROBE_EPOCHS.get(budget, 0)
+    if epochs and not os.path.exists(os.path.join(run_dir, "eval.json")):
+        from siamdyn.probe_run import evaluate_run
+        evaluate_run(run_dir, epochs=epochs)
 
 
 def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tuple[str, str]:
     """Train one run unless it is finished; (run dir, what happened)."""
     from siamdyn.train import train
     run_dir = cell.run_dir(out, seed)
-    if os.path.exists(os.path.join(run_dir, "summary.json")):
+    if os.path.exists(os.path.join(run_dir, "summary.json")) and os.path.exists(os.path.join(run_dir, "eval.json")):
         return run_dir, "done before"
     try:
         lock = RunLock(run_dir).__enter__()
@@ -33,13 +44,17 @@ def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tu
         return run_dir, "in use"
     try:  # decided under the lock, so no other worker can finish (or start) it in between
         if os.path.exists(os.path.join(run_dir, "summary.json")):
-            return run_dir, "done before"
-        resume = os.path.exists(os.path.join(run_dir, CKPT_FILE))
-        train(cell_config(cell, budget, seed), run_dir, overwrite=not resume, resume=resume, progress=progress,
-              desc=f"{cell.grid}/{cell.name}/s{seed}", lock_held=True)
+            what = "done before"
+        else:
+            resume = os.path.exists(os.path.join(run_dir, CKPT_FILE))
+            train(cell_config(cell, budget, seed), run_dir, overwrite=not resume, resume=resume, progress=progress,
+                  desc=f"{cell.grid}/{cell.name}/s{seed}", lock_held=True)
+            what = "resumed" if resume else "trained"
+        if os.path.exists(os.path.join(run_dir, CKPT_FILE)):  # records copied without checkpoints: no probe
+            probe_encoder(run_dir, cell_budget(cell, budget))
     finally:
         lock.__exit__(None, None, None)
-    return run_dir, "resumed" if resume else "trained"
+    return run_dir, what
 
 
 def plan(names: list[str], budget: str, seeds: int | None) -> list[tuple[Cell, int]]:
@@ -62,7 +77,7 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
         raise SiamdynError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
     if seeds is not None and seeds < 1:
         raise SiamdynError("--seeds must be >= 1")
-    names = list(GRIDS) if name == "all" else [name]
+    names = list(GRIDS) if name == "all" else [name]  # "core": findings v3's conditions at a scale
     for n in names:
         grid_cells(n)  # unknown names fail before anything runs
     meta_path = os.path.join(out, "experiment.json")

@@ -1,56 +1,25 @@
 """Three-valued verdicts — supported / contradicted / inconclusive — with their statistic.
 
-Binary claims ("this cell collapses", "this cell stays healthy") read the mean rank ratio of
-the cell's seeds over the measurement window (readings.py) with a bootstrap 95 % interval
-over seeds: supported when the whole interval lies on the predicted side of the collapse
-threshold (< 0.25) or the healthy one (≥ 0.5), contradicted when it lies on the other side,
-inconclusive otherwise. Ladder claims ("a slower X protects less") read Spearman's ρ between
-the rung's value and the rank ratio over every (rung, seed), with a bootstrap interval that
-resamples seeds within rungs: supported when it excludes 0 with the predicted sign,
-contradicted when it excludes 0 with the other, inconclusive otherwise.
+A claim names its level (levels.py) and what it predicts there. The seeds of a cell give one
+number each; the verdict reads a 95 % Student-t interval of their mean against the level's
+threshold: supported when the whole interval lies on the predicted side, contradicted when
+it lies on the other, inconclusive when it straddles (or fewer than two runs finished).
+A bimodal cell reads P(collapse) with a Clopper–Pearson interval against ½; a ladder reads
+Spearman's ρ over every (rung, seed) with a Fisher-z interval; a plateau reads the Welch
+interval of the difference between its end rungs against a ± log 1.25 equivalence margin.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as st
 
-from siamdyn.experiments.readings import COLLAPSED_RATIO, HEALTHY_RATIO
+from siamdyn.experiments.stats import clopper_pearson, spearman_interval, t_interval
 
-BOOTSTRAP = 2000
 MIN_RUNS = 2  # a verdict needs a spread: at least this many runs per cell (per rung for a ladder)
-
-
-def bootstrap_mean(values: list[float], seed: int = 0) -> tuple[float, float, float]:
-    """(mean, 2.5 %, 97.5 %) of the mean under resampling of the values."""
-    x = np.asarray(values, dtype=float)
-    draws = np.random.default_rng(seed).choice(x, size=(BOOTSTRAP, len(x))).mean(1)
-    return float(x.mean()), float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's ρ (average ranks for ties); 0 when either side is constant."""
-    def rank(v: np.ndarray) -> np.ndarray:
-        order = v.argsort(kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in np.unique(v):  # ties share their mean rank
-            r[v == value] = r[v == value].mean()
-        return r
-    rx, ry = rank(x), rank(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def bootstrap_trend(rungs: dict[float, list[float]], seed: int = 0) -> tuple[float, float, float]:
-    """(ρ, 2.5 %, 97.5 %): Spearman's ρ of (rung value, reading), seeds resampled within rungs."""
-    rng = np.random.default_rng(seed)
-    xs = np.concatenate([[x] * len(v) for x, v in rungs.items()])
-    rho = spearman(xs, np.concatenate([v for v in rungs.values()]))
-    draws = [spearman(xs, np.concatenate([rng.choice(v, size=len(v)) for v in rungs.values()]))
-             for _ in range(BOOTSTRAP)]
-    return rho, float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))
+PLATEAU_MARGIN = math.log(1.25)  # rungs within ×1.25 of each other in RankMe count as one plateau
 
 
 @dataclass
@@ -62,33 +31,72 @@ class Verdict:
         return f"**{self.value}** — {self.statistic}"
 
 
-def binary_verdict(ratios: list[float], predicted: str) -> Verdict:
-    """`predicted` is "collapsed" or "healthy"; `ratios` are the cell's window rank ratios."""
-    if not ratios:
+def _decide(lo: float, hi: float, threshold: float, predicted_below: bool) -> str:
+    below, above = hi < threshold, lo >= threshold
+    if below or above:
+        return "supported" if below == predicted_below else "contradicted"
+    return "inconclusive"
+
+
+def threshold_verdict(values: list[float], threshold: float, predicted_below: bool, what: str) -> Verdict:
+    """The t-interval of the mean of `values` against `threshold`."""
+    if not values:
         return Verdict("not run", "no finished seed")
-    mean, lo, hi = bootstrap_mean(ratios)
-    stat = f"rank ratio {mean:.2f} [95 % CI {lo:.2f}, {hi:.2f}] over {len(ratios)} run(s)"
-    if len(ratios) < MIN_RUNS:  # one run has no spread to judge by: report it, decide nothing
-        return Verdict("inconclusive", stat + f" (fewer than {MIN_RUNS} runs)")
-    collapsed, healthy = hi < COLLAPSED_RATIO, lo >= HEALTHY_RATIO
-    if (predicted == "collapsed" and collapsed) or (predicted == "healthy" and healthy):
-        return Verdict("supported", stat)
-    if (predicted == "collapsed" and healthy) or (predicted == "healthy" and collapsed):
-        return Verdict("contradicted", stat)
-    return Verdict("inconclusive", stat)
+    mean, lo, hi = t_interval(values)
+    if len(values) < MIN_RUNS:
+        return Verdict("inconclusive", f"{what} {mean:.2f} over 1 run (fewer than {MIN_RUNS})")
+    stat = f"{what} {mean:.2f} [t 95 % CI {lo:.2f}, {hi:.2f}] over {len(values)} runs vs {threshold:.2f}"
+    return Verdict(_decide(lo, hi, threshold, predicted_below), stat)
+
+
+def proportion_verdict(collapsed: int, n: int, predicted: str) -> Verdict:
+    """P(collapse) = collapsed/n with its Clopper–Pearson interval, against ½."""
+    if n == 0:
+        return Verdict("not run", "no finished seed")
+    lo, hi = clopper_pearson(collapsed, n)
+    stat = f"P(collapse) {collapsed}/{n} = {collapsed / n:.2f} [Clopper–Pearson 95 % {lo:.2f}, {hi:.2f}]"
+    return Verdict(_decide(lo, hi, 0.5, predicted == "not collapsed"), stat)
 
 
 def trend_verdict(rungs: dict[float, list[float]], sign: int, what: str) -> Verdict:
-    """`sign` +1: the reading should grow with the rung value; −1: fall."""
+    """Spearman's ρ(log10 rung value, reading); `sign` +1: the reading should grow with the rung."""
     rungs = {x: v for x, v in rungs.items() if v}
     if len(rungs) < 2:
         return Verdict("not run", "fewer than two rungs finished")
-    rho, lo, hi = bootstrap_trend(rungs)
-    stat = f"Spearman ρ({what}) = {rho:+.2f} [95 % CI {lo:+.2f}, {hi:+.2f}] over {sum(map(len, rungs.values()))} runs"
-    if min(map(len, rungs.values())) < MIN_RUNS:
+    xs = [math.log10(x) if x > 0 else -9.0 for x, v in rungs.items() for _ in v]
+    rho, lo, hi = spearman_interval(xs, [y for v in rungs.values() for y in v])
+    stat = f"Spearman ρ({what}) = {rho:+.2f} [Fisher-z 95 % CI {lo:+.2f}, {hi:+.2f}] over {len(xs)} runs"
+    if min(map(len, rungs.values())) < MIN_RUNS or math.isnan(lo):
         return Verdict("inconclusive", stat + f" (a rung with fewer than {MIN_RUNS} runs)")
     if (sign > 0 and lo > 0) or (sign < 0 and hi < 0):
         return Verdict("supported", stat)
     if (sign > 0 and hi < 0) or (sign < 0 and lo > 0):
         return Verdict("contradicted", stat)
     return Verdict("inconclusive", stat)
+
+
+def plateau_verdict(first: list[float], last: list[float], what: str) -> Verdict:
+    """Equivalence of two rungs' mean log readings: the Welch 95 % interval of the difference
+    inside ± PLATEAU_MARGIN → supported; wholly outside → contradicted."""
+    if len(first) < MIN_RUNS or len(last) < MIN_RUNS:
+        return Verdict("not run" if not first or not last else "inconclusive", "an end rung has fewer than 2 runs")
+    a, b = np.asarray(first, float), np.asarray(last, float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff, se = float(b.mean() - a.mean()), math.sqrt(va + vb)
+    df = (va + vb) ** 2 / max(va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1), 1e-300)
+    half = float(st.t.ppf(0.975, df)) * se
+    lo, hi = diff - half, diff + half
+    stat = (f"Δ {what} = {diff:+.2f} [Welch 95 % CI {lo:+.2f}, {hi:+.2f}] against ±{PLATEAU_MARGIN:.2f} "
+            f"(×1.25), {len(a)} + {len(b)} runs")
+    if lo > -PLATEAU_MARGIN and hi < PLATEAU_MARGIN:
+        return Verdict("supported", stat)
+    if lo >= PLATEAU_MARGIN or hi <= -PLATEAU_MARGIN:
+        return Verdict("contradicted", stat)
+    return Verdict("inconclusive", stat)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's ρ (average ranks for ties); 0 when either side is constant."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return float(st.spearmanr(x, y).statistic)

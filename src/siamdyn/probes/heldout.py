@@ -26,13 +26,16 @@ from siamdyn.probes.gradients import frozen_buffers
 
 @torch.no_grad()
 def representation_stats(x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
-    """RankMe, mean |cos| between different rows, centre-vector norm and normalised std of (N, d) `x`."""
+    """RankMe (as published, uncentred, and of the centred rows), mean |cos| between different rows,
+    centre-vector norm and normalised std of (N, d) `x`. The centred RankMe does not count the shared
+    mean direction as a dimension, which matters for heads not ending in BatchNorm (docs/findings.md)."""
     x = x.float()
     unit = F.normalize(x, dim=1)
     gram = unit @ unit.T
     n = len(x)
     abs_cos = (gram.abs().sum() - gram.diagonal().abs().sum()) / max(1, n * (n - 1))
-    return {f"{prefix}_erank": effective_rank(x), f"{prefix}_abs_cos": abs_cos,
+    return {f"{prefix}_erank": effective_rank(x), f"{prefix}_erank_centred": effective_rank(x - x.mean(0)),
+            f"{prefix}_abs_cos": abs_cos,
             f"{prefix}_center_norm": unit.mean(0).norm(), f"{prefix}_std": normalized_std(x)[0]}
 
 

@@ -1,0 +1,128 @@
+"""The tables of findings.md: calibration per scale, the verdict matrix (claim × scale, with
+"scale-dependent" / "optimiser-dependent" where decided verdicts differ), seed-paired tests,
+the literature table and each scale's run groups at the three levels."""
+from __future__ import annotations
+
+import math
+import statistics
+
+from siamdyn.experiments.claims import CLAIMS, PAIRED
+from siamdyn.experiments.levels import HEADS, completeness, head_state, loss_as_cosine, position, representation
+from siamdyn.experiments.levels import time_to_collapse as head_ttc
+from siamdyn.experiments.readings import window_mean
+from siamdyn.experiments.report_format import mean_std as _ms
+from siamdyn.experiments.scales import Scale
+from siamdyn.experiments.stats import sign_test
+from siamdyn.experiments.verdicts import Verdict
+
+DECIDED = ("supported", "contradicted")
+
+
+def calibration_table(scales: list[Scale], baselines: list[dict], problems: list[list[str]]) -> list[str]:
+    lines = ["| scale | controls | RankMe(z): positive / negative / collapsed below / healthy above | "
+             "RankMe(p): same | random-init kNN / linear % |", "|---|---|---|---|---|"]
+    for s, base, prob in zip(scales, baselines, problems):
+        cells = []
+        for head in HEADS:
+            cal = s.calibration.get(head)
+            if cal is None:
+                cells.append("—")
+                continue
+            at = lambda pos, cal=cal: math.exp(cal.positive + pos * (cal.negative - cal.positive))  # noqa: E731
+            cells.append(f"{math.exp(cal.positive):.1f} / {math.exp(cal.negative):.1f} / "
+                         f"{at(cal.collapsed_below):.1f} / {at(cal.healthy_above):.1f}")
+        ref = f"{base.get('random_init_kaiming_weighted_knn', math.nan):.1f} / " \
+              f"{base.get('random_init_kaiming_linear', math.nan):.1f}"
+        lines.append(f"| {s.label} | {'behave' if not prob else 'fail: ' + '; '.join(prob)} | "
+                     + " | ".join(cells) + f" | {ref} |")
+    return lines + [""]
+
+
+def across(verdicts: list[dict[str, Verdict]], scales: list[Scale]) -> str:
+    """Whether the decided verdicts agree across scales (same optimiser) and optimisers (same width)."""
+    notes = []
+    for key in ("a", "z", "p"):
+        by = [(s, v[key].value) for s, v in zip(scales, verdicts) if key in v and v[key].value in DECIDED]
+        if len({val for _, val in by}) < 2:
+            continue
+        opts = {s.label.split()[1] for s, _ in by}
+        widths = {s.label.split()[0] for s, _ in by}
+        same_opt = [{val for s, val in by if s.label.split()[1] == o} for o in opts]
+        same_w = [{val for s, val in by if s.label.split()[0] == w} for w in widths]
+        kind = ("scale-dependent" if any(len(v) > 1 for v in same_opt) else "") + \
+               (" optimiser-dependent" if any(len(v) > 1 for v in same_w) else "")
+        moves = ", ".join(f"{val} at {s.label.rsplit(' ', 2)[0]}" for s, val in by)
+        notes.append(f"{'' if key == 'a' else key + ': '}{kind.strip() or 'differs'} ({moves})")
+    decided = [v for vs in verdicts for v in vs.values() if v.value in DECIDED]
+    return "; ".join(notes) if notes else ("holds where decided" if decided else "not decided at any scale")
+
+
+def _short(v: dict[str, Verdict]) -> str:
+    if set(v) <= {"a", "-"}:
+        only = next(iter(v.values()))
+        return f"**{only.value}** {only.statistic}"
+    return "<br>".join(f"{h}: **{x.value}** {x.statistic}" for h, x in v.items())
+
+
+def verdict_matrix(scales: list[Scale], verdicts: dict[str, list[dict[str, Verdict]]]) -> list[str]:
+    lines = ["| claim | level | " + " | ".join(s.label for s in scales) + " | across scales and optimisers |",
+             "|---|---|" + "---|" * len(scales) + "---|"]
+    for c in CLAIMS:
+        row = verdicts[c.key]
+        lines.append(f"| **{c.key}** {c.text} | {c.level} | " + " | ".join(_short(v) for v in row)
+                     + f" | {across(row, scales)} |")
+    return lines + [""]
+
+
+def paired_table(scales: list[Scale]) -> list[str]:
+    """Seed-paired sign tests on the level-(b) positions of cells that share seeds."""
+    lines = ["| comparison | scale | head | higher in changed cell / pairs | sign test p |", "|---|---|---|---|---|"]
+    for name, changed, base in PAIRED:
+        for s in scales:
+            by_seed = {r.cfg.seed: r for r in s.groups.get(base, [])}
+            for head in HEADS:
+                cal = s.calibration.get(head)
+                diffs = [pc - pb for r in s.groups.get(changed, []) if r.cfg.seed in by_seed
+                         and (pc := position(r, head, cal)) is not None
+                         and (pb := position(by_seed[r.cfg.seed], head, cal)) is not None]
+                if diffs:
+                    pos, n, p = sign_test(diffs)
+                    lines.append(f"| {name} | {s.label} | {head} | {pos}/{n} | {p:.3f} |")
+    return lines + [""]
+
+
+def literature_table(scales: list[Scale], verdicts: dict[str, list[dict[str, Verdict]]]) -> list[str]:
+    lines = ["| claim | published | checked against the text | ours, per scale | context |", "|---|---|---|---|---|"]
+    for c in CLAIMS:
+        ours = "; ".join(f"{s.label}: " + ", ".join(f"{k + ' ' if k in HEADS else ''}{v.value}" for k, v in vs.items())
+                         for s, vs in zip(scales, verdicts[c.key]))
+        lines.append(f"| {c.key} | {c.source} | {c.checked} | {ours} | {c.context} |")
+    return lines + [""]
+
+
+CELL_HEAD = ["| run group | seeds | (a) completeness | (a) loss as cos | (b) position z | (b) position p | "
+             "states z (c/p/h) | states p (c/p/h) | median step of collapse z / p | (c) backbone RankMe | "
+             "(c) kNN − random init | (c) linear − random init |", "|---" * 12 + "|"]
+
+
+def cell_row(key: str, scale: Scale, base: dict) -> str:
+    runs = scale.groups.get(key, [])
+    cal = scale.calibration
+    states = {h: [head_state(r, h, cal.get(h)) for r in runs] for h in HEADS}
+    counts = {h: "/".join(str(states[h].count(x)) for x in ("collapsed", "partial", "healthy")) for h in HEADS}
+    ttc = {h: [t for r in runs if cal.get(h) and (t := head_ttc(r, h, cal[h])) is not None] for h in HEADS}
+    rep = [representation(r, base) for r in runs]
+    return (f"| {key} | {len(runs)} | {_ms([completeness(r) for r in runs])} | "
+            f"{_ms([loss_as_cosine(r) for r in runs])} | "
+            + " | ".join(_ms([position(r, h, cal.get(h)) for r in runs]) for h in HEADS) + " | "
+            + " | ".join(counts[h] for h in HEADS) + " | "
+            + " / ".join(str(statistics.median(ttc[h])) if ttc[h] else "—" for h in HEADS) + " | "
+            f"{_ms([window_mean(r, 'heldout/feature_erank') for r in runs], '{:.1f}')} | "
+            f"{_ms([x['knn_over_random'] for x in rep], '{:+.1f}')} | "
+            f"{_ms([x['linear_over_random'] for x in rep], '{:+.1f}')} |")
+
+
+def horizon_line(scales: list[Scale]) -> str:
+    parts = [f"{s.label}: {sorted({r.steps for rs in s.groups.values() for r in rs})} steps" for s in scales]
+    return ("Horizon: a \"does not collapse\" verdict means \"not within the run\": " + "; ".join(parts)
+            + ". BYOL reports its failures after 300 epochs, SimSiam after 100.")

@@ -1,0 +1,159 @@
+"""A findings folder holds one experiment folder per scale × optimiser (w4/, standard/, sgd/,
+gpu-w64/ ...), each with its own controls. This module loads them and gives every claim its
+verdict per scale, at the claim's level (levels.py), from that scale's calibration alone."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+
+from siamdyn.errors import SiamdynError
+from siamdyn.experiments.claims import CLAIMS, Claim
+from siamdyn.experiments.grids import CONTROLS, GRIDS, NEGATIVE, POSITIVE, grid_cells
+from siamdyn.experiments.levels import (COMPLETE, HEADS, HeadScale, calibrate, completeness, head_state, position)
+from siamdyn.experiments.readings import Run, load_run
+from siamdyn.experiments.verdicts import (Verdict, plateau_verdict, proportion_verdict, threshold_verdict,
+                                          trend_verdict)
+from siamdyn.runs import atomic_write_text
+
+BIMODAL = ("H2c",)  # claims whose cell splits across seeds: read as P(collapse)
+
+
+@dataclass
+class Scale:
+    """One experiment folder: its run groups ("grid/cell" → runs) and calibration per head."""
+    path: str
+    meta: dict
+    groups: dict[str, list[Run]]
+    calibration: dict[str, HeadScale | None] = field(default_factory=dict)
+
+    @property
+    def controls(self) -> list[Run]:
+        return self.groups.get(f"controls/{NEGATIVE}", [])
+
+    @property
+    def label(self) -> str:
+        """"w8 AdamW 600 steps": width, optimiser and steps of its negative control's runs."""
+        runs = self.controls or [r for rs in self.groups.values() for r in rs]
+        if not runs:
+            return os.path.basename(self.path)
+        cfg = runs[0].cfg
+        optimiser = dict(adamw="AdamW", sgd="SGD", lars="LARS")[cfg.optimizer]
+        return f"w{cfg.backbone_width} {optimiser} {runs[0].steps} steps"
+
+    def runs(self, cells: tuple[str, ...] | list[str]) -> list[Run]:
+        return [r for c in cells for r in self.groups.get(c, [])]
+
+
+def load_groups(out: str) -> dict[str, list[Run]]:
+    """"grid/cell" → its finished runs, for every cell of every grid."""
+    groups: dict[str, list[Run]] = {}
+    for grid in GRIDS + ("core",):
+        for cell in grid_cells(grid):
+            key = f"{cell.grid}/{cell.name}"
+            if key not in groups:
+                paths = sorted(glob.glob(os.path.join(out, cell.grid, cell.name, "seed*")))
+                groups[key] = [r for r in map(load_run, paths) if r is not None]
+    return groups
+
+
+def load_scale(path: str) -> Scale:
+    with open(os.path.join(path, "experiment.json")) as f:
+        meta = json.load(f)
+    groups = load_groups(path)
+    scale = Scale(path, meta, groups)
+    positive = [r for name in POSITIVE for r in groups.get(f"controls/{name}", [])]
+    scale.calibration = calibrate(scale.controls, positive)
+    return scale
+
+
+def load_scales(out: str) -> list[Scale]:
+    """OUT itself when it is one experiment folder, else every experiment folder under it,
+    ordered by optimiser, then width."""
+    if os.path.exists(os.path.join(out, "experiment.json")):
+        return [load_scale(out)]
+    paths = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(out, "*", "experiment.json")))
+    if not paths:
+        raise SiamdynError(f"{out} holds no experiment.json, nor folders with one; run "
+                           f"`siamdyn experiment NAME --out {out}/<scale>` first")
+    scales = [load_scale(p) for p in paths]
+
+    def order(s: Scale) -> tuple:
+        runs = s.controls or [r for rs in s.groups.values() for r in rs] or [None]
+        cfg = runs[0].cfg if runs[0] is not None else None
+        return (cfg.optimizer != "adamw", cfg.backbone_width, s.path) if cfg else (True, 0, s.path)
+    return sorted(scales, key=order)
+
+
+def scale_baseline(scale: Scale) -> dict:
+    """Raw-pixel and random-init kNN / linear probe on this scale's bank and width (cached)."""
+    path = os.path.join(scale.path, "baseline.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            cached = json.load(f)
+        if "random_init_kaiming_linear" in cached:
+            return cached
+    if not scale.controls:
+        return {}
+    from siamdyn.baseline import run_baseline
+    from siamdyn.experiments.grids import PROBE_EPOCHS
+    cfg = scale.controls[0].cfg
+    result = run_baseline(cfg, linear_epochs=PROBE_EPOCHS.get(scale.meta.get("budget", ""), 0) or 20)
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result
+
+
+def controls_problems(scale: Scale) -> list[str]:
+    """What keeps this scale's controls from calibrating: missing runs, or heads where the
+    positive and negative controls' prediction intervals overlap."""
+    problems = [f"`{c.name}` has fewer than 2 finished runs" for c in CONTROLS
+                if len(scale.groups.get(f"controls/{c.name}", [])) < 2]
+    for head in HEADS:
+        cal = scale.calibration.get(head)
+        if cal is not None and not cal.separated:
+            problems.append(f"RankMe({head}): the controls' 95 % prediction intervals overlap")
+    return problems
+
+
+def level_values(scale: Scale, claim: Claim, head: str | None) -> list[float]:
+    runs = scale.runs(claim.cells)
+    if claim.level == "a":
+        return [v for r in runs if (v := completeness(r)) is not None]
+    return [v for r in runs if (v := position(r, head, scale.calibration.get(head))) is not None]
+
+
+def head_verdict(scale: Scale, claim: Claim, head: str) -> Verdict:
+    """A level-(b) claim's verdict on one head."""
+    cal = scale.calibration.get(head)
+    if cal is None or not cal.separated:
+        return Verdict("protocol failed", f"the controls do not calibrate RankMe({head}) at this scale")
+    if claim.predicted == "plateau":
+        first, last = ([v for r in scale.groups.get(c, []) if (v := position(r, head, cal)) is not None]
+                       for c in claim.cells)
+        return plateau_verdict([v * (cal.negative - cal.positive) for v in first],
+                               [v * (cal.negative - cal.positive) for v in last], f"log RankMe({head})")
+    if claim.ladder:
+        rungs = {x: [v for r in scale.groups.get(c, []) if (v := position(r, head, cal)) is not None]
+                 for x, c in zip(claim.rungs, claim.cells)}
+        return trend_verdict(rungs, +1 if claim.predicted == "+" else -1, f"log10 value, position({head})")
+    if claim.key in BIMODAL:
+        states = [head_state(r, head, cal) for r in scale.runs(claim.cells)]
+        return proportion_verdict(states.count("collapsed"), len(states), claim.predicted)
+    return threshold_verdict(level_values(scale, claim, head), cal.collapsed_below,
+                             claim.predicted == "collapsed", f"position({head})")
+
+
+def claim_verdicts(scale: Scale, claim: Claim) -> dict[str, Verdict]:
+    """{"a": v} for a level-(a) claim, {"z": v, "p": v} for a level-(b) one."""
+    if not scale.runs(claim.cells):
+        return {"-": Verdict("not run", "no finished run at this scale")}
+    if claim.level == "a":
+        return {"a": threshold_verdict(level_values(scale, claim, None), COMPLETE, claim.predicted != "collapsed",
+                                       "completeness")}
+    return {head: head_verdict(scale, claim, head) for head in HEADS}
+
+
+def all_verdicts(scales: list[Scale]) -> dict[str, list[dict[str, Verdict]]]:
+    """claim key → its verdicts at each scale, in the order of `scales`."""
+    return {c.key: [claim_verdicts(s, c) for s in scales] for c in CLAIMS}

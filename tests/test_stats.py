@@ -1,0 +1,63 @@
+"""The small-sample statistics of the findings (experiments/stats.py) against known values,
+and the three readouts' calibration (experiments/levels.py) on hand-made held-out readings."""
+import math
+
+import pytest
+
+from siamdyn.config import Config
+from siamdyn.experiments.levels import calibrate, completeness, head_state, position
+from siamdyn.experiments.readings import Run
+from siamdyn.experiments.stats import (clopper_pearson, logistic_critical, prediction_interval, sign_test,
+                                       spearman_interval, t_interval)
+
+
+def test_intervals_match_their_textbook_values():
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0])  # t(0.975, 2) = 4.303, s = 1
+    assert mean == 2.0 and hi - mean == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4)
+    lo_p, hi_p = prediction_interval([1.0, 2.0, 3.0])
+    assert hi_p - 2.0 == pytest.approx(4.3027 * math.sqrt(1 + 1 / 3), rel=1e-4)
+    assert clopper_pearson(0, 10) == (0.0, pytest.approx(1 - 0.025 ** (1 / 10)))
+    assert clopper_pearson(10, 10)[0] == pytest.approx(0.025 ** (1 / 10))
+    assert sign_test([1, 2, 3, 4, 5]) == (5, 5, pytest.approx(0.0625))
+    assert sign_test([1, -1, 0])[:2] == (1, 2)  # ties dropped
+    rho, lo, hi = spearman_interval(list(range(10)), [x ** 2 for x in range(10)])
+    assert rho == pytest.approx(1.0) and lo > 0.8
+    assert math.isnan(t_interval([1.0])[1])
+
+
+def test_logistic_fit_recovers_a_known_critical_value():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    xs = np.repeat([0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], 40)
+    p_collapse = 1 / (1 + np.exp(3.0 * (np.log10(xs) - np.log10(0.3))))  # λ* = 0.3, falling with λ
+    fit = logistic_critical(list(xs), list(rng.random(len(xs)) < p_collapse))
+    assert not fit.separated and fit.low < 0.3 < fit.high and 0.15 < fit.critical < 0.6
+    sep = logistic_critical([0.01, 0.1, 1.0, 10.0], [True, True, False, False])
+    assert sep.separated and (sep.low, sep.high) == (pytest.approx(0.1), pytest.approx(1.0))
+
+
+def _run(z: float, p: float, centre: float = 0.2, loss: float = -0.9) -> Run:
+    run = Run("x", Config(), {"steps": 100})
+    for s in (80, 90, 100):
+        run.heldout[s] = {"heldout/z_erank": z, "heldout/p_erank": p, "heldout/p_center_norm": centre}
+    run.losses = [(100, loss)]
+    return run
+
+
+def test_calibration_places_heads_between_the_scales_own_controls():
+    neg = [_run(30, 10), _run(34, 11), _run(32, 9)]
+    pos = [_run(2, 1.5), _run(2.5, 1.8), _run(1.8, 1.4)]
+    cal = calibrate(neg, pos)
+    assert cal["z"].separated and cal["p"].separated
+    assert position(neg[0], "z", cal["z"]) == pytest.approx(
+        (math.log(30) - cal["z"].positive) / (cal["z"].negative - cal["z"].positive))
+    # Heads are read apart: a run healthy in z can be collapsed in p (no min over heads).
+    mixed = _run(31, 1.6)
+    assert head_state(mixed, "z", cal["z"]) == "healthy" and head_state(mixed, "p", cal["p"]) == "collapsed"
+    assert head_state(_run(8, 4), "z", cal["z"]) == "partial"
+    # Controls that overlap do not calibrate.
+    assert not calibrate([_run(3, 2), _run(30, 10)], [_run(2, 1.5), _run(25, 9)])["z"].separated
+    assert calibrate(neg[:1], pos)["z"] is None  # one negative control run has no spread
+    # Level (a) needs both: outputs on one vector *and* the loss at its minimum (SimSiam tab. 1 (b)).
+    assert completeness(_run(2, 2, centre=0.95, loss=-0.98)) == pytest.approx(0.95)
+    assert completeness(_run(2, 2, centre=0.95, loss=-0.3)) == pytest.approx(0.3)
