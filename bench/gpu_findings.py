@@ -58,7 +58,8 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def spawn(args: argparse.Namespace, n: int) -> list[subprocess.Popen]:
-    cmd = [sys.executable, os.path.abspath(__file__), args.out, "--seeds", str(args.seeds)] + (["--dry"] if args.dry else [])
+    cmd = [sys.executable, os.path.abspath(__file__), args.out, "--seeds", str(args.seeds)]
+    cmd += ["--dry"] if args.dry else []
     return [subprocess.Popen(cmd + ["--worker", str(i)]) for i in range(n)]
 
 

@@ -20,6 +20,7 @@ from siamdyn.presets import recipe_overrides
 # from the controls. smoke: the same pipeline in CI on synthetic data (seconds per run).
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(dataset="synthetic", backbone_width=4, proj_hidden=32, proj_dim=32, pred_hidden=8, batch_size=32,
+                  optimizer="adamw", lr=2e-3, weight_decay=1e-4,
                   epochs=0, max_steps=12, warmup_epochs=0.2, probe_every=4, probe_first=3, knn_k=20, knn_every=0,
                   heldout_every=4, heldout_images=64, log_every=2),
     "standard": dict(limit=10000, test_limit=2000, backbone_width=8, batch_size=128, epochs=0, max_steps=600,
@@ -31,11 +32,11 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 # H7–H9 ask about feature quality, so their encoders must first beat a random-init encoder's kNN
 # on the same bank; at 600 steps SimSiam does not yet (67.7 vs 69.0 %), at step 936 of a 2400-step
-# cosine it does (70.7 %; bench/results/findings-v2/README.md). `features`: standard over 1 200 steps.
+# cosine it does (70.7 %; bench/results/findings-v3/standard/README.md). `features`: standard over 1 200 steps.
 BUDGETS["features"] = {**BUDGETS["standard"], "max_steps": 1200}
 # Findings v3's scale axis (widths 4 and 16 beside the standard 8) and optimiser axis (the papers'
 # SGD recipe at width 8: SimSiam's CIFAR settings, lr 0.06 per 256, momentum 0.9, weight decay
-# 5e-4). Each scale holds its own controls; docs/findings.md "Protocol" says what each reads.
+# 5e-4). Each scale holds its own controls; docs/protocol.md says what each reads.
 BUDGETS["w4"] = {**BUDGETS["standard"], "backbone_width": 4}
 BUDGETS["w16"] = {**BUDGETS["standard"], "backbone_width": 16}
 BUDGETS["sgd"] = dict(BUDGETS["standard"])
@@ -57,7 +58,7 @@ ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
 ANALYSIS["features"] = ANALYSIS["standard"]
 # A linear probe of the final backbone (eval.json, the representation readout of findings v3), in
 # epochs over the train split: 0 leaves it out.
-PROBE_EPOCHS = {"smoke": 2, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20}
+PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20}
 
 
 @dataclass(frozen=True)

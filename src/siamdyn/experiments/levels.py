@@ -1,4 +1,4 @@
-"""The three readouts of findings v3: each claim names the level it is about (docs/findings.md).
+"""The three readouts of findings v3: each claim names the level it is about (docs/protocol.md).
 
 (a) complete collapse, SimSiam's sense (every output the same vector *and* the loss at its
     minimum): completeness = min(‖E[p/‖p‖]‖, the loss as a cosine); complete at ≥ 0.9.

@@ -14,12 +14,12 @@ from siamdyn.experiments.levels import COMPLETE, HEADS, time_to_collapse
 from siamdyn.experiments.readings import WINDOW, Run
 from siamdyn.experiments.report_figures import plot_positions
 from siamdyn.experiments.report_format import mean_std as _ms
-from siamdyn.experiments.report_tables import (CELL_HEAD, calibration_table, cell_row, horizon_line,
-                                               literature_table, paired_table, verdict_matrix)
+from siamdyn.experiments.report_tables import (CELL_HEAD, calibration_table, cell_row, critical_lr_lines,
+                                               horizon_line, literature_table, paired_table, verdict_matrix)
 from siamdyn.experiments.scales import Scale, all_verdicts, controls_problems, load_scales, scale_baseline
 from siamdyn.runs import atomic_write_text
 
-PROTOCOL = (f"Readouts (docs/findings.md \"Protocol\"): (a) complete collapse — completeness = min(centre-vector norm "
+PROTOCOL = (f"Readouts (docs/protocol.md): (a) complete collapse — completeness = min(centre-vector norm "
             f"of p, the loss as a cosine), complete at ≥ {COMPLETE}; (b) dimensional collapse per head — log RankMe "
             "on the held-out batch placed between the scale's own controls (0 = positive controls, 1 = negative), "
             "collapsed below the positive controls' 95 % prediction bound; (c) the representation — backbone RankMe, "
@@ -123,6 +123,9 @@ def write_report(out: str, dest: str | None = None) -> str:
     lines += ["## Seed-paired comparisons", "", "Cells that share seeds start from the same weights and data "
               "order; the sign test counts the seeds where the changed cell's level-(b) position is higher.", "",
               *paired_table(scales)]
+    if critical := critical_lr_lines(scales):
+        lines += ["## The critical predictor lr (H4)", "", "P(collapse) against the predictor's lr multiplier λ "
+                  "(logistic in log10 λ; docs/protocol.md).", "", *critical]
     lines += ["## Literature", "", "Each number checked against the paper's text; docs/literature_check.md "
               "holds the quotes and says what could not be checked.", "", *literature_table(scales, verdicts)]
     lines += [horizon_line(scales), ""]

@@ -126,3 +126,29 @@ def horizon_line(scales: list[Scale]) -> str:
     parts = [f"{s.label}: {sorted({r.steps for rs in s.groups.values() for r in rs})} steps" for s in scales]
     return ("Horizon: a \"does not collapse\" verdict means \"not within the run\": " + "; ".join(parts)
             + ". BYOL reports its failures after 300 epochs, SimSiam after 100.")
+
+
+def critical_lr_lines(scales: list[Scale]) -> list[str]:
+    """Per scale and head: the logistic fit of P(collapse) on log10 of the predictor's lr
+    multiplier over the H4 ladder (the control is the λ = 1 rung), with its critical λ*."""
+    from siamdyn.experiments.claims import CLAIMS
+    from siamdyn.experiments.stats import logistic_critical
+    ladder = next(c for c in CLAIMS if c.key == "H4a")
+    lines = []
+    for s in scales:
+        for head in HEADS:
+            pairs = [(x, head_state(r, head, s.calibration.get(head)) == "collapsed")
+                     for x, cell in zip(ladder.rungs, ladder.cells) for r in s.groups.get(cell, [])]
+            if len({x for x, _ in pairs}) < 3 or s.calibration.get(head) is None:
+                continue
+            fit = logistic_critical([x for x, _ in pairs], [e for _, e in pairs])
+            counts = ", ".join(f"λ = {x:g}: {sum(e for y, e in pairs if y == x)}/{sum(y == x for y, _ in pairs)}"
+                               for x in ladder.rungs)
+            if fit.separated:
+                what = f"the outcomes separate perfectly: λ* lies between {fit.low:g} and {fit.high:g}"
+            elif fit.critical is None:
+                what = "no fit: every run has the same outcome"
+            else:
+                what = f"λ* = {fit.critical:.3g} [delta-method 95 % {fit.low:.3g}, {fit.high:.3g}], slope {fit.b:+.2f}"
+            lines.append(f"- {s.label}, {head}: collapsed {counts}; {what}")
+    return lines + [""] if lines else []

@@ -1,4 +1,4 @@
-"""Statistics that fit 3–20 seeds (docs/findings.md "Statistics").
+"""Statistics that fit 3–20 seeds (docs/protocol.md "Verdicts and statistics").
 
 A percentile bootstrap over n = 3 seeds has 10 distinct resamples and under-covers; these are
 the small-sample tools the findings use instead: Student-t intervals for means, prediction

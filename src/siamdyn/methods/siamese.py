@@ -14,6 +14,7 @@ is the default.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,6 +43,41 @@ def backbone_groups(backbone: nn.Module) -> dict[str, nn.Module]:
     return dict(stages()) if callable(stages) else {"backbone": backbone}
 
 
+def check_groups(groups: dict[str, list[torch.Tensor]], owner: nn.Module, owner_name: str,
+                 cover: dict[str, nn.Module], stacklevel: int = 2) -> None:
+    """The instruments see only the parameters the named `groups` hold. A group holding
+    parameters from outside `owner` (another model's layers) is an error; trainable parameters of
+    `cover` that no group holds would silently drop out of the gradient split and the module
+    speeds, so they are warned about. Parameter identities only: nothing waits for the device.
+    `stacklevel` counts as warnings.warn's does, from the caller of this function."""
+    owned = {id(p) for p in owner.parameters()}
+    for name, params in groups.items():
+        if any(id(p) not in owned for p in params):
+            raise ConfigError(f"group {name!r} holds parameters that are not part of the {owner_name}: "
+                              f"build each group from the {owner_name}'s own submodules")
+    held = {id(p) for params in groups.values() for p in params}
+    trainable = [(f"{part}.{n}", p) for part, m in cover.items() for n, p in m.named_parameters() if p.requires_grad]
+    left = [(n, p) for n, p in trainable if id(p) not in held]
+    if left:
+        names = ", ".join(n for n, _ in left[:3]) + (", ..." if len(left) > 3 else "")
+        warnings.warn(f"groups leave {sum(p.numel() for _, p in left)} of the {sum(p.numel() for _, p in trainable)} "
+                      f"trainable parameters of the {' and '.join(cover)} in no group ({names}): the gradient split "
+                      f"and module speeds do not see them; add a group that holds them", stacklevel=stacklevel + 1)
+
+
+def check_views(views: list[torch.Tensor]) -> None:
+    """Every target pairs view 0 with view 1: one view used to end in an IndexError deep in the
+    target. A lone (N, C, H, W) tensor would be iterated image by image. Lengths only: no sync."""
+    if isinstance(views, torch.Tensor) and views.dim() != 5:  # (V, N, C, H, W) is V views
+        got = f"one tensor of shape {tuple(views.shape)}"
+    elif len(views) < 2:
+        got = str(len(views))
+    else:
+        return
+    raise ValueError(f"SiameseMethod needs at least 2 views of each image, as a list [view1, view2] of "
+                     f"(N, C, H, W) batches; got {got}")
+
+
 class SiameseMethod(nn.Module):
     """Online encoder (backbone + projector), predictor, and the target of `cfg.target`.
 
@@ -62,10 +98,14 @@ class SiameseMethod(nn.Module):
         if not feature_dim:
             raise ConfigError("SiameseMethod needs feature_dim= for a backbone without a feature_dim attribute "
                               "(the size of its output per image)")
+        self.feature_dim = feature_dim
         self.projector = PROJECTORS[cfg.projector](feature_dim, cfg)
         self.predictor = PREDICTORS[cfg.predictor](cfg.proj_dim, cfg)
         for part in ([self.backbone] if own_backbone else []) + [self.projector, self.predictor]:
             init_weights(part, cfg.init)
+        if groups:  # the instruments see only what the groups hold: parts of this backbone, all of it
+            params = {k: list(g.parameters() if isinstance(g, nn.Module) else g) for k, g in groups.items()}
+            check_groups(params, self.backbone, "backbone", {"backbone": self.backbone}, stacklevel=2)
         self._backbone_groups = groups
         self.pair_loss = LOSSES[cfg.loss](cfg)
         self.target = TARGETS[cfg.target]()
@@ -75,7 +115,19 @@ class SiameseMethod(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Online encoder: (backbone feature f, projector output z)."""
         f = self.backbone(x)
+        self.check_features(f)
         return f, self.projector(f)
+
+    def check_features(self, f: torch.Tensor) -> None:
+        """A backbone output that is not (N, feature_dim) would fail inside the projector as a
+        matmul or BatchNorm shape error: name the shape and the fix. Shapes only: no host sync."""
+        if f.dim() == 2 and f.shape[1] == self.feature_dim:
+            return
+        fix = (f"pass feature_dim={f.shape[1]}" if f.dim() == 2 else
+               "pool its output to one vector per image (tokens: f.mean(1) or the class token f[:, 0]; "
+               "a feature map: nn.AdaptiveAvgPool2d(1) then nn.Flatten())")
+        raise ValueError(f"SiameseMethod needs backbone features of shape (N, feature_dim) = (N, {self.feature_dim}); "
+                         f"the backbone returned {tuple(f.shape)}: {fix}")
 
     def per_view(self, fn: Callable, views: list[torch.Tensor]) -> list:
         """[fn(v) for v in views]. `fuse_views`: one call on the concatenated views, split
@@ -93,6 +145,7 @@ class SiameseMethod(nn.Module):
         """Loss of one batch. `views` are the two online views; `xbar` the target's extra
         input (x̄ for `view_mean`). `grad_terms` and `target` override the config (the
         instruments use them to measure term 2 of an EMA method as if its target were online)."""
+        check_views(views)
         grad_terms = grad_terms or self.cfg.grad_terms
         target_kind = self.target if target is None else TARGETS[target]()
         term1 = grad_terms in ("predictor_branch", "both")

@@ -91,6 +91,11 @@ def collapse_tensors(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor]
     matrices of the RankMe metrics by name; none without `ranks`). `finish_metrics` turns
     both into floats."""
     zs = list(z) if isinstance(z, (list, tuple)) else [z]
+    if zs[0].shape[0] < 2:  # a shape, read on the host: no sync
+        # the std and uniformity are taken over the batch: one sample has none (it used to end in
+        # "math domain error" from uniformity's log of zero pairs)
+        raise ValueError(f"collapse metrics need at least 2 samples per batch (the std and uniformity are "
+                         f"taken over the batch); got z of shape {tuple(zs[0].shape)}")
     z_std, z_std_min = normalized_std(zs[0])
     scalars = {"z_std": z_std, "z_std_min": z_std_min}
     if p is not None:
@@ -210,7 +215,17 @@ class CollapseMonitor:
     def update(self, step: int, z: list[torch.Tensor] | torch.Tensor,
                p: list[torch.Tensor] | torch.Tensor | None = None,
                features: torch.Tensor | None = None) -> dict[str, float]:
+        self.check_dim(z, p)
         return self.feed(step, collapse_metrics(z, p, features))
+
+    def check_dim(self, z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None) -> None:
+        """The collapse threshold is fraction/√dim: z (or p) of another width would be judged
+        against the wrong threshold without a word. Shapes only, so nothing waits for the device."""
+        for name, t in (("z", z), ("p", p)):
+            width = (t[0] if isinstance(t, (list, tuple)) else t).shape[-1] if t is not None else self.dim
+            if width != self.dim:
+                raise ValueError(f"CollapseMonitor(dim={self.dim}) got {name} of dimension {width}: its collapse "
+                                 f"threshold is set for {self.dim}; build it as CollapseMonitor(dim={width})")
 
     def feed(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
         """The detector on numbers already read (`collapse_metrics`, or the training loop's

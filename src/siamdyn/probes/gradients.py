@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from siamdyn.distributed import Dist, mean_over_ranks
+from siamdyn.methods.siamese import SiameseMethod, check_groups
 from siamdyn.probes.collapse import stack_scalars
 
 Group = Union[nn.Module, Iterable[torch.Tensor]]
@@ -64,23 +65,27 @@ def split_tensors(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> 
         suffix = "" if name == "total" else f"/{name}"
         record[f"g1_norm{suffix}"] = n1
         record[f"g2_norm{suffix}"] = n2
-        record[f"g2_over_g1{suffix}"] = torch.where(n1 > 0, n2 / n1.clamp(min=1e-30), torch.full_like(n1, math.inf))
+        # a group without gradient through the predictor (‖g1‖ = 0) has no ratio: NaN here, None once read
+        record[f"g2_over_g1{suffix}"] = torch.where(n1 > 0, n2 / n1.clamp(min=1e-30), torch.full_like(n1, math.nan))
         cos = (c1.float() * c2.float()).sum() / (n1 * n2).clamp(min=1e-30)
         record[f"cos_g1_g2{suffix}"] = torch.where((n1 > 0) & (n2 > 0), cos, torch.zeros_like(cos))
     return record
 
 
-def read_values(tensors: dict[str, torch.Tensor]) -> dict[str, float]:
-    """0-d tensors → floats, in one host read."""
-    return dict(zip(tensors, stack_scalars(tensors).tolist())) if tensors else {}
+def read_values(tensors: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    """0-d tensors → floats, in one host read. A value that is not finite (an undefined ratio, a
+    diverged gradient) reads as None: the records go to JSON, which has null but no inf or NaN."""
+    values = stack_scalars(tensors).tolist() if tensors else []
+    return {k: v if math.isfinite(v) else None for k, v in zip(tensors, values)}
 
 
-def split_record(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> dict[str, float]:
+def split_record(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> dict[str, float | None]:
     """`split_tensors` read as floats."""
     return read_values(split_tensors(g1, g2, sizes))
 
 
-def split_gradient(term1_loss: torch.Tensor, term2_loss: torch.Tensor, groups: dict[str, Group]) -> dict[str, float]:
+def split_gradient(term1_loss: torch.Tensor, term2_loss: torch.Tensor,
+                   groups: dict[str, Group]) -> dict[str, float | None]:
     """The gradient split for any training loop: `term1_loss` is the loss with the target
     detached (gradient through the predictor only), `term2_loss` the loss with the predictor's
     input detached (gradient through the target only), e.g. for SimSiam
@@ -94,7 +99,7 @@ def split_gradient(term1_loss: torch.Tensor, term2_loss: torch.Tensor, groups: d
 
 
 def gradient_split(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tensor | None = None,
-                   ctx: Dist = Dist(), groups: dict[str, Group] | None = None) -> dict[str, float]:
+                   ctx: Dist = Dist(), groups: dict[str, Group] | None = None) -> dict[str, float | None]:
     """The split for a `SiameseMethod` (any backbone) on one batch, and ‖∂l/∂p‖. Under DDP each
     rank's local-batch gradients are averaged, which gives the gradients of the global-batch
     loss (the mean of the ranks' losses), as in training."""
@@ -105,7 +110,14 @@ def gradient_split_tensors(model: nn.Module, views: list[torch.Tensor], xbar: to
                            ctx: Dist = Dist(), groups: dict[str, Group] | None = None) -> dict[str, torch.Tensor]:
     """`gradient_split` as 0-d tensors on the device: two extra forward/backward passes and no
     host read (the training loop's probes read them with the step's other numbers)."""
+    if not isinstance(model, SiameseMethod):  # it runs the method's own two gradient terms
+        raise TypeError(f"gradient_split needs a SiameseMethod (unwrapped from DDP or torch.compile), got "
+                        f"{type(model).__name__}; for a model of your own, call split_gradient(term1_loss, "
+                        f"term2_loss, groups) with your two losses")
     params = group_params(groups or model.encoder_groups())
+    if groups is not None:  # the method's own groups were checked when it was built
+        check_groups(params, model, "model", {"backbone": model.backbone, "projector": model.projector},
+                     stacklevel=3)
     flat_params = [p for ps in params.values() for p in ps]
     sizes = {name: sum(p.numel() for p in ps) for name, ps in params.items()}
     target = "online" if model.cfg.target == "ema" else None
@@ -139,7 +151,7 @@ class ModuleSpeeds:
     def snapshot(self) -> None:
         self._before = self._flat()
 
-    def measure(self) -> dict[str, float]:
+    def measure(self) -> dict[str, float | None]:
         return read_values(self.measure_tensors())
 
     def measure_tensors(self) -> dict[str, torch.Tensor]:

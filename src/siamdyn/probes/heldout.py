@@ -28,7 +28,7 @@ from siamdyn.probes.gradients import frozen_buffers
 def representation_stats(x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
     """RankMe (as published, uncentred, and of the centred rows), mean |cos| between different rows,
     centre-vector norm and normalised std of (N, d) `x`. The centred RankMe does not count the shared
-    mean direction as a dimension, which matters for heads not ending in BatchNorm (docs/findings.md)."""
+    mean direction as a dimension, which matters for heads not ending in BatchNorm (docs/protocol.md)."""
     x = x.float()
     unit = F.normalize(x, dim=1)
     gram = unit @ unit.T
