@@ -11,7 +11,7 @@ docs=${2:-docs}
 SIAMDYN=${SIAMDYN:-siamdyn}
 cores=$(nproc)
 mkdir -p "$out"
-for spec in core:w4 core:sgd all:standard core:w16; do
+for spec in core:w4 core:sgd all:standard core:w16 long:w4-long; do
   grid=${spec%%:*} budget=${spec##*:}
   pids=()
   for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do

@@ -40,6 +40,9 @@ BUDGETS["features"] = {**BUDGETS["standard"], "max_steps": 1200}
 BUDGETS["w4"] = {**BUDGETS["standard"], "backbone_width": 4}
 BUDGETS["w16"] = {**BUDGETS["standard"], "backbone_width": 16}
 BUDGETS["sgd"] = dict(BUDGETS["standard"])
+# The horizon: 10x the standard steps at the cheapest scale, for the two "does not collapse"
+# claims a longer run could overturn (grid `long`), with its own controls at that horizon.
+BUDGETS["w4-long"] = {**BUDGETS["w4"], "max_steps": 6000, "heldout_every": 250, "log_every": 25, "probe_every": 500}
 BUDGETS["smoke-sgd"] = dict(BUDGETS["smoke"])
 SGD_RECIPE = dict(optimizer="sgd", lr=0.06, momentum=0.9, weight_decay=5e-4)
 # An optimiser axis must hold every cell of a budget to one optimiser, so these win over a cell's
@@ -51,14 +54,15 @@ FEATURE_BUDGET = {"smoke": "smoke", "standard": "features", "features": "feature
 # seeds for a Clopper–Pearson interval worth having: at the cheapest scale only (w4).
 SEEDS = {"smoke": {"binary": 1, "ladder": 1, "bimodal": 2}, "standard": {"binary": 5, "ladder": 3, "bimodal": 5},
          "features": {"binary": 3, "ladder": 3, "bimodal": 3}, "w4": {"binary": 3, "ladder": 3, "bimodal": 20},
-         "w16": {"binary": 3, "ladder": 3, "bimodal": 3}, "sgd": {"binary": 3, "ladder": 3, "bimodal": 3}}
+         "w16": {"binary": 3, "ladder": 3, "bimodal": 3}, "sgd": {"binary": 3, "ladder": 3, "bimodal": 3},
+         "w4-long": {"binary": 2, "ladder": 2, "bimodal": 2}}
 SEEDS["smoke-sgd"] = SEEDS["smoke"]
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
             "standard": dict(images=512, views=16, draws=8, probe_epochs=20)}
 ANALYSIS["features"] = ANALYSIS["standard"]
 # A linear probe of the final backbone (eval.json, the representation readout of findings v3), in
 # epochs over the train split: 0 leaves it out.
-PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20}
+PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20, "w4-long": 20}
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ def grid_cells(grid: str) -> list[Cell]:
         "H5": [Cell("H5", "term2-only", "simsiam", {"grad_terms": "target_branch"})],
         "H6": _ladder("H6", [(f"xbar-K{k}", "xbar", {"mean_views": k}) for k in (2, 8)]) + [XBAR_K4],
         "H7": FEATURES, "H8": FEATURES[:2], "H9": FEATURES[:1],
-        "core": CORE,
+        "core": CORE, "long": [CORE[0], CORE[4]],  # fixed random predictor, BYOL τ = 0 at λ = 1
     }
     if grid not in own:
         raise ConfigError(f"unknown experiment {grid!r}; choose one of: {', '.join(GRIDS + EXTRA_GRIDS)} or all")
@@ -146,4 +150,4 @@ def seeds_for(cell: Cell, budget: str, seeds: int | None = None) -> int:
 
 
 GRIDS = tuple(f"H{i}" for i in range(1, 10))
-EXTRA_GRIDS = ("core",)  # runs only: its cells belong to the grids above
+EXTRA_GRIDS = ("core", "long")  # runs only: its cells belong to the grids above

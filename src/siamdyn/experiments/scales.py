@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.claims import CLAIMS, Claim
-from siamdyn.experiments.grids import CONTROLS, GRIDS, NEGATIVE, POSITIVE, grid_cells
+from siamdyn.experiments.grids import CONTROLS, EXTRA_GRIDS, GRIDS, NEGATIVE, POSITIVE, grid_cells
 from siamdyn.experiments.levels import (COMPLETE, HEADS, HeadScale, calibrate, completeness, head_state, position)
 from siamdyn.experiments.readings import Run, load_run
 from siamdyn.experiments.verdicts import (Verdict, plateau_verdict, proportion_verdict, threshold_verdict,
@@ -49,7 +49,7 @@ class Scale:
 def load_groups(out: str) -> dict[str, list[Run]]:
     """"grid/cell" → its finished runs, for every cell of every grid."""
     groups: dict[str, list[Run]] = {}
-    for grid in GRIDS + ("core",):
+    for grid in GRIDS + EXTRA_GRIDS:
         for cell in grid_cells(grid):
             key = f"{cell.grid}/{cell.name}"
             if key not in groups:
