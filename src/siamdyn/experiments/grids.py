@@ -62,7 +62,8 @@ ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
 ANALYSIS["features"] = ANALYSIS["standard"]
 # A linear probe of the final backbone (eval.json, the representation readout of findings v3), in
 # epochs over the train split: 0 leaves it out.
-PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20, "w4-long": 20}
+PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20,
+                "w4-long": 20}
 
 
 @dataclass(frozen=True)
