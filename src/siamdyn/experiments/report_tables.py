@@ -18,9 +18,21 @@ from siamdyn.experiments.verdicts import Verdict
 DECIDED = ("supported", "contradicted")
 
 
+def negative_control_cell(scale: Scale, base: dict) -> str:
+    """How healthy the scale's healthy reference is: its completeness (level a), how far its
+    RankMe(p) moves across the window (settled ≤ 30 %), its kNN above random init (level c)."""
+    runs = scale.controls
+    moves = [(max(p) - min(p)) / max(p) for r in runs
+             if (p := [r.heldout[s]["heldout/p_erank"] for s in r.window_steps()])]
+    knn = [x["knn_over_random"] for r in runs if (x := representation(r, base))["knn_over_random"] is not None]
+    return (f"{_ms([completeness(r) for r in runs])} / {100 * max(moves):.0f} % / {_ms(knn, '{:+.1f}')}"
+            if moves else "—")
+
+
 def calibration_table(scales: list[Scale], baselines: list[dict], problems: list[list[str]]) -> list[str]:
     lines = ["| scale | controls | RankMe(z): positive / negative / collapsed below / healthy above | "
-             "RankMe(p): same | random-init kNN / linear % |", "|---|---|---|---|---|"]
+             "RankMe(p): same | negative control: completeness / RankMe(p) moves in window / kNN − random init | "
+             "random-init kNN / linear % |", "|---|---|---|---|---|---|"]
     for s, base, prob in zip(scales, baselines, problems):
         cells = []
         for head in HEADS:
@@ -33,8 +45,8 @@ def calibration_table(scales: list[Scale], baselines: list[dict], problems: list
                          f"{at(cal.collapsed_below):.1f} / {at(cal.healthy_above):.1f}")
         ref = f"{base.get('random_init_kaiming_weighted_knn', math.nan):.1f} / " \
               f"{base.get('random_init_kaiming_linear', math.nan):.1f}"
-        lines.append(f"| {s.label} | {'behave' if not prob else 'fail: ' + '; '.join(prob)} | "
-                     + " | ".join(cells) + f" | {ref} |")
+        lines.append(f"| {s.label} | {'calibrate' if not prob else 'fail: ' + '; '.join(prob)} | "
+                     + " | ".join(cells) + f" | {negative_control_cell(s, base)} | {ref} |")
     return lines + [""]
 
 

@@ -32,10 +32,14 @@ def collapse_threshold(dim: int, fraction: float = COLLAPSE_FRACTION) -> float:
 
 
 @torch.no_grad()
-def rank_gram(x: torch.Tensor) -> torch.Tensor:
+def rank_gram(x: torch.Tensor, centred: bool = False) -> torch.Tensor:
     """The smaller Gram matrix of the (N, d) embedding, in float64: its eigenvalues are the
-    squared singular values RankMe needs (float64, so squaring loses nothing the entropy sees)."""
+    squared singular values RankMe needs (float64, so squaring loses nothing the entropy sees).
+    `centred`: of x − its mean over the batch (in float64), so a direction every row shares —
+    the mean of an output not centred by a BatchNorm — does not count as a dimension."""
     x = x.double()
+    if centred:
+        x = x - x.mean(0)
     return x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
 
 
@@ -49,10 +53,11 @@ def rank_from_gram(gram: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()).float()
 
 
-def effective_rank(x: torch.Tensor) -> torch.Tensor:
+def effective_rank(x: torch.Tensor, centred: bool = False) -> torch.Tensor:
     """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values
-    of the (N, d) embedding matrix. Between 1 (rank one) and min(N, d)."""
-    return rank_from_gram(rank_gram(x))
+    of the (N, d) embedding matrix. Between 1 (rank one) and min(N, d). `centred`: of the rows
+    minus their mean (`rank_gram`), between 1 and min(N − 1, d)."""
+    return rank_from_gram(rank_gram(x, centred))
 
 
 @torch.no_grad()
@@ -80,8 +85,20 @@ def mean_cosines(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torc
     return (a * b).sum(1).mean(), between
 
 
-METRIC_ORDER = ("z_std", "z_std_min", "p_std", "p_std_min", "z_erank", "feature_erank", "alignment",
-                "uniformity", "cos_views", "cos_images")
+@torch.no_grad()
+def abs_cos_centred(z: torch.Tensor) -> torch.Tensor:
+    """Mean |cos| between different rows of z − its mean over the batch. Centring removes what
+    all images share (an uncentred head's offset), so this reads the spread alone, for any head:
+    ≈ √(2/(π·k)) for rows spread over k dimensions, → 1 when they lie on one line. (The signed
+    mean is no reading: centred rows sum to zero, which pins it near −1/(N − 1).)"""
+    c = F.normalize((z.float() - z.float().mean(0)), dim=1)
+    gram = (c @ c.T).abs()
+    n = len(c)
+    return (gram.sum() - gram.diagonal().sum()) / max(1, n * (n - 1))
+
+
+METRIC_ORDER = ("z_std", "z_std_min", "p_std", "p_std_min", "z_erank", "z_erank_centred", "feature_erank",
+                "alignment", "uniformity", "cos_views", "cos_images", "abs_cos_images_centred")
 
 
 def collapse_tensors(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor] | torch.Tensor | None = None,
@@ -100,13 +117,14 @@ def collapse_tensors(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor]
     scalars = {"z_std": z_std, "z_std_min": z_std_min}
     if p is not None:
         scalars["p_std"], scalars["p_std_min"] = normalized_std(p[0] if isinstance(p, (list, tuple)) else p)
-    grams = {"z_erank": rank_gram(zs[0])} if ranks else {}
+    grams = {"z_erank": rank_gram(zs[0]), "z_erank_centred": rank_gram(zs[0], centred=True)} if ranks else {}
     if features is not None and ranks:
         grams["feature_erank"] = rank_gram(features)
     if len(zs) > 1:
         scalars["alignment"] = alignment(zs[0], zs[1])
         scalars["cos_views"], scalars["cos_images"] = mean_cosines(zs[0], zs[1])
     scalars["uniformity"] = uniformity(zs[0])
+    scalars["abs_cos_images_centred"] = abs_cos_centred(zs[0])
     return scalars, grams
 
 
