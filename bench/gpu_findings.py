@@ -28,7 +28,7 @@ from siamdyn.experiments.grids import BUDGETS, SGD_RECIPE  # noqa: E402
 
 ARCHIVE_LIMIT = 16 * 2 ** 20
 GPU = dict(limit=0, test_limit=0, backbone_width=64, batch_size=256, epochs=0, warmup_epochs=0.5, probe_every=0,
-           knn_every=0, heldout_images=2000, log_every=10, precision="fp32", device="cuda", workers=0, threads=2,
+           knn_every=0, heldout_images=2000, log_every=10, precision="fp32", device="cuda", threads=2,
            **SGD_RECIPE)
 # One thread per process: runs side by side must not oversubscribe the cores (OpenMP spins).
 DRY = dict(BUDGETS["smoke"], device="cpu", threads=1, **SGD_RECIPE)
