@@ -120,3 +120,20 @@ def test_across_scales_names_the_axis_that_changes_a_verdict():
     assert across(v("supported", "contradicted", "contradicted"), scales).startswith("scale-dependent")
     assert across(v("contradicted", "contradicted", "supported"), scales).startswith("optimiser-dependent")
     assert across(v("supported", "inconclusive", "supported"), scales) == "holds where decided"
+
+
+def test_the_gpu_budget_builds_a_valid_config_for_every_core_cell(monkeypatch):
+    """The GPU path of bench/gpu_findings.py cannot run here; its budget must still be a valid
+    config for every cell, with SGD forced over BYOL's AdamW recipe."""
+    import argparse
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_findings", "bench/gpu_findings.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    from siamdyn.experiments import grids
+    from siamdyn.experiments.runner import cell_config
+    monkeypatch.setitem(grids.BUDGETS, "gpu-test", gpu.budget_for(argparse.Namespace(dry=False), 1000))
+    monkeypatch.setitem(grids.FORCED, "gpu-test", grids.SGD_RECIPE)
+    for cell in grid_cells("core"):
+        cfg = cell_config(cell, "gpu-test", 0)
+        assert (cfg.optimizer, cfg.backbone_width, cfg.limit, cfg.device) == ("sgd", 64, 0, "cuda"), cell
