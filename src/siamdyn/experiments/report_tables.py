@@ -76,13 +76,23 @@ def _short(v: dict[str, Verdict]) -> str:
     return "<br>".join(f"{h}: **{x.value}** {x.statistic}" for h, x in v.items())
 
 
+def collapsed_counts(scale: Scale, cells: tuple[str, ...]) -> str:
+    """"(b) collapsed: z k/n, p k/n" — a level-(a) claim's runs read at level (b) too."""
+    runs = scale.runs(cells)
+    if not runs or not all(scale.calibration.get(h) for h in HEADS):
+        return ""
+    counts = [f"{h} {sum(head_state(r, h, scale.calibration[h]) == 'collapsed' for r in runs)}/{len(runs)}"
+              for h in HEADS]
+    return "<br>(b) collapsed: " + ", ".join(counts)
+
+
 def verdict_matrix(scales: list[Scale], verdicts: dict[str, list[dict[str, Verdict]]]) -> list[str]:
     lines = ["| claim | level | " + " | ".join(s.label for s in scales) + " | across scales and optimisers |",
              "|---|---|" + "---|" * len(scales) + "---|"]
     for c in CLAIMS:
         row = verdicts[c.key]
-        lines.append(f"| **{c.key}** {c.text} | {c.level} | " + " | ".join(_short(v) for v in row)
-                     + f" | {across(row, scales)} |")
+        cells = [_short(v) + (collapsed_counts(s, c.cells) if c.level == "a" else "") for s, v in zip(scales, row)]
+        lines.append(f"| **{c.key}** {c.text} | {c.level} | " + " | ".join(cells) + f" | {across(row, scales)} |")
     return lines + [""]
 
 
