@@ -54,7 +54,7 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown preset 'simsaim'" in err and "did you mean 'simsiam'" in err
     assert main(["train", "--set", "tau=1.5", "--out", str(tmp_path / "x")]) == 2
-    assert "tau must be in [0, 1]" in capsys.readouterr().err
+    assert "tau=1.5 must be in [0, 1]" in capsys.readouterr().err
     assert main(["train", "--set", "colour=red", "--out", str(tmp_path / "x")]) == 2
     assert "unknown config key 'colour'" in capsys.readouterr().err
     assert main(["train", "--dataset", "synthetic", "--set", "batch_size=5000", "--out", str(tmp_path / "x")]) == 2

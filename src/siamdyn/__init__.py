@@ -15,13 +15,37 @@ siamdyn's own loop is `siamdyn.train.train(cfg, out)`; its commands are `siamdyn
 
 __version__ = "0.3.0"
 
-from siamdyn.config import Config  # noqa: E402
-from siamdyn.methods import LOSSES, TARGETS, SiameseMethod, StepOutput  # noqa: E402
-from siamdyn.presets import PRESETS  # noqa: E402
-from siamdyn.probes.collapse import CollapseDetector, CollapseMonitor, collapse_metrics, effective_rank  # noqa: E402
-from siamdyn.probes.gradients import ModuleSpeeds, gradient_split, split_gradient  # noqa: E402
+import importlib  # noqa: E402
+from typing import Any  # noqa: E402
+
+# The API is imported on first use (PEP 562), not with the package: `siamdyn COMMAND` must
+# reach cli.py's Ctrl-C handling before torch loads, and importing any submodule imports this.
+_EXPORTS = {"Config": "siamdyn.config", "LOSSES": "siamdyn.methods", "TARGETS": "siamdyn.methods",
+            "SiameseMethod": "siamdyn.methods", "StepOutput": "siamdyn.methods", "PRESETS": "siamdyn.presets",
+            "CollapseDetector": "siamdyn.probes.collapse", "CollapseMonitor": "siamdyn.probes.collapse",
+            "collapse_metrics": "siamdyn.probes.collapse", "effective_rank": "siamdyn.probes.collapse",
+            "ModuleSpeeds": "siamdyn.probes.gradients", "gradient_split": "siamdyn.probes.gradients",
+            "split_gradient": "siamdyn.probes.gradients"}
 
 __all__ = ["LOSSES", "PRESETS", "TARGETS", "CollapseDetector", "CollapseMonitor", "Config", "ModuleSpeeds",
            "SiameseMethod", "StepOutput", "__version__", "collapse_metrics", "effective_rank", "gradient_split",
            "split_gradient"]
 
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:  # `import siamdyn; siamdyn.methods` worked while the package imported its submodules eagerly
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,6 +1,8 @@
 """`siamdyn COMMAND`: train, demo, baseline, probe, export, plot, experiment, report, toy, linear.
 
-User errors (SiamdynError) are printed on one line, without a traceback, exit code 2.
+Exit codes: 0 done; 2 a user error (SiamdynError), printed on one line without a traceback;
+1 a bug (any other exception): one line, and its traceback saved to a file; 130 Ctrl-C
+(toplevel.py). Ctrl-C during training steps stops at a step boundary with a checkpoint (exit 2).
 """
 from __future__ import annotations
 
@@ -10,12 +12,18 @@ import os
 import sys
 from typing import Any
 
-from siamdyn.config import Config, config_help, parse_overrides
-from siamdyn.presets import PRESETS, recipe_overrides
 from siamdyn import __version__
-from siamdyn.errors import ConfigError, SiamdynError
-from siamdyn.runs import load_run_config
-from siamdyn.theory.cli import add_theory_commands
+from siamdyn.toplevel import internal_error, interrupted
+
+try:  # torch takes seconds to import: Ctrl-C meanwhile must end as quietly as at any other moment
+    from siamdyn.bounds import bounded
+    from siamdyn.config import Config, config_help, parse_overrides
+    from siamdyn.presets import PRESETS, recipe_overrides
+    from siamdyn.errors import ConfigError, SiamdynError
+    from siamdyn.runs import load_run_config
+    from siamdyn.theory.cli import add_theory_commands
+except KeyboardInterrupt:
+    raise SystemExit(interrupted()) from None
 
 
 def _user_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,7 +123,11 @@ def _relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "siamdyn", *rest]
     print("running: " + " ".join(cmd[2:]), file=sys.stderr)
-    return subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # the workers got this Ctrl-C too: wait while they stop with a checkpoint
+        return proc.wait()  # a second Ctrl-C ends the wait (main reports it); torchrun got it too
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -187,8 +199,8 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="train with N processes (torchrun + DDP; see docs/distributed.md)")
+    p.add_argument("--nproc", type=bounded(int, "[1, 1024]", "--nproc"), default=1,
+                   help="train with N processes (torchrun + DDP; see docs/distributed.md); N in [1, 1024]")
     p.add_argument("--stop-on-collapse", action="store_true", help="end the run when the collapse detector fires")
     p.add_argument("--paper-recipe", action="store_true",
                    help="train with the preset's paper recipe, not the fmnist-small recipe (docs/recipe.md)")
@@ -206,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="SimSiam vs SimSiam without stop-gradient: collapse as it happens")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--steps", type=bounded(int, "[1, 1e6]", "--steps"), default=250, help="in [1, 1e6]")
     p.add_argument("--data-dir")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -224,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="linear probe and kNN on the frozen backbone of a run")
     p.add_argument("run")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=bounded(int, "[1, 1e4]", "--epochs"), default=30,
+                   help="linear-probe epochs, in [1, 1e4]")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("export", help="write a run's trained backbone as a plain state_dict (weights_only loadable)")
@@ -240,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiment", help="run a named grid H1..H9 (or all): the seed's claims as measurements")
     p.add_argument("name", help="H1 … H9, or all")
     p.add_argument("--budget", default="standard", help="standard (the findings; ≈ 2 h on 2 cores) or smoke (CI)")
-    p.add_argument("--seeds", type=int,
-                   help="seeds per cell (default: the budget's: 5 per binary cell, 3 per ladder rung)")
+    p.add_argument("--seeds", type=bounded(int, "[1, 1000]", "--seeds"),
+                   help="seeds per cell, in [1, 1000] (default: the budget's: 5 per binary cell, 3 per ladder rung)")
     p.add_argument("--out", default="runs/experiments")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_experiment)
@@ -256,13 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    """Run one command; every way it can end is one of the exit codes of the module docstring."""
     try:
+        args = build_parser().parse_args(argv)  # inside: a bounded flag's error is a ConfigError
+        args.argv = list(argv) if argv is not None else sys.argv[1:]
         return args.func(args)
     except SiamdynError as e:
         print(f"siamdyn: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted()
+    except Exception as e:  # a bug, not the user's doing: one line, the traceback in a file
+        return internal_error(e)
 
 
 if __name__ == "__main__":

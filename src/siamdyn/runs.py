@@ -19,6 +19,7 @@ from siamdyn.checkpoint import CKPT_FILE, CONFIG_FILE
 from siamdyn.config import Config, resumable_fields
 from siamdyn.errors import ConfigError, SiamdynError
 from siamdyn.hardware import cpu_model, kernel_env
+from siamdyn.toplevel import TRACEBACK_FILE
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -147,7 +148,7 @@ def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
     and the caller holds the run's lock."""
     check_run_dir(out, overwrite, resume, lock_free=False)
     if overwrite and not resume:
-        for name in (CONFIG_FILE, METRICS_FILE, CKPT_FILE, "summary.json"):
+        for name in (CONFIG_FILE, METRICS_FILE, CKPT_FILE, "summary.json", TRACEBACK_FILE):
             path = os.path.join(out, name)
             if os.path.exists(path):
                 os.unlink(path)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from siamdyn.bounds import bounded
 from siamdyn.config import coerce_value, parse_overrides
 from siamdyn.errors import ConfigError
 from siamdyn.runs import atomic_write_text
@@ -25,8 +26,6 @@ LINEAR_COMPARISON = {
 
 def cmd_toy(args: argparse.Namespace) -> int:
     from siamdyn.theory import figures, toy
-    if args.t_end <= 0 or args.ratio <= 0 or args.lr <= 0:
-        raise ConfigError("--t-end, --ratio and --lr must be > 0")
     result = toy.summary(args.phi0, args.theta0, args.t_end, args.ratio)
     steps = int(round(args.t_end / args.lr))
     result["gradient_descent"] = {"lr": args.lr, "steps": steps, "variants": {}}
@@ -143,13 +142,18 @@ def cmd_linear(args: argparse.Namespace) -> int:
 
 def add_theory_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("toy", help="the scalar toy model of docs/seed.md §4 (ODE, GD, phase portrait, basins)")
-    p.add_argument("--phi0", type=float, default=0.6)
-    p.add_argument("--theta0", type=float, default=0.1)
-    p.add_argument("--t-end", type=float, default=20.0)
-    p.add_argument("--ratio", type=float, default=1.0, help="predictor / encoder learning-rate ratio")
-    p.add_argument("--lr", type=float, default=0.05, help="encoder step size of the discrete GD")
-    p.add_argument("--sweep-phi0", type=float, default=-0.6, help="start of the lr-ratio sweep")
-    p.add_argument("--sweep-theta0", type=float, default=0.2)
+    # each number's range: finite, and t-end / lr (the discrete GD's steps) at most 1e7
+    p.add_argument("--phi0", type=bounded(float, "[-100, 100]", "--phi0"), default=0.6, help="in [-100, 100]")
+    p.add_argument("--theta0", type=bounded(float, "[-100, 100]", "--theta0"), default=0.1, help="in [-100, 100]")
+    p.add_argument("--t-end", type=bounded(float, "(0, 1e3]", "--t-end"), default=20.0, help="in (0, 1e3]")
+    p.add_argument("--ratio", type=bounded(float, "(0, 1e3]", "--ratio"), default=1.0,
+                   help="predictor / encoder learning-rate ratio, in (0, 1e3]")
+    p.add_argument("--lr", type=bounded(float, "[1e-4, 1]", "--lr"), default=0.05,
+                   help="encoder step size of the discrete GD, in [1e-4, 1]")
+    p.add_argument("--sweep-phi0", type=bounded(float, "[-100, 100]", "--sweep-phi0"), default=-0.6,
+                   help="start of the lr-ratio sweep, in [-100, 100]")
+    p.add_argument("--sweep-theta0", type=bounded(float, "[-100, 100]", "--sweep-theta0"), default=0.2,
+                   help="in [-100, 100]")
     p.add_argument("--out", default="runs/toy")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-plots", action="store_true")
