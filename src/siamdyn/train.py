@@ -35,6 +35,7 @@ from siamdyn.hardware import PrecisionChoice, machine_precision, resolve_precisi
 from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, pick_device, rank_batch
 from siamdyn.signals import StopSignals
 from siamdyn.tensorboard_log import TensorBoardLog, check_tensorboard_installed
+from siamdyn.toplevel import mark_run_dir
 
 RunLog = MetricsLog | NullLog | TensorBoardLog  # where metric lines go (rank 0 writes, others drop them)
 
@@ -85,7 +86,11 @@ def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool,
     with RunLock(out) if ctx.is_main and not lock_held else contextlib.nullcontext():
         if ctx.is_main:
             prepare_run_dir(out, overwrite, resume)
-        return _train_locked(cfg, out, resume, progress, desc, ctx, s, changes, precision)
+        try:
+            return _train_locked(cfg, out, resume, progress, desc, ctx, s, changes, precision)
+        except Exception as e:  # if it is a bug, its traceback belongs next to the run it broke (toplevel.py)
+            mark_run_dir(e, out)
+            raise
 
 
 def resolve_auto(cfg: Config, ctx: Dist, saved: Config | None) -> tuple[Config, PrecisionChoice]:
@@ -302,6 +307,8 @@ def take_readings(s: Session, probes: ProbeSession, run: Progress, log: RunLog, 
                    **extra})
         bar.set_postfix(loss=f"{reading.loss:.3f}", **probes.headline(), img_s=f"{extra['images_per_s']:.0f}",
                         refresh=False)
+        if reading.warned:
+            bar.write(f"[{desc}] collapse warning at step {reading.step}: {probes.monitor.warning}")
         if reading.fired:
             run.fired = True
             d = probes.monitor.detector

@@ -1,10 +1,13 @@
-"""Collapse metrics and the collapse detector.
+"""Collapse metrics, and the monitor that feeds them to the collapse detector (probes/detector.py).
 
 The SimSiam paper's (fig. 2) measure: the std over a batch of each dimension of the
 L2-normalised output, averaged over dimensions. For unit vectors spread isotropically it
 is ≈ 1/√d; a collapsed (constant) output gives 0. RankMe catches dimensional collapse
 (all outputs on a line) that the std can miss; alignment/uniformity (Wang & Isola 2020)
-and the two mean cosines say whether views agree *because* everything agrees.
+and the two mean cosines say whether views agree *because* everything agrees. The std and the
+plain RankMe presume a head that centres z (SimSiam's BatchNorm); `z_erank_centred` and
+`abs_cos_images_centred` read z − its batch mean, so an offset shared by all images (a LayerNorm
+head's) does not count.
 """
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-COLLAPSE_FRACTION = 0.25  # a run counts as collapsed below 0.25/√d (docs/design.md §9)
-HEALTHY_FRACTION = 0.8
-RANK_FLOOR = 2.0  # RankMe(z) below this = (near) rank-one embeddings (docs/design.md §9)
+# The detector and its thresholds live in probes/detector.py; they are re-exported here, where they always were.
+from siamdyn.probes.detector import (COLLAPSE_FRACTION, HEALTHY_FRACTION, RANK_DROP, RANK_FLOOR,  # noqa: F401
+                                     SPREAD_DROP, WARN_HORIZON, CollapseDetector, collapse_threshold)
 
 
 # Each metric returns 0-d tensors: nothing waits for the device, so `collapse_metrics` can
@@ -25,10 +28,6 @@ def normalized_std(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, min) over dimensions of the per-dimension std of z/‖z‖ over the batch."""
     std = F.normalize(z.float(), dim=1).std(dim=0)
     return std.mean(), std.min()
-
-
-def collapse_threshold(dim: int, fraction: float = COLLAPSE_FRACTION) -> float:
-    return fraction / math.sqrt(dim)
 
 
 @torch.no_grad()
@@ -150,65 +149,6 @@ def collapse_metrics(z: list[torch.Tensor] | torch.Tensor, p: list[torch.Tensor]
     return finish_metrics(list(scalars), stack_scalars(scalars), grams)
 
 
-class CollapseDetector:
-    """Flags collapse: min(std of z, std of p) < fraction/√d, or RankMe(z) < rank_floor, held
-    for `patience` consecutive steps (counted in steps, whatever log_every is); `step` is the
-    first step of that streak.
-
-    Both z and p count: SimSiam's projector ends in a BN, which keeps z from becoming
-    constant, so a collapse can show in p (no BN at its end) before it shows in z. The
-    patience ignores transient dips, such as BYOL's early p-std dip that recovers
-    (docs/design.md §9).
-    """
-
-    def __init__(self, dim: int, fraction: float = COLLAPSE_FRACTION, rank_floor: float = RANK_FLOOR,
-                 patience: int = 1):
-        self.threshold = collapse_threshold(dim, fraction)
-        self.rank_floor = rank_floor
-        self.patience = max(1, patience)
-        self.step: int | None = None
-        self.reason: str | None = None
-        self._streak: tuple[int, str] | None = None  # (first step, reason) of the current run below
-        self.last_rank: float | None = None  # the latest RankMe(z) reading
-
-    def below(self, metrics: dict[str, float]) -> str | None:
-        """Why these metrics count as collapsed, or None."""
-        std = min(metrics["z_std"], metrics.get("p_std", metrics["z_std"]))
-        if std < self.threshold:
-            return f"std {std:.4f} < {self.threshold:.4f}"
-        if self.rank_floor and self.last_rank is not None and self.last_rank < self.rank_floor:
-            return f"RankMe(z) {self.last_rank:.2f} < {self.rank_floor}"
-        return None
-
-    def update(self, step: int, metrics: dict[str, float]) -> bool:
-        """Feed one step's metrics; True exactly once, on the step the detector fires.
-        Steps must come in order (a deferred reading arrives late, never out of order)."""
-        self.last_rank = metrics.get("z_erank", self.last_rank)  # RankMe may be read every few steps only
-        if self.step is not None:
-            return False
-        why = self.below(metrics)
-        if why is None:
-            self._streak = None
-            return False
-        if self._streak is None:
-            self._streak = (step, why)
-        start, first_why = self._streak
-        if step - start + 1 < self.patience:
-            return False
-        self.step, self.reason = start, first_why + (f", held {self.patience} steps" if self.patience > 1 else "")
-        return True
-
-    def state_dict(self) -> dict:
-        return {"collapse_step": self.step, "collapse_reason": self.reason,
-                "streak": list(self._streak) if self._streak else None, "last_rank": self.last_rank}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step, self.reason = state.get("collapse_step"), state.get("collapse_reason")
-        streak = state.get("streak")
-        self._streak = (int(streak[0]), str(streak[1])) if streak else None
-        self.last_rank = state.get("last_rank")
-
-
 class CollapseMonitor:
     """The collapse instruments for any training loop. Feed it each step's projector outputs
     of the two views (and optionally the predictor outputs and backbone features):
@@ -218,16 +158,19 @@ class CollapseMonitor:
         if monitor.collapsed: print(monitor.reason, "since step", monitor.collapse_step)
 
     `update` returns the std of z/‖z‖ and p/‖p‖ (mean and min over dimensions), RankMe of z
-    and of the features, alignment/uniformity and the two mean cosines (`collapse_metrics`);
-    the detector (`CollapseDetector`) dates a collapse that has held for `patience` steps.
+    (as published and centred) and of the features, alignment/uniformity, the two mean cosines and
+    the centred mean |cos| (`collapse_metrics`); the detector (`CollapseDetector`) dates a collapse
+    that has held for `patience` steps and records the first trend warning (`warning_step`).
     """
 
     def __init__(self, dim: int, fraction: float = COLLAPSE_FRACTION, rank_floor: float = RANK_FLOOR,
-                 patience: int = 50):
+                 patience: int = 50, rank_drop: float = RANK_DROP, spread_drop: float = SPREAD_DROP,
+                 warn_horizon: int = WARN_HORIZON):
         self.dim = dim
-        self.detector = CollapseDetector(dim, fraction, rank_floor, patience)
+        self.detector = CollapseDetector(dim, fraction, rank_floor, patience, rank_drop, spread_drop, warn_horizon)
         self.last: dict[str, float] = {}
         self.fired = False  # did the last update fire the detector?
+        self.warned = False  # did the last update raise the detector's first warning?
 
     @torch.no_grad()
     def update(self, step: int, z: list[torch.Tensor] | torch.Tensor,
@@ -249,7 +192,9 @@ class CollapseMonitor:
         """The detector on numbers already read (`collapse_metrics`, or the training loop's
         deferred reading of them)."""
         self.last = metrics
+        warned_before = self.detector.warning_step is not None
         self.fired = self.detector.update(step, metrics)
+        self.warned = not warned_before and self.detector.warning_step is not None
         return metrics
 
     @property
@@ -264,14 +209,27 @@ class CollapseMonitor:
     def reason(self) -> str | None:
         return self.detector.reason
 
+    @property
+    def warning_step(self) -> int | None:
+        """The first step a rule's trend predicted collapse (or a rule went below); None if never."""
+        return self.detector.warning_step
+
+    @property
+    def warning(self) -> str | None:
+        return self.detector.warning
+
     def headline(self) -> dict[str, str]:
-        """The three numbers a progress bar shows first: min(std z, std p)·√d, RankMe(z), state."""
+        """The three numbers a progress bar shows first: min(std z, std p)·√d, RankMe(z) (centred when
+        read: an offset shared by all images is no dimension), state (`@step` collapsed, `warn@step`
+        warned, `no`)."""
         m = self.last
         if not m:
             return {}
         std = min(m["z_std"], m.get("p_std", m["z_std"])) * math.sqrt(self.dim)
-        return {"std": f"{std:.2f}/√d", "rank": f"{self.detector.last_rank or float('nan'):.1f}",
-                "collapsed": f"@{self.collapse_step}" if self.collapsed else "no"}
+        state = (f"@{self.collapse_step}" if self.collapsed else
+                 f"warn@{self.warning_step}" if self.warning_step is not None else "no")
+        rank = self.detector.last_rank_centred or self.detector.last_rank or float("nan")
+        return {"std": f"{std:.2f}/√d", "rank": f"{rank:.1f}", "collapsed": state}
 
     def state_dict(self) -> dict:
         return self.detector.state_dict()

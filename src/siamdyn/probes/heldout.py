@@ -34,7 +34,7 @@ def representation_stats(x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor
     gram = unit @ unit.T
     n = len(x)
     abs_cos = (gram.abs().sum() - gram.diagonal().abs().sum()) / max(1, n * (n - 1))
-    return {f"{prefix}_erank": effective_rank(x), f"{prefix}_erank_centred": effective_rank(x - x.mean(0)),
+    return {f"{prefix}_erank": effective_rank(x), f"{prefix}_erank_centred": effective_rank(x, centred=True),
             f"{prefix}_abs_cos": abs_cos,
             f"{prefix}_center_norm": unit.mean(0).norm(), f"{prefix}_std": normalized_std(x)[0]}
 

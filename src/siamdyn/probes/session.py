@@ -42,6 +42,7 @@ class StepReading:
     metrics: dict[str, float] | None = None  # collapse metrics (log steps on rank 0)
     extra: dict = field(default_factory=dict)  # plain values recorded when the step ran (lr, time …)
     fired: bool = False  # the collapse detector fired on this step's metrics
+    warned: bool = False  # the collapse detector raised its first warning on this step's metrics
 
 
 class ProbeSession:
@@ -55,8 +56,9 @@ class ProbeSession:
         # RankMe's eigensolves: on a worker thread when the model trains on a GPU (end_step), at
         # once on a CPU, where the cores are the model's
         self.solve_in_thread = device.type == "cuda"
-        # Two float64 eigensolves per reading: 0.5 ms beside a 170 ms CPU step, but on an H200 they
-        # took the step from 0.037 to 0.083 s (bench/results/speed_cuda_h200_b1024_deferred_v2.md).
+        # Float64 eigensolves per reading (two then; three since the centred RankMe of z): 0.5 ms beside a
+        # 170 ms CPU step, but on an H200 two took the step from 0.037 to 0.083 s
+        # (bench/results/speed_cuda_h200_b1024_deferred_v2.md).
         self.rank_every = cfg.rank_every or (10 if device.type == "cuda" else 1)
         self.log_every = cfg.log_every
         self.device = device
@@ -128,7 +130,7 @@ class ProbeSession:
         if names and reading.finite:
             metrics = solving[0].result() if solving else _finish_on_host(names, t)
             reading.metrics = self.monitor.feed(step, metrics)
-            reading.fired = self.monitor.fired
+            reading.fired, reading.warned = self.monitor.fired, self.monitor.warned
         return reading
 
     # ------------------------------------------------------------------ collapse
@@ -154,6 +156,7 @@ class ProbeSession:
     def summary(self) -> dict:
         d = self.monitor.detector
         return {"collapse_step": d.step, "collapse_reason": d.reason, "collapse_threshold": d.threshold,
+                "collapse_warning_step": d.warning_step, "collapse_warning": d.warning,
                 "probe_time_s": self.watch.seconds(block=True)}
 
     def state_dict(self) -> dict:
