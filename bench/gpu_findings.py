@@ -116,6 +116,7 @@ def main() -> None:
     left = args.minutes * 60 - (time.time() - start) - (20 if args.dry else 75)  # archive, eval, start-up
     rounds = -(-n_runs // args.workers)
     steps = max(10, int(left / rounds / per_step / 1.15) // 10 * 10)  # 15 %: held-out readings, kNN, probe
+    steps = min(steps, 12) if args.dry else steps  # the smoke tests the pipeline, not the sizing's result
     scale = "gpu-w64-sgd" if not args.dry else "dry-sgd"
     spec = {"name": scale, "budget": budget_for(args, steps), "deadline": start + args.minutes * 60 - 60,
             "scale_dir": os.path.join(args.out, scale)}

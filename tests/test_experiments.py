@@ -104,8 +104,8 @@ def test_scales_report_as_columns_with_the_gpu_smoke(tmp_path):
     run_experiment("core", "smoke", 2, str(scales / "smoke"), progress=False)
     text = open(write_report(str(scales))).read()
     matrix = next(ln for ln in text.splitlines() if ln.startswith("| claim | level |"))
-    assert "w4 AdamW 12 steps" in matrix and "w4 SGD 10 steps" in matrix
-    assert "## w4 SGD 10 steps" in text and "## w4 AdamW 12 steps" in text
+    assert "w4 AdamW 12 steps" in matrix and "w4 SGD 12 steps" in matrix
+    assert "## w4 SGD 12 steps" in text and "## w4 AdamW 12 steps" in text
     h2b = next(ln for ln in text.splitlines() if ln.startswith("| **H2b**"))
     assert h2b.count("completeness") == 2  # level (a): one verdict per scale
 
