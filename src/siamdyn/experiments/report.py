@@ -70,7 +70,8 @@ def header(out: str, scales: list[Scale], dest: str) -> list[str]:
 
 def scale_section(scale: Scale, base: dict, fig_dir: str, index: int) -> list[str]:
     ttc = {h: [t for name in POSITIVE for r in scale.groups.get(f"controls/{name}", [])
-               if scale.calibration.get(h) and (t := _ttc(r, h, scale)) is not None] for h in HEADS}
+               if scale.calibration.get(h) and (t := time_to_collapse(r, h, scale.calibration[h])) is not None]
+           for h in HEADS}
     lines = [f"## {scale.label}", "",
              "Positive controls collapse (level b) by step " + ", ".join(
                  f"{max(ttc[h]) if ttc[h] else '—'} ({h})" for h in HEADS)
@@ -84,10 +85,6 @@ def scale_section(scale: Scale, base: dict, fig_dir: str, index: int) -> list[st
         plot_positions(shown, scale.calibration, os.path.join(fig_dir, name), scale.label)
         lines += ["", f"![{scale.label}](figures/findings/{name})"]
     return lines + [""]
-
-
-def _ttc(run: Run, head: str, scale: Scale) -> int | None:
-    return time_to_collapse(run, head, scale.calibration[head])
 
 
 _CORE_KEYS = {f"{c.grid}/{c.name}" for c in CORE}

@@ -153,7 +153,6 @@ def horizon_line(scales: list[Scale]) -> str:
 def critical_lr_lines(scales: list[Scale]) -> list[str]:
     """Per scale and head: the logistic fit of P(collapse) on log10 of the predictor's lr
     multiplier over the H4 ladder (the control is the λ = 1 rung), with its critical λ*."""
-    from siamdyn.experiments.claims import CLAIMS
     from siamdyn.experiments.stats import logistic_critical
     ladder = next(c for c in CLAIMS if c.key == "H4a")
     lines = []

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.claims import CLAIMS, Claim
 from siamdyn.experiments.grids import CONTROLS, EXTRA_GRIDS, GRIDS, NEGATIVE, POSITIVE, grid_cells
-from siamdyn.experiments.levels import (COMPLETE, HEADS, HeadScale, calibrate, completeness, head_state, position)
+from siamdyn.experiments.levels import (COMPLETE, HEADS, HeadScale, calibrate, completeness, head_state, log_rank,
+                                       position)
 from siamdyn.experiments.readings import Run, load_run
 from siamdyn.experiments.verdicts import (Verdict, plateau_verdict, proportion_verdict, threshold_verdict,
                                           trend_verdict)
@@ -129,10 +130,9 @@ def head_verdict(scale: Scale, claim: Claim, head: str) -> Verdict:
     if cal is None or not cal.separated:
         return Verdict("protocol failed", f"the controls do not calibrate RankMe({head}) at this scale")
     if claim.predicted == "plateau":
-        first, last = ([v for r in scale.groups.get(c, []) if (v := position(r, head, cal)) is not None]
+        first, last = ([v for r in scale.groups.get(c, []) if (v := log_rank(r, head)) is not None]
                        for c in claim.cells)
-        return plateau_verdict([v * (cal.negative - cal.positive) for v in first],
-                               [v * (cal.negative - cal.positive) for v in last], f"log RankMe({head})")
+        return plateau_verdict(first, last, f"log RankMe({head})")
     if claim.ladder:
         rungs = {x: [v for r in scale.groups.get(c, []) if (v := position(r, head, cal)) is not None]
                  for x, c in zip(claim.rungs, claim.cells)}
