@@ -14,6 +14,7 @@ groups of the backbone's layers that you choose.
 from __future__ import annotations
 
 import argparse
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -29,26 +30,33 @@ def small_cnn() -> nn.Sequential:
     return nn.Sequential(*block(1, 16, 1), *block(16, 32, 2), *block(32, 64, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None, doc: str, **defaults: Any) -> argparse.Namespace:
+    """The flags every example takes (this one and vit_loop.py); `defaults` changes their defaults."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--preset", default="simsiam")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--limit", type=int, default=5000, help="Fashion-MNIST training images to draw from")
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    args = ap.parse_args(argv)
+    ap.set_defaults(**defaults)
+    return ap.parse_args(argv)
 
+
+def train_loop(backbone: nn.Module, feature_dim: int, groups: dict[str, nn.Module], args: argparse.Namespace,
+               optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None) -> list[dict]:
+    """Train `backbone` as args.preset on Fashion-MNIST for args.steps steps; one dict of numbers
+    per step (loss, the monitor's readings, module speeds, the gradient split every 20th step)."""
     torch.manual_seed(0)
     data = load_split("fashion-mnist", args.data_dir, "train").balanced_subset(args.limit)
     augment = BatchAugment(AugmentParams(), *channel_stats(data.images))
-    cnn = small_cnn()
     cfg = Config.from_preset(args.preset, {"proj_hidden": 256, "proj_dim": 256, "pred_hidden": 64})
-    method = SiameseMethod(cfg, backbone=cnn, feature_dim=64, groups={"block1": cnn[0:3], "block2": cnn[3:6],
-                                                                      "block3": cnn[6:9]})
-    optimizer = torch.optim.SGD(method.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+    method = SiameseMethod(cfg, backbone=backbone, feature_dim=feature_dim, groups=groups)
+    opt = (optimizer or (lambda ps: torch.optim.SGD(ps, lr=args.lr, momentum=0.9, weight_decay=5e-4)))(
+        list(method.parameters()))
     monitor = CollapseMonitor(dim=cfg.proj_dim, patience=10)
     speeds = ModuleSpeeds(method.module_groups())
+    first = next(iter(groups))
     g = torch.Generator().manual_seed(0)
     history = []
     for step in range(1, args.steps + 1):
@@ -56,20 +64,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
         views = [augment(x, g), augment(x, g)]
         split = gradient_split(method, views) if step % 20 == 1 else None  # term 1 vs term 2, before the step
         out = method(views)
-        optimizer.zero_grad()
+        opt.zero_grad()
         out.loss.backward()
         speeds.snapshot()
-        optimizer.step()
+        opt.step()
         method.update_target(tau=0.99)  # the EMA of a BYOL preset; nothing for SimSiam
         row = {"step": step, "loss": out.loss.item(), **monitor.update(step, out.z, out.p, out.features[0]),
                **speeds.measure(), **(split or {})}
         history.append(row)
         if step % 20 == 0 or monitor.fired:
             print(f"step {step:4d}  loss {row['loss']:+.3f}  {monitor.headline()}  "
-                  f"speed predictor/block1 {row['speed/predictor'] / max(row['speed/block1'], 1e-12):.1f}x")
+                  f"speed predictor/{first} {row['speed/predictor'] / max(row[f'speed/{first}'], 1e-12):.1f}x")
     verdict = f"collapsed at step {monitor.collapse_step} ({monitor.reason})" if monitor.collapsed else "no collapse"
     print(f"{args.preset}: {verdict}")
     return history
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Train the small CNN; the history of `train_loop`."""
+    args = parse_args(argv, __doc__)
+    cnn = small_cnn()
+    return train_loop(cnn, 64, {"block1": cnn[0:3], "block2": cnn[3:6], "block3": cnn[6:9]}, args)
 
 
 if __name__ == "__main__":

@@ -157,3 +157,52 @@ def test_balanced_subset_fills_up_when_classes_are_short():
     assert len(sub) == 60 and int((sub.labels == 1).sum()) == 3  # was 33: ⌈60/2⌉ of a, all 3 of b
     even = ImageData(torch.zeros(40, 1, 8, 8, dtype=torch.uint8), torch.arange(40) % 4, list("abcd"))
     assert even.balanced_subset(20).labels.bincount().tolist() == [5, 5, 5, 5]
+
+
+@needs_fmnist
+def test_images_are_read_by_their_real_mode_and_bit_depth(tmp_path):
+    """Real Fashion-MNIST images saved as 16-bit grey, palette, CMYK, RGBA and LA decode to their
+    8-bit pixels. PIL's convert("RGB") alone turned 16-bit grey white (clipped at 255) and showed
+    the colour hidden under transparent pixels; those are composited onto black."""
+    from PIL import Image
+
+    from siamdyn.data.datasets import _read_image
+    v = load_fashion_mnist("/usr/share/datasets/fashion-mnist", "test").images[:4, 0].numpy()  # (4, 28, 28)
+    grey = np.arange(256, dtype=np.uint8)
+    opaque = np.where(v > 0, 255, 0).astype(np.uint8)  # the background (0) is transparent, its hidden colour white
+    hidden = np.where(v > 0, v, 255).astype(np.uint8)
+    for i, x in enumerate(v):
+        palette = Image.fromarray(x, "P")
+        palette.putpalette(np.repeat(grey, 3).tobytes())
+        saved = {"16bit.png": Image.fromarray(x.astype(np.uint16) * 257),
+                 "palette.png": palette,
+                 "cmyk.tif": Image.fromarray(np.stack([0 * x, 0 * x, 0 * x, 255 - x], -1), "CMYK"),
+                 "rgba.png": Image.fromarray(np.stack([hidden[i]] * 3 + [opaque[i]], -1), "RGBA"),
+                 "la.png": Image.fromarray(np.stack([hidden[i], opaque[i]], -1), "LA")}
+        for name, im in saved.items():
+            path = str(tmp_path / f"{i}-{name}")
+            im.save(path)
+            got = _read_image(path, str(tmp_path), 0)
+            assert got.shape == (28, 28, 3) and got.dtype == np.uint8, name
+            assert np.array_equal(got, np.stack([x] * 3, -1)), (name, int(np.abs(got[..., 0] - x).max()))
+
+
+def test_a_gzip_bomb_is_refused_before_it_inflates(tmp_path):
+    """A 200 KB .gz whose IDX header declares 40 images and which inflates to 200 MB: refused after
+    the 31 KB its header declares (the gzip module read all 200 MB, 400 MB at its peak)."""
+    import time
+    import tracemalloc
+
+    from tests.hostile_cases import _bomb_gz
+    fake_fmnist(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(_bomb_gz(200))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(DataError, match="inflates past the 31,376 bytes its IDX header"):
+            load_fashion_mnist(str(tmp_path), "test")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2 ** 20, f"{peak / 2 ** 20:.0f} MiB"
+    assert time.perf_counter() - t0 < 5

@@ -1,41 +1,19 @@
 """Hostile inputs: each meets a one-line error naming the problem and the fix,
 exit code 2, no traceback, and no change to an existing run. `python -m tests.test_hostile`
 prints the table of docs/reliability.md from the same cases, with the messages it got."""
-import gzip
 import os
 import pickle
 import shutil
 import sys
+import zlib
 
 import numpy as np
 import pytest
 
 from siamdyn.cli import main
-from tests.test_data import fake_fmnist
 from tests.conftest import run_digest
-
-# A tiny finished run that every case must leave untouched, and the knobs that make one.
-FAST = ["--set", "backbone_width=4", "--set", "proj_hidden=16", "--set", "proj_dim=16", "--set", "pred_hidden=8",
-        "--set", "batch_size=16", "--set", "max_steps=2", "--set", "knn_k=5", "--no-progress"]
-
-
-def _fmnist(tmp, n_img=40, n_lab=40):
-    d = os.path.join(tmp, "fm")
-    fake_fmnist(d, n_img=n_img, n_lab=n_lab, split="train")
-    fake_fmnist(d, split="t10k")
-    return d
-
-
-def _train(tmp, data_dir, *extra):
-    return ["train", "--data-dir", data_dir, "--out", os.path.join(tmp, "new"), *FAST, *extra]
-
-
-def _corrupt(tmp, name, data, **kw):
-    d = _fmnist(tmp, **kw)
-    with open(os.path.join(d, name), "wb") as f:
-        f.write(data)
-    return _train(tmp, d)
-
+from tests.hostile_cases import (FAST, RUN_DIR_AND_DATA_CASES, _corrupt, _fmnist, _good_folder, _gz, _held_copy,
+                                 _imagefolder, _train)
 
 def _truncated_gz(tmp):
     d = _fmnist(tmp)
@@ -43,23 +21,6 @@ def _truncated_gz(tmp):
     raw = open(path, "rb").read()
     open(path, "wb").write(raw[: len(raw) // 2])
     return _train(tmp, d)
-
-
-def _gz(raw):
-    return gzip.compress(raw)
-
-
-def _imagefolder(tmp, files):
-    from PIL import Image
-    root = os.path.join(tmp, "imgs")
-    for rel, what in files.items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if isinstance(what, tuple):
-            Image.fromarray(np.full((*what, 3), 128, np.uint8)).save(path)
-        else:
-            open(path, "wb").write(what)
-    return _train(tmp, root, "--dataset", "imagefolder")
 
 
 def _swapped_ckpt(tmp, victim):
@@ -76,16 +37,11 @@ def _swapped_ckpt(tmp, victim):
 def _bomb_png():
     """A 60-byte PNG whose header claims 20000 x 20000 pixels (400 M, past PIL's bomb limit)."""
     import struct
-    import zlib
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-
-
-def _good_folder(size=(12, 12)):
-    return {f"{c}/{i}.png": size for c in ("a", "b") for i in range(12)}
 
 
 def _cifar(tmp, batch):
@@ -171,7 +127,8 @@ CASES = [
     ("--data-dir that is a file",
      lambda t, v: (open(os.path.join(t, "f.gz"), "w").write("x"), _train(t, os.path.join(t, "f.gz")))[1],
      "is a file, not a folder"),
-    ("--resume with a checkpoint of another width swapped in", lambda t, v: _swapped_ckpt(t, v), "does not fit"),
+    ("--resume with a checkpoint of another width swapped in", lambda t, v: _swapped_ckpt(t, v),
+     "no longer matches the config of its checkpoint (backbone_width: 2"),
     ("config YAML that is not a mapping (config: 5)",
      lambda t, v: (open(os.path.join(t, "c.yaml"), "w").write("config: 5\n"),
                    ["train", "--config", os.path.join(t, "c.yaml")])[1], "must hold a mapping"),
@@ -293,6 +250,7 @@ CASES = [
     ("experiment with --seeds 10^12", lambda t, v: ["experiment", "H1", "--seeds", "1000000000000", "--out",
                                                     os.path.join(t, "e")], "--seeds 1000000000000 is out of range"),
     ("toy model with --t-end inf", lambda t, v: ["toy", "--t-end", "inf", "--no-plots"], "--t-end inf is out of range"),
+    *RUN_DIR_AND_DATA_CASES,
 ]
 
 
@@ -301,16 +259,9 @@ def _synthetic(tmp, *pairs):
             *[a for p in pairs for a in ("--set", p)]]
 
 
-_HELD = []  # the locks _held takes stay open until the case has run
-
-
 def _held(tmp, victim):
-    """A copy of the victim whose lock another writer holds (an open RunLock, as a running train has)."""
-    from siamdyn.runs import RunLock
-    copy = os.path.join(tmp, "copy")
-    shutil.copytree(victim, copy)
-    _HELD[:] = [RunLock(copy).__enter__()]
-    return ["train", "--out", copy, "--resume", "--data-dir", _fmnist(tmp), *FAST, "--set", "max_steps=4"]
+    return ["train", "--out", _held_copy(tmp, victim), "--resume", "--data-dir", _fmnist(tmp), *FAST, "--set",
+            "max_steps=4"]
 
 
 def _digest(folder):
@@ -325,13 +276,21 @@ def victim(tmp_path_factory):
     return out
 
 
+def _out_state(argv):
+    """What the command's --out holds (None: it does not exist): a start that fails must leave it so."""
+    out = argv[argv.index("--out") + 1] if "--out" in argv else None
+    return None if out is None or not os.path.lexists(out) else (os.path.isdir(out), _digest(out))
+
+
 def run_case(build, tmp, victim, capsys):
     before = _digest(victim)
     argv = build(tmp, victim)
+    out_before = _out_state(argv)
     capsys.readouterr()  # what building the case printed (a helper run's own lines) is not the case's output
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert _digest(victim) == before, "the existing run changed"
+    assert _out_state(argv) == out_before, "the command's --out changed (a failed start must leave it as it was)"
     return code, err, argv
 
 
@@ -343,6 +302,18 @@ def test_hostile_input_gets_one_clean_line(what, build, expected, tmp_path, vict
     assert expected in err, err
     if "--out" in argv and "--resume" not in argv and "new" in argv[argv.index("--out") + 1]:
         assert not os.path.exists(argv[argv.index("--out") + 1]), "a failed run left a run directory behind"
+
+
+def test_no_run_goes_into_the_filesystem_root_or_a_home_folder():
+    """`train --out /` or `--out ~` is refused by the check that runs before anything else (it has
+    no side effects, so it is called directly: a regression must not write into /)."""
+    from siamdyn.errors import SiamdynError
+    from siamdyn.runs import check_run_dir
+    for folder in ("/", os.path.expanduser("~")):
+        if os.listdir(folder):
+            for overwrite in (False, True):
+                with pytest.raises(SiamdynError, match="is a folder of other files"):
+                    check_run_dir(folder, overwrite=overwrite, resume=False)
 
 
 def test_table_has_at_least_twenty_rows():

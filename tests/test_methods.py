@@ -129,3 +129,40 @@ def test_channels_last_computes_the_same_step_as_nchw():
     # Measured 4e-5 (oneDNN's NHWC kernels sum in another order; 1 vs 2 threads in NCHW gives
     # 1e-6); a wrong layout or a real bug gives O(1).
     assert relative < 1e-3
+
+
+def test_squared_l2_is_eq10_unnormalised_and_reaches_zero_on_a_constant():
+    from siamdyn.methods import squared_l2
+    p = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    t = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    assert squared_l2(p, t).item() == pytest.approx((5 + 25) / 2)  # ‖·‖² per image, mean over the batch
+    const = torch.ones(4, 3) * 7.0  # complete collapse is a minimum of eq. (10), not of the cosine's −1 only
+    assert squared_l2(const, const.clone()).item() == 0.0
+
+
+def test_view_feature_mean_target_is_the_mean_of_the_online_outputs_and_carries_term2_only():
+    """η* of eq. (7): the target equals mean_k z(T_k x) computed view by view (eval mode: fixed BN
+    statistics), and gradient reaches the encoder through it only when term 2 is on."""
+    torch.manual_seed(0)
+    cfg = Config.from_preset("eq10", {**TINY, "target": "view_feature_mean", "mean_views": 3})
+    model = SiameseMethod(cfg, 1).eval()
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(8, 1, 16, 16, generator=g) for _ in range(2)]
+    extra = [torch.randn(8, 1, 16, 16, generator=g) for _ in range(3)]
+    out = model(views, xbar=model.target.combine(extra))
+    expected = torch.stack([model.encode(v)[1] for v in extra]).mean(0)
+    torch.testing.assert_close(out.targets[0], expected)
+    assert out.targets[0].requires_grad  # eq10's preset: no stop-gradient
+    sg = model(views, xbar=model.target.combine(extra), grad_terms="predictor_branch")
+    assert not sg.targets[0].requires_grad
+
+
+def test_projector_without_output_bn_can_emit_one_constant_vector():
+    """BN at the projector's end forbids a constant z (each dimension is standardised over the
+    batch); `simsiam-no-out-bn` ends in a Linear with bias, so identical inputs → identical z ≠ 0."""
+    torch.manual_seed(0)
+    for projector, centred in (("simsiam", True), ("simsiam-no-out-bn", False)):
+        model = SiameseMethod(Config.from_preset("simsiam", {**TINY, "projector": projector}), 1)
+        z = model.encode(torch.randn(16, 1, 16, 16))[1]
+        assert (z.mean(0).abs().max().item() < 1e-4) == centred, projector
+    assert isinstance(model.projector[-1], torch.nn.Linear) and model.projector[-1].bias is not None

@@ -91,12 +91,32 @@ def test_probes_do_not_change_the_trajectory(tmp_path):
     heldout = [r for r in read_metrics(str(tmp_path / "p2")) if "heldout/z_erank" in r]
     assert [r["step"] for r in heldout] == [0, 2, 4, 6]  # the random-init reading, then every 2 steps
     assert all(1 <= r["heldout/p_erank"] <= 32 and 0 <= r["heldout/z_abs_cos"] <= 1 for r in heldout)
+    assert all(1 <= r["heldout/proj_hidden_erank"] <= 32 for r in heldout)  # the third depth: projector hidden
     assert all("speed/predictor" in r and "g2_over_g1/stem" in r for r in probes)
     from siamdyn.plots import plot_runs
     paths = plot_runs([str(tmp_path / "p0"), str(tmp_path / "p2")], str(tmp_path / "plots"), proj_dim=32)
     names = {p.rsplit("/", 1)[-1] for p in paths}
     assert {"gradient_split.png", "module_speeds.png", "collapse_z_std.png", "loss.png", "alignment_uniformity.png",
             "cosines.png", "effective_rank_features.png"} <= names
+
+
+def test_heldout_reads_the_projector_hidden_layer_exactly():
+    """The hidden-layer depth is the input of the projector's last Linear: for SimSiam's projector
+    the output of its second ReLU, and nothing for a projector with a single Linear."""
+    import torch.nn as nn
+
+    from siamdyn.methods import SiameseMethod
+    from siamdyn.probes.collapse import effective_rank
+    from siamdyn.probes.heldout import HeldoutProbe, projector_last_linear
+    torch.manual_seed(0)
+    model = SiameseMethod(Config.from_preset("simsiam", TINY), 1)
+    images = torch.randint(0, 256, (48, 1, 16, 16), dtype=torch.uint8)
+    prepare = lambda x: x.float() / 255  # noqa: E731
+    reading = HeldoutProbe(model, images, prepare, every=1).read(0)
+    with torch.no_grad():
+        hidden = model.projector[:6](model.backbone(prepare(images)))  # Linear, BN, ReLU, Linear, BN, ReLU
+    assert reading["heldout/proj_hidden_erank"] == pytest.approx(float(effective_rank(hidden)), rel=1e-4)
+    assert projector_last_linear(nn.Sequential(nn.Linear(4, 4))) is None
 
 
 def test_alignment_uniformity_and_cosines_on_known_embeddings():
@@ -193,3 +213,4 @@ def test_heldout_readings_see_a_collapse_that_batchnorm_hides():
                                                                          "x/z").items()}
     assert collapsed["z_abs_cos"] == pytest.approx(1.0, abs=1e-4) and collapsed["z_erank"] == pytest.approx(1, abs=0.01)
     assert spread["z_abs_cos"] < 0.2 and spread["z_erank"] > 40 and spread["z_center_norm"] < 0.1
+

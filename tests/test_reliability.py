@@ -240,3 +240,97 @@ def test_resume_into_a_run_directory_that_cannot_be_written_is_one_line(tmp_path
     monkeypatch.undo()
     assert err.count("\n") == 1 and "cannot write to run directory" in err and "Permission denied" in err, err
     assert run_digest(out) == before
+
+
+
+TINY_CLI = ["--dataset", "synthetic", "--set", "backbone_width=4", "--set", "proj_hidden=16", "--set", "proj_dim=16",
+            "--set", "pred_hidden=8", "--set", "batch_size=16", "--set", "knn_k=5", "--set", "precision=fp32",
+            "--set", "probe_every=0", "--no-progress"]
+# What ends a start after its run folder is made (it strikes the last thing a start does, opening
+# metrics.jsonl), the exit code it must get and what it must say
+LATE = {"a full disk": (lambda: OSError(errno.ENOSPC, "No space left on device"), 2, "No space left on device"),
+        "Ctrl-C": (KeyboardInterrupt, 130, "interrupted"),
+        "a bug": (lambda: RuntimeError("boom"), 1, "internal error: RuntimeError: boom")}
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+    """A finished run of one step (copy it before changing it)."""
+    from siamdyn.cli import main
+    out = str(tmp_path_factory.mktemp("one_step") / "run")
+    assert main(["train", "--out", out, *TINY_CLI, "--set", "max_steps=1"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["a new run", "--overwrite of a run"])
+@pytest.mark.parametrize("what", list(LATE))
+def test_a_start_that_fails_late_leaves_out_as_it_was(tmp_path, capsys, monkeypatch, one_step_run, what, replace):
+    """A start that fails after making its folder (lock, ckpt/, config.yaml written) leaves no
+    folder, or the run --overwrite was to replace back byte-identical (run_start.RunStart)."""
+    import builtins
+    import shutil
+
+    from siamdyn.cli import main
+    from tests.conftest import run_digest
+    out = str(tmp_path / "deep" / "run")
+    if replace:
+        shutil.copytree(one_step_run, out)
+    before = run_digest(out) if replace else None
+    make, code, said = LATE[what]
+    real_open = builtins.open
+
+    def failing(path, mode="r", *a, **k):
+        if str(path).endswith("metrics.jsonl") and "a" in mode:
+            raise make()
+        return real_open(path, mode, *a, **k)
+    monkeypatch.setattr(builtins, "open", failing)
+    capsys.readouterr()
+    assert main(["train", "--out", out, *TINY_CLI, "--set", "max_steps=2", "--set", "lr=0.1",
+                 *(["--overwrite"] if replace else [])]) == code
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said in err and "Traceback" not in err, err
+    if replace:
+        assert run_digest(out) == before
+    else:
+        assert not os.path.exists(tmp_path / "deep"), "the folders made for the run are left"
+
+
+def test_a_schedule_that_cannot_be_computed_fails_before_the_run_folder_exists(tmp_path, capsys, monkeypatch):
+    """The lr and tau schedules are computed at the first and last step before the folder is made,
+    so an overflow there (warmup_epochs=1e308 was one, before bounds.py) is one line, not step 0's traceback."""
+    import siamdyn.train_start
+    from siamdyn.cli import main
+
+    def overflow(*a, **k):
+        raise OverflowError("cannot convert float infinity to integer")
+    monkeypatch.setattr(siamdyn.train_start, "lr_factor", overflow)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY_CLI, "--set", "max_steps=2"]) == 2
+    assert "the lr / tau schedule cannot be computed at step 0 (OverflowError" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_resumable_edit_of_config_yaml_is_said_and_config_yaml_follows_the_checkpoints(tmp_path, capsys,
+                                                                                         one_step_run):
+    """config.yaml edited by hand in a resumable field (max_steps) after the checkpoint: the resume
+    says what changed, as for --set, and config.yaml then matches the checkpoint's config digest.
+    An edit of any other field is refused (tests/hostile_cases.py)."""
+    import shutil
+
+    import yaml
+
+    from siamdyn.checkpoint import Checkpoint, config_digest
+    from siamdyn.cli import main
+    from siamdyn.runs import load_run_config
+    out = str(tmp_path / "run")
+    shutil.copytree(one_step_run, out)
+    path = os.path.join(out, "config.yaml")
+    doc = yaml.safe_load(open(path))
+    doc["config"]["max_steps"] = 2
+    open(path, "w").write(yaml.safe_dump(doc, sort_keys=False))
+    capsys.readouterr()
+    assert main(["train", "--out", out, "--resume", "--no-progress"]) == 0
+    assert "resuming at step 1 with max_steps 1 → 2" in capsys.readouterr().err
+    ckpt = Checkpoint.load_run(out)
+    assert ckpt.step == 2 and ckpt.config_digest == config_digest(load_run_config(out).to_dict())

@@ -61,3 +61,34 @@ def test_calibration_places_heads_between_the_scales_own_controls():
     # Level (a) needs both: outputs on one vector *and* the loss at its minimum (SimSiam tab. 1 (b)).
     assert completeness(_run(2, 2, centre=0.95, loss=-0.98)) == pytest.approx(0.95)
     assert completeness(_run(2, 2, centre=0.95, loss=-0.3)) == pytest.approx(0.3)
+
+
+def test_auc_and_exact_mann_whitney_on_hand_counted_samples():
+    from siamdyn.experiments.early_warning import auc
+    full = auc([3.0, 4.0, 5.0], [1.0, 2.0])  # every collapsed value above every healthy one
+    assert full.value == 1.0 and full.p == pytest.approx(2 / 10)  # 2 of the C(5, 2) = 10 rank splits as extreme
+    mixed = auc([1.0, 3.0], [2.0, 4.0])  # one of the four (collapsed, healthy) pairs is ordered
+    assert mixed.value == pytest.approx(0.25) and mixed.low < 0.25 < mixed.high
+    assert auc([1.0, 2.0], [2.0]).value == pytest.approx(0.25)  # a tie counts ½
+    assert auc([1.0], []) is None
+
+
+def test_early_predictors_read_probes_and_heldout_and_find_the_first_separating_step():
+    from siamdyn.experiments.early_warning import auc_over_time, first_separating, rank_slope, speed_ratio
+    runs, collapsed = [], []
+    for i in range(12):
+        falls = i % 2 == 0
+        run = Run("x", Config(), {"steps": 100})
+        for s in (0, 20, 40):  # RankMe(z) halves every 20 steps in the seeds that collapse, else stays
+            run.heldout[s] = {"heldout/z_erank": 30 * (0.5 ** (s / 20) if falls else 1.0) + 0.01 * i}
+        # the speed ratio is uninformative at step 1 and separates from step 10 on
+        run.probes = [{"step": 1, "speed/predictor": 1.0 + 0.01 * i, "speed/stem": 1.0},
+                      {"step": 10, "speed/predictor": (1.0 if falls else 3.0) + 0.01 * i, "speed/stem": 1.0}]
+        runs.append(run)
+        collapsed.append(falls)
+    assert rank_slope(runs[0], 40) == pytest.approx(100 * math.log(0.5) / 20, rel=1e-6)
+    assert rank_slope(runs[0], 0) is None
+    curve = auc_over_time(runs, collapsed, speed_ratio)
+    assert curve[1].p > 0.05 and curve[10].value == 0.0 and first_separating(curve) == 10
+    slope = auc_over_time(runs, collapsed, rank_slope)
+    assert first_separating(slope) == 20 and slope[20].value == 0.0

@@ -9,6 +9,13 @@ The public API (docs/api.md), usable in any training loop:
     split_gradient    the same from two losses of your own loop
     ModuleSpeeds      ‖Δw‖/‖w‖ per named group across an optimiser step
     Config, PRESETS   the design space's knobs and its named points
+    BatchAugment      the batched augmentations (AugmentParams, channel_stats)
+    weighted_knn      kNN on frozen features (euclidean_knn; encoder_features embeds a set)
+    linear_probe      logistic regression on frozen features
+    simsiam_projector the heads as standalone modules (simsiam_predictor, byol_mlp, linear_predictor)
+    HookMonitor       the instruments by forward hooks on modules you name: the loop stays as it is
+    as_logger         where the numbers go: a callable, TensorBoardLogger, WandbLogger (siamdyn.loggers);
+                      siamdyn.lightning.SiamdynCallback attaches the instruments to a LightningModule
 
 siamdyn's own loop is `siamdyn.train.train(cfg, out)`; its commands are `siamdyn --help`.
 """
@@ -30,6 +37,22 @@ _EXPORTS = {"Config": "siamdyn.config", "LOSSES": "siamdyn.methods", "TARGETS": 
 __all__ = ["LOSSES", "PRESETS", "TARGETS", "CollapseDetector", "CollapseMonitor", "Config", "ModuleSpeeds",
            "SiameseMethod", "StepOutput", "__version__", "collapse_metrics", "effective_rank", "gradient_split",
            "split_gradient"]
+
+# The pieces siamdyn's own loop is built from, for a loop that wants them: batched augmentations,
+# kNN and linear-probe evaluation on frozen features, the projection and prediction heads.
+_PIECES = {"siamdyn.data.augment": ["AugmentParams", "BatchAugment", "channel_stats"],
+           "siamdyn.eval": ["encoder_features", "euclidean_knn", "linear_probe", "weighted_knn"],
+           "siamdyn.models.heads": ["byol_mlp", "linear_predictor", "simsiam_predictor", "simsiam_projector"]}
+_EXPORTS.update({name: module for module, names in _PIECES.items() for name in names})
+__all__ += [name for names in _PIECES.values() for name in names]
+
+# Instruments attached by forward hooks (no change to the loop), and the loggers every instrument and
+# `siamdyn train` write to. The Lightning callback is `siamdyn.lightning.SiamdynCallback`: it imports
+# Lightning, an optional extra, so it is not exported here.
+_HOOKS_AND_LOGGERS = {"siamdyn.probes.hooks": ["HookMonitor"],
+                      "siamdyn.loggers": ["CallableLogger", "Logger", "TensorBoardLogger", "WandbLogger", "as_logger"]}
+_EXPORTS.update({name: module for module, names in _HOOKS_AND_LOGGERS.items() for name in names})
+__all__ += [name for names in _HOOKS_AND_LOGGERS.values() for name in names]
 
 
 def __getattr__(name: str) -> Any:

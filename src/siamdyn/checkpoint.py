@@ -7,6 +7,8 @@ type allowed and nothing else.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -49,6 +51,7 @@ class Checkpoint:
     knn: list[dict] = field(default_factory=list)  # kNN readings so far
     probes: dict[str, Any] = field(default_factory=dict)  # the probe session's state (collapse detector)
     elapsed_s: float = 0.0  # wall time of the run's sessions up to this checkpoint
+    config_digest: str | None = None  # of `config`: a resume tells an edited config.yaml from the trained one
     torch_rng: torch.Tensor | None = None
     python_rng: Any = None
     numpy_rng: Any = None
@@ -63,7 +66,8 @@ class Checkpoint:
         return cls(model=model.state_dict(), optimizer=optimizer.state_dict(), step=step, config=config,
                    data_mean=data_mean, data_std=data_std, aug_rng_ranks=aug_rng_ranks,
                    torch_rng=torch.get_rng_state(), python_rng=random.getstate(),
-                   numpy_rng=_numpy_state_to_plain(np.random.get_state()), **state)
+                   numpy_rng=_numpy_state_to_plain(np.random.get_state()), config_digest=config_digest(config),
+                   **state)
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, aug_gen: torch.Generator,
                 rank: int = 0) -> None:
@@ -104,6 +108,11 @@ class Checkpoint:
             raise SiamdynError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass a folder made by "
                                "'siamdyn train'")
         return cls.load(os.path.join(run_dir, CKPT_FILE), device)
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """sha256 of a config's values, independent of key order (what a checkpoint was trained with)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

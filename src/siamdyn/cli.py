@@ -163,15 +163,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from siamdyn.export import export_backbone
-    result = export_backbone(args.run, args.out)
+    result = export_backbone(args.run, args.out, overwrite=args.overwrite)
     print(f"backbone of {result['run']} (step {result['step']}, {result['parameters']:,} parameters, "
-          f"feature dim {result['feature_dim']}) written to {result['file']}\nrebuild it with:\n{result['rebuild']}")
+          f"feature dim {result['feature_dim']}) written to {result['file']}, its input normalisation and "
+          f"these lines to {result['card']}; rebuild it with:\n{result['rebuild']}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from siamdyn.plots import plot_runs
-    for path in plot_runs(args.runs, args.out):
+    for path in plot_runs(args.runs, args.out, overwrite=args.overwrite):
         print(path)
     return 0
 
@@ -186,7 +187,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from siamdyn.experiments.report import write_report
-    print(write_report(args.dir, args.out))
+    print(write_report(args.dir, args.out, overwrite=args.overwrite))
     return 0
 
 
@@ -242,17 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a run's trained backbone as a plain state_dict (weights_only loadable)")
     p.add_argument("run")
-    p.add_argument("--out", help="file to write (default RUN/backbone.pt)")
+    p.add_argument("--out", help="file to write (default RUN/backbone.pt; its card, with the input normalisation "
+                   "and the rebuild lines, goes beside it as .json)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="overlay runs: loss, collapse std, kNN")
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", default="plots")
+    p.add_argument("--overwrite", action="store_true", help="replace PNGs already in --out")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("experiment", help="run a named grid H1..H9 (or all): the seed's claims as measurements")
-    p.add_argument("name", help="H1 … H9, or all")
-    p.add_argument("--budget", default="standard", help="standard (the findings; ≈ 2 h on 2 cores) or smoke (CI)")
+    p.add_argument("name", help="H1 … H9 (or all); core, long (findings v3's scales); Q1, Q1-aug, Q2, Q3 (the seed's "
+                   "open questions, docs/open_questions.md)")
+    p.add_argument("--budget", default="standard", help="standard (the findings; ≈ 2 h on 2 cores), w4, w16, sgd, "
+                   "w4-long (findings v3's scales), q-w4, q-sgd-w4 (the open questions), or smoke (CI)")
     p.add_argument("--seeds", type=bounded(int, "[1, 1000]", "--seeds"),
                    help="seeds per cell, in [1, 1000] (default: the budget's: 5 per binary cell, 3 per ladder rung)")
     p.add_argument("--out", default="runs/experiments")
@@ -261,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write findings.md (+ figures) from an experiment's run directories")
     p.add_argument("dir")
-    p.add_argument("--out", help="folder for findings.md and figures/findings/ (default DIR; docs for the project's)")
+    p.add_argument("--out", help="folder for findings.md and figures/findings/ (default DIR; docs for the project's); "
+                   "the report replaces its own earlier ones there")
+    p.add_argument("--overwrite", action="store_true", help="replace a findings.md that siamdyn report did not write")
     p.set_defaults(func=cmd_report)
 
     add_theory_commands(sub)

@@ -54,6 +54,9 @@ def field_choices(f: dataclasses.Field) -> tuple[str, ...]:
 
 @dataclass
 class Config:
+    """One point of the design space and everything a run needs. Every field has a default, a help
+    text and a declared range (`siamdyn train --help-config`); build one with `from_preset`, change
+    fields with `replace`, check them with `validate`."""
     # --- data
     dataset: str = knob("fashion-mnist", "which loader reads data_dir", choices=DATASETS)
     data_dir: str = knob("", "data folder; '' = $SIAMDYN_DATA or the Debian package's folder", resumable=True)
@@ -80,8 +83,8 @@ class Config:
     # --- model
     backbone_width: int = knob(16, "ResNet-18 base width (stages w, 2w, 4w, 8w; feature 8w)", bounds="[1, 1024]")
     init: str = knob("kaiming", "weight init of conv/linear layers", choices=INITS)
-    projector: str = knob("simsiam", "projector shape: SimSiam's 3 layers ending in BN, or BYOL's MLP",
-                          registry="projector")
+    projector: str = knob("simsiam", "projector shape: SimSiam's 3 layers ending in BN (simsiam-no-out-bn: in a "
+                          "plain Linear), or BYOL's MLP", registry="projector")
     proj_hidden: int = knob(512, "projector hidden width", bounds="[1, 65536]")
     proj_dim: int = knob(512, "projector output dimension d (z, p)", bounds="[1, 65536]")
     pred_hidden: int = knob(128, "predictor hidden width", bounds="[1, 65536]")
@@ -91,17 +94,20 @@ class Config:
                           registry="predictor")
     predictor_lr_scale: float = knob(1.0, "predictor lr = lr x this", bounds="[0, 1e3]")
     predictor_fixed_lr: bool = knob(True, "predictor lr not decayed by the cosine (SimSiam)")
-    target: str = knob("online", "the target t: online z (SimSiam), an EMA copy (BYOL), f(x̄) (eq. 10)",
+    target: str = knob("online", "the target t: online z (SimSiam), an EMA copy (BYOL), f(x̄) (eq. 10), or the "
+                       "feature mean over K views (view_feature_mean, eq. 7)",
                        registry="target")
     tau: float = knob(0.99, "EMA base: target <- tau target + (1 - tau) online; 1 = a fixed random target",
                       bounds="[0, 1]", why="0: the target follows the online net; 1: it never moves")
     tau_schedule: str = knob("cosine", "BYOL's tau -> 1 by a cosine over training, or fixed",
                              choices=("fixed", "cosine"))
-    mean_views: int = knob(4, "K, the augmentations averaged in pixel space for eq. (10)", bounds="[1, 256]",
+    mean_views: int = knob(4, "K, the augmentations averaged for the target: in pixel space (view_mean, eq. 10) "
+                           "or in feature space (view_feature_mean)", bounds="[1, 256]",
                            why="K, the views averaged per image")
     grad_terms: str = knob("predictor_branch", "gradient terms reaching the encoder (docs/seed.md §3): "
                            "predictor_branch = stop-gradient", choices=GRAD_TERMS)
-    loss: str = knob("cosine", "pair loss D(p, t)", registry="loss")
+    loss: str = knob("cosine", "pair loss D(p, t): cosine (SimSiam), mse (BYOL's normalised), l2 (eq. 10's "
+                     "unnormalised squared distance), infonce", registry="loss")
     symmetrize: str = knob("mean", "combine the two pair losses: mean (SimSiam) or sum (BYOL)", choices=("mean", "sum"))
     temperature: float = knob(0.2, "InfoNCE temperature", bounds="[1e-3, 1e3]")
     # --- optimisation
@@ -139,6 +145,9 @@ class Config:
                           bounds="[0, 1e6]")
     tensorboard: bool = knob(False, "also write metrics.jsonl's numbers to OUT/tensorboard (pip install "
                              "'siamdyn[tensorboard]')", resumable=True)
+    wandb: str = knob("", "also log metrics.jsonl's numbers to this W&B project ('' = off; pip install "
+                      "'siamdyn[wandb]'; WANDB_MODE=offline logs without an account, into $WANDB_DIR or ./wandb)",
+                      resumable=True)
     knn_k: int = knob(200, "kNN neighbours", bounds="[1, 1e6]")
     knn_temperature: float = knob(0.1, "weighted kNN temperature", bounds="[0.02, 1e3]",
                                   why="kNN weights exp(1/T) overflow float32 below T = 0.012")
@@ -165,6 +174,7 @@ class Config:
     # ------------------------------------------------------------------ building
     @classmethod
     def from_preset(cls, preset: str = "simsiam", overrides: dict[str, Any] | None = None) -> "Config":
+        """The named point of the design space (`PRESETS`), then `overrides` ({field: value}), validated."""
         from siamdyn.presets import PRESETS
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}{_did_you_mean(preset, PRESETS)}; "
@@ -175,6 +185,8 @@ class Config:
         return cfg.validate()
 
     def replace(self, **changes: Any) -> "Config":
+        """A copy with `changes` coerced to each field's type; an unknown key is a ConfigError
+        (call `validate` on the result to check the values)."""
         names = {f.name for f in fields(self)}
         for key in changes:
             if key not in names:
@@ -183,10 +195,12 @@ class Config:
         return dataclasses.replace(self, **{k: coerce_value(self, k, v) for k, v in changes.items()})
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as a plain value ({name: value}), as config.yaml stores it."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """The defaults with `d`'s values ({name: value}, as `to_dict` gives), validated."""
         base = cls()
         return base.replace(**d).validate()
 
@@ -210,23 +224,27 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: str) -> "Config":
+        """The config of a YAML file (a run's config.yaml, or `preset:` plus fields), validated."""
         d = cls.read_yaml(path)
         preset = d.pop("preset", "simsiam")
         return cls.from_preset(preset, d)
 
     # ------------------------------------------------------------------ derived
     def resolved_data_dir(self) -> str:
+        """`data_dir`, else $SIAMDYN_DATA, else the dataset's default folder."""
         from siamdyn.data.datasets import DEFAULT_DATA_DIRS
         return self.data_dir or os.environ.get("SIAMDYN_DATA", DEFAULT_DATA_DIRS.get(self.dataset, ""))
 
     @property
     def memory_format(self):
+        """The images' torch memory format: channels_last when `channels_last` says so (auto: width >= 16)."""
         import torch
         on = self.channels_last == "on" or (self.channels_last == "auto" and self.backbone_width >= 16)
         return torch.channels_last if on else torch.contiguous_format
 
     @property
     def scaled_lr(self) -> float:
+        """`lr` × batch_size / 256, the linear scaling rule of the papers."""
         return self.lr * self.batch_size / 256
 
     @property
@@ -241,6 +259,7 @@ class Config:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "Config":
+        """Self, once every value lies in its declared range and the values fit together; else a ConfigError."""
         for f in fields(self):
             allowed, value = field_choices(f), getattr(self, f.name)
             if allowed and value not in allowed:
@@ -276,7 +295,7 @@ class Config:
         if self.target == "ema" and self.grad_terms != "predictor_branch":
             raise ConfigError("target=ema receives no gradient, so grad_terms must be predictor_branch; "
                               "use target=online to study term 2")
-        if self.loss == "infonce" and self.target == "view_mean":
+        if self.loss == "infonce" and self.target in ("view_mean", "view_feature_mean"):
             raise ConfigError("loss=infonce needs two views per image; use target=online or ema")
 
 

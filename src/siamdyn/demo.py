@@ -60,7 +60,8 @@ def run_demo(out: str, steps: int = 250, overwrite: bool = False, progress: bool
                      "z_erank": final_value(records, "z_erank"), "verdict": verdict(z_std, p_std, dim),
                      "knn_acc": summaries[name]["final_knn_acc"], "collapse_step": summaries[name]["collapse_step"],
                      "final_loss": final_value(records, "loss", last=1)})
-    plots = plot_runs([os.path.join(out, n) for n in cfgs], os.path.join(out, "plots"), proj_dim=dim)
+    plots = plot_runs([os.path.join(out, n) for n in cfgs], os.path.join(out, "plots"), proj_dim=dim,
+                      overwrite=overwrite)  # --overwrite replaced the runs: their plots go with them
     result = {"rows": rows, "baseline": base, "steps": steps, "wall_time_s": time.perf_counter() - t0,
               "settings": settings}
     atomic_write_text(os.path.join(out, "report.md"), render_report(result, plots, out))

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
+from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from siamdyn.errors import SiamdynError  # noqa: E402
+from siamdyn.outputs import atomic_write, output_dir, refuse_existing  # noqa: E402
 from siamdyn.runs import read_metrics  # noqa: E402
 
 
@@ -18,11 +22,13 @@ def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def save_figure(fig, path: str) -> str:
+def save_figure(fig: Figure, path: str) -> str:
+    """Lay out, write atomically as PNG (outputs.py: an OSError is one line) and close `fig`."""
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
+    finally:
+        plt.close(fig)  # an unwritable --out must not leak open figures
     return path
 
 
@@ -65,39 +71,50 @@ def _proj_dim(run_dirs: list[str]) -> int | None:
 
 
 def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None,
-              names: list[str] | None = None) -> list[str]:
-    """Every standard plot for a set of runs; quantities no run logged are skipped.
-    Legends use `names`, or the run folders' names."""
+              names: list[str] | None = None, overwrite: bool = False) -> list[str]:
+    """Every standard plot for a set of runs into `out_dir`; quantities no run logged are skipped.
+    Legends use `names`, or the run folders' names. A PNG already there is refused before any is
+    drawn, unless `overwrite` (outputs.py)."""
     names = names or [os.path.basename(os.path.normpath(d)) for d in run_dirs]
     runs = {name: read_metrics(d) for name, d in zip(names, run_dirs)}
-    proj_dim = proj_dim or _proj_dim(run_dirs)
+    plan = _plan(runs, proj_dim or _proj_dim(run_dirs))
+    paths = [os.path.join(out_dir, name) for name, _ in plan]
+    refuse_existing(paths, overwrite)
+    output_dir(out_dir, overwrite)
+    return [draw(path) for (_, draw), path in zip(plan, paths)]
+
+
+def _plan(runs: dict[str, list[dict]], proj_dim: int | None) -> list[tuple[str, Callable[[str], str]]]:
+    """(file name, draw into that path) for each plot the runs have data for: the names are known
+    before anything is drawn, so existing files are refused first."""
     logged = {k for records in runs.values() for r in records for k in r}
-    path = lambda name: os.path.join(out_dir, name)  # noqa: E731
-    paths = [plot_metric(runs, "loss", path("loss.png"), "loss", "training loss")]
+    plan: list[tuple[str, Callable[[str], str]]] = [
+        ("loss.png", partial(plot_metric, runs, "loss", ylabel="loss", title="training loss"))]
     hl = {}
     if proj_dim:
         hl = {"healthy 1/√d": 1 / math.sqrt(proj_dim), "collapse 0.25/√d": 0.25 / math.sqrt(proj_dim)}
     for key, what in (("z_std", "projector output z"), ("p_std", "predictor output p")):
-        paths.append(plot_metric(runs, key, path(f"collapse_{key}.png"),
-                                 f"mean std of {key[0]}/‖{key[0]}‖ per dim", f"collapse metric of the {what}", hl))
+        plan.append((f"collapse_{key}.png", partial(plot_metric, runs, key, ylabel=f"mean std of {key[0]}/‖{key[0]}‖ "
+                                                    "per dim", title=f"collapse metric of the {what}", hlines=hl)))
     for key, name, what in (("z_erank", "effective_rank_z.png", "projector output z"),
                             ("feature_erank", "effective_rank_features.png", "backbone features")):
         if key in logged:
-            paths.append(plot_metric(runs, key, path(name), "RankMe", f"effective rank of the {what}", logy=True))
+            plan.append((name, partial(plot_metric, runs, key, ylabel="RankMe",
+                                       title=f"effective rank of the {what}", logy=True)))
     if "alignment" in logged:
-        paths.append(plot_panels(runs, [("alignment", "alignment E‖ẑ1−ẑ2‖² (lower = views agree)"),
-                                        ("uniformity", "uniformity log E exp(−2‖ẑi−ẑj‖²) (0 = collapsed)")],
-                                 path("alignment_uniformity.png")))
-        paths.append(plot_panels(runs, [("cos_views", "mean cos between the two views"),
-                                        ("cos_images", "mean cos between different images")], path("cosines.png")))
+        plan.append(("alignment_uniformity.png", partial(plot_panels, runs, [
+            ("alignment", "alignment E‖ẑ1−ẑ2‖² (lower = views agree)"),
+            ("uniformity", "uniformity log E exp(−2‖ẑi−ẑj‖²) (0 = collapsed)")])))
+        plan.append(("cosines.png", partial(plot_panels, runs, [("cos_views", "mean cos between the two views"),
+                                                                ("cos_images", "mean cos between different images")])))
     if "g1_norm" in logged:
-        paths.append(plot_gradient_split(runs, path("gradient_split.png")))
-        paths.append(plot_module_speeds(runs, path("module_speeds.png")))
+        plan += [("gradient_split.png", partial(plot_gradient_split, runs)),
+                 ("module_speeds.png", partial(plot_module_speeds, runs))]
     if "pred_eigs" in logged:
-        paths.append(plot_predictor_spectrum(runs, path("predictor_spectrum.png")))
+        plan.append(("predictor_spectrum.png", partial(plot_predictor_spectrum, runs)))
     if "knn_acc" in logged:
-        paths.append(plot_metric(runs, "knn_acc", path("knn.png"), "kNN accuracy (%)", "weighted kNN"))
-    return paths
+        plan.append(("knn.png", partial(plot_metric, runs, "knn_acc", ylabel="kNN accuracy (%)", title="weighted kNN")))
+    return plan
 
 
 def plot_panels(runs: dict[str, list[dict]], panels: list[tuple[str, str]], path: str) -> str:

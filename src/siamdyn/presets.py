@@ -24,6 +24,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "siamese": dict(predictor="none", grad_terms="both"),
     # Eq. (10): target f(x̄), x̄ = pixel mean of K augmentations; no predictor, no stop-gradient.
     "xbar": dict(predictor="none", target="view_mean", grad_terms="both"),
+    # Eq. (10) as written: the same, with the unnormalised squared distance instead of the cosine.
+    "eq10": dict(predictor="none", target="view_mean", grad_terms="both", loss="l2"),
     # SimCLR, the contrastive reference: InfoNCE with cross-view negatives.
     "simclr": dict(predictor="none", grad_terms="both", loss="infonce", symmetrize="mean",
                    projector="byol", proj_dim=128),

@@ -1,6 +1,7 @@
 """`siamdyn probe RUN`: kNN and a linear probe on the frozen backbone of a finished run."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -12,7 +13,7 @@ from siamdyn.checkpoint import Checkpoint, load_weights
 from siamdyn.data import BatchAugment, ImageData
 from siamdyn.eval import encoder_features, euclidean_knn, linear_probe, weighted_knn
 from siamdyn.methods import SiameseMethod
-from siamdyn.runs import atomic_write_text, load_run_config
+from siamdyn.runs import RunLock, atomic_write_text, load_run_config
 from siamdyn.runtime import eval_input, load_data, make_augment, setup_torch
 
 
@@ -35,7 +36,17 @@ def evaluates_in_bf16(cfg, device: torch.device) -> bool:
     return cfg.precision == "bf16" and machine_precision(device).precision == "bf16"
 
 
-def evaluate_run(run_dir: str, epochs: int = 30) -> dict[str, Any]:
+def evaluate_run(run_dir: str, epochs: int = 30, lock_held: bool = False) -> dict[str, Any]:
+    """kNN and a linear probe of the run's backbone, into RUN/eval.json. The run's lock is held
+    throughout: a run that a trainer is writing is refused (its checkpoint is about to change,
+    and eval.json would describe a step the run has left), and no trainer starts meanwhile.
+    `lock_held`: the caller holds it already (the experiment runner probes the run it trained)."""
+    load_run_config(run_dir)  # a folder that is not a run is refused before the lock is taken in it
+    with contextlib.nullcontext() if lock_held else RunLock(run_dir, then="and probe it again"):
+        return _evaluate(run_dir, epochs)
+
+
+def _evaluate(run_dir: str, epochs: int) -> dict[str, Any]:
     cfg, model, augment, train, test, device, step = load_trained(run_dir)
     t0 = time.perf_counter()
     bank, queries = encoder_features(model.backbone, train.images, test.images, eval_input(cfg, augment), device,

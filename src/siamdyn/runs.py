@@ -1,75 +1,31 @@
 """A run is a directory (docs/design.md §4): config.yaml, metrics.jsonl, ckpt/last.pt
-(checkpoint.py), summary.json. Writes that must survive a crash go through temp file +
-fsync + rename."""
+(checkpoint.py), summary.json. Writes that must survive a crash go through outputs.py's
+atomic writer (temp file + fsync + rename)."""
 from __future__ import annotations
 
 import json
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
 from typing import Any, Iterator
 
 import torch
 import yaml
 
 from siamdyn import __version__
-from siamdyn.checkpoint import CKPT_FILE, CONFIG_FILE
-from siamdyn.config import Config, resumable_fields
+from siamdyn.checkpoint import CKPT_FILE, CONFIG_FILE, config_digest
+from siamdyn.config import Config, coerce_value, resumable_fields
 from siamdyn.errors import ConfigError, SiamdynError
 from siamdyn.hardware import cpu_model, kernel_env
+from siamdyn.outputs import atomic_write, atomic_write_text, os_error_line  # noqa: F401 — runs' writers are the one writer
 from siamdyn.toplevel import TRACEBACK_FILE
 
 METRICS_FILE = "metrics.jsonl"
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str, write: callable, mode: str = "wb") -> None:
-    """Call `write(file)` on a temp file beside `path`, fsync, then rename over `path`.
-    A crash or a full disk leaves the previous file intact."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files get the user's usual mode
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise SiamdynError(f"could not write {path} ({e.strerror}); the previous version is kept — "
-                               "free disk space and resume") from None
-        raise
-    _fsync_dir(folder)
-
-
 def atomic_save(obj: Any, path: str) -> None:
+    """`torch.save(obj)` into `path` through the one writer (outputs.py): atomic, OSError as one line."""
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 class MetricsLog:
@@ -78,7 +34,10 @@ class MetricsLog:
 
     def __init__(self, path: str):
         self.path = path
-        self._f = open(path, "a", encoding="utf-8")
+        try:
+            self._f = open(path, "a", encoding="utf-8")
+        except OSError as e:  # a start that cannot open its log is undone (run_start.py), in one line
+            raise SiamdynError(os_error_line(path, e)) from None
 
     def write(self, record: dict[str, Any]) -> None:
         self._f.write(json.dumps(record, default=float) + "\n")
@@ -124,15 +83,42 @@ def _parse_lines(path: str) -> Iterator[dict[str, Any]]:
                 yield record
 
 
+# What a run directory may hold besides a run's files, and the files a run writes: a folder with
+# anything else in it (/, $HOME, a source tree) is no place for a run (its files would mix with others').
+RUN_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, "summary.json", "eval.json", "backbone.pt", "backbone.json", "ckpt",
+                         "tensorboard", TRACEBACK_FILE, ".lock"})
+# A run's own files, which only `siamdyn train` writes: no other command's output may replace them.
+RUN_OWN = frozenset({CONFIG_FILE, METRICS_FILE, "summary.json", "ckpt", "tensorboard", ".lock"})
+
+
+def is_run_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, CONFIG_FILE)) or os.path.isfile(os.path.join(path, METRICS_FILE))
+
+
+def foreign_entries(out: str) -> list[str]:
+    """The entries of folder `out` that no run writes (temp files of an atomic write and per-rank
+    tracebacks count as a run's); [] for a folder that is missing, empty or unreadable."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return []
+    return sorted(n for n in names if n not in RUN_ENTRIES and not n.startswith((".tmp-", "traceback-rank")))
+
+
 def check_run_dir(out: str, overwrite: bool, resume: bool, lock_free: bool = True) -> None:
-    """Refuse to clobber an existing run unless told; `resume` needs a checkpoint; a run directory
-    another process is writing is refused first. No side effects, so a run that fails later (bad
-    data, bad config) leaves `out` as it was. `lock_free=False`: the caller holds the lock."""
+    """Refuse to clobber an existing run unless told, and to write a run into a folder that holds
+    other files; `resume` needs a checkpoint; a run directory another process is writing is refused
+    first. No side effects, so a run that fails later (bad data, bad config) leaves `out` as it was.
+    `lock_free=False`: the caller holds the lock."""
     if lock_free:
         check_not_in_use(out)
-    has_run = os.path.exists(os.path.join(out, CONFIG_FILE)) or os.path.exists(os.path.join(out, METRICS_FILE))
+    has_run = is_run_dir(out)
     if resume:
         if not os.path.exists(os.path.join(out, CKPT_FILE)):
+            if has_run:  # killed before its first checkpoint: nothing to resume, and `train` alone is refused
+                raise SiamdynError(f"cannot resume: {out} never reached its first checkpoint "
+                                   f"({os.path.join(out, CKPT_FILE)} does not exist); start it again with "
+                                   "--overwrite instead of --resume")
             raise SiamdynError(f"cannot resume: {os.path.join(out, CKPT_FILE)} does not exist; "
                                "start the run without --resume")
         return
@@ -141,22 +127,25 @@ def check_run_dir(out: str, overwrite: bool, resume: bool, lock_free: bool = Tru
                            "pass --overwrite to replace it or --resume to continue it")
     if os.path.exists(out) and not os.path.isdir(out):
         raise SiamdynError(f"--out {out} is a file, not a folder; choose another --out")
+    others = [] if has_run else foreign_entries(out)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise SiamdynError(f"--out {out} is a folder of other files ({shown}), not a run; a run goes into a new or "
+                           f"empty folder — choose another --out (e.g. {os.path.join(out, 'run')})")
 
 
-def prepare_run_dir(out: str, overwrite: bool, resume: bool) -> None:
-    """Create `out` (clearing an old run when `overwrite`), once everything else has been checked
-    and the caller holds the run's lock."""
-    check_run_dir(out, overwrite, resume, lock_free=False)
-    if overwrite and not resume:
-        for name in (CONFIG_FILE, METRICS_FILE, CKPT_FILE, "summary.json", TRACEBACK_FILE):
-            path = os.path.join(out, name)
-            if os.path.exists(path):
-                os.unlink(path)
-        shutil.rmtree(os.path.join(out, "tensorboard"), ignore_errors=True)  # the old run's events
-    try:
-        os.makedirs(os.path.join(out, "ckpt"), exist_ok=True)
-    except OSError as e:
-        raise SiamdynError(f"cannot create run directory {out} ({e.strerror}); choose another --out") from None
+def refuse_inside_run(path: str, example: str = "") -> None:
+    """Refuse an output `path` that is, or lies in, a run directory's own files (config.yaml,
+    metrics.jsonl, summary.json, ckpt/, tensorboard/): writing there would break the run
+    (`export RUN --out RUN/ckpt/last.pt` would leave it unable to resume or be probed)."""
+    full = os.path.realpath(path)  # a link into a run's ckpt/ is the same place
+    child, parent = full, os.path.dirname(full)
+    while child != parent:
+        if os.path.basename(child) in RUN_OWN and is_run_dir(parent):
+            fix = f" (e.g. {example})" if example else ""
+            raise SiamdynError(f"{path} would replace {os.path.basename(child)} of run {parent}, which only "
+                               f"'siamdyn train' writes; choose a path outside the run's own files{fix}")
+        child, parent = parent, os.path.dirname(parent)
 
 
 def truncate_metrics(run_dir: str, last_step: int) -> None:
@@ -198,17 +187,52 @@ def load_run_config(run_dir: str) -> Config:
     return Config.from_yaml(path)
 
 
-def check_resume_compatible(saved: Config, new: Config) -> dict[str, list]:
+def check_resume_compatible(saved: Config, new: Config, trained: dict[str, Any] | None = None,
+                            digest: str | None = None, run_dir: str = "") -> dict[str, list]:
     """Refuse a resume whose config changes a field that is not marked resumable in `Config`;
-    return the resumable fields it changes ({name: [was, now]}) so the run can say so."""
+    return the resumable fields it changes ({name: [was, now]}) so the run can say so. `trained`
+    (with its `digest`): the config the checkpoint was trained with; when config.yaml (`saved`)
+    no longer matches it, a non-resumable difference is refused and a resumable one is a change."""
     resumable = resumable_fields()
     old = saved.to_dict()
+    if trained and digest != config_digest(old):  # digest None (an older checkpoint): compare each value
+        trained = _as_read_now(saved, trained)
+        edited = [k for k, v in old.items() if k in trained and k not in resumable and trained[k] != v]
+        if edited:
+            k = edited[0]
+            raise ConfigError(f"{os.path.join(run_dir, CONFIG_FILE)} no longer matches the config of its checkpoint "
+                              f"({k}: {trained[k]!r} in the checkpoint, {old[k]!r} in config.yaml): one of them was "
+                              "edited or replaced since; put it back (change resumable values with --set) or start a "
+                              "new run")
+        old = {k: trained.get(k, v) for k, v in old.items()}
     diff = [k for k, v in new.to_dict().items() if k not in resumable and old.get(k) != v]
     if diff:
         k = diff[0]
-        raise ConfigError(f"--resume with an incompatible config: {k} was {getattr(saved, k)!r}, "
+        raise ConfigError(f"--resume with an incompatible config: {k} was {old.get(k)!r}, "
                           f"now {getattr(new, k)!r}; drop the change or start a new run with another --out")
     return {k: [old.get(k), v] for k, v in new.to_dict().items() if old.get(k) != v}
+
+
+def _as_read_now(cfg: Config, values: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config values as this siamdyn reads config.yaml's (siamdyn 0.1 stored
+    compile as a bool, now 'on'/'off'), so an old run's own values do not count as changes."""
+    read = {}
+    for k, v in values.items():
+        try:
+            read[k] = coerce_value(cfg, k, v)
+        except (SiamdynError, AttributeError, TypeError, ValueError):  # a field this siamdyn no longer has
+            read[k] = v
+    return read
+
+
+def update_config(out: str, cfg: Config) -> None:
+    """config.yaml's values become `cfg`'s (a resume changed resumable ones), its versions kept,
+    so that it matches the checkpoints written from now on and a later `--resume` continues them."""
+    path = os.path.join(out, CONFIG_FILE)
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    doc = doc if isinstance(doc, dict) and "config" in doc else {}
+    atomic_write_text(path, yaml.safe_dump({**doc, "config": cfg.to_dict()}, sort_keys=False))
 
 
 LOCK_FILE = ".lock"
@@ -217,10 +241,11 @@ LOCK_FILE = ".lock"
 class RunLock:
     """One writer per run directory: an exclusive `fcntl.flock` on OUT/.lock, held for the
     run's life (the kernel drops it when the process dies, so a killed run never leaves a
-    stale lock). A second writer gets one line naming the holder's PID."""
+    stale lock). A second writer gets one line naming the holder's PID and `then` (what to do
+    once the holder is done)."""
 
-    def __init__(self, out: str):
-        self.path = os.path.join(out, LOCK_FILE)
+    def __init__(self, out: str, then: str = "or choose another --out"):
+        self.path, self.then = os.path.join(out, LOCK_FILE), then
         self._f = None
 
     def __enter__(self) -> "RunLock":
@@ -231,7 +256,7 @@ class RunLock:
             raise SiamdynError(f"cannot write to run directory {os.path.dirname(self.path)} ({e.strerror}); "
                                "fix its permissions, or copy the run to a folder you can write and use that "
                                "as --out") from None
-        _lock_or_refuse(f, self.path)
+        _lock_or_refuse(f, self.path, then=self.then)
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -249,7 +274,7 @@ class RunInUse(SiamdynError):
     """Another process holds the run directory's lock."""
 
 
-def _lock_or_refuse(f: Any, path: str, shared: bool = False) -> None:
+def _lock_or_refuse(f: Any, path: str, shared: bool = False, then: str = "or choose another --out") -> None:
     import fcntl
     try:
         fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -258,7 +283,7 @@ def _lock_or_refuse(f: Any, path: str, shared: bool = False) -> None:
         holder = f.read().strip() or "another process"
         f.close()
         raise RunInUse(f"run directory {os.path.dirname(path)} is in use by process {holder}; wait for it to "
-                       "finish (or stop it) or choose another --out") from None
+                       f"finish (or stop it) {then}") from None
 
 
 def check_not_in_use(out: str) -> None:

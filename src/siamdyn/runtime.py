@@ -51,6 +51,10 @@ def load_data(cfg: Config) -> tuple[ImageData, ImageData]:
     root = cfg.resolved_data_dir()
     train = load_split(cfg.dataset, root, "train", cfg.image_size, synthetic_n=cfg.limit).balanced_subset(cfg.limit)
     test = load_split(cfg.dataset, root, "test", cfg.image_size).balanced_subset(cfg.test_limit)
+    for name, split in (("train", train), ("test", test)):
+        if not len(split):  # an empty test split would report kNN 0.00 %, an empty train split train on nothing
+            raise DataError(f"the {name} split of {cfg.dataset}{f' in {root}' if root else ''} holds no images; "
+                            "point --data-dir at a copy whose files hold images")
     if train.shape != test.shape:
         raise DataError(f"train images are {train.shape} but test images are {test.shape}; both splits need one shape")
     if min(train.shape[1:]) < 8:

@@ -1,19 +1,19 @@
 """The training loop, top to bottom: data → views → method → loss → step → metrics.
 
-One call, `train(cfg, out)`, makes a run directory (runs.py) and returns its summary. The
-setup lives in runtime.py, the optimiser and schedules in optim.py, the instruments in
-probes/ (one `ProbeSession`), the checkpoint format in checkpoint.py, kNN in eval.py.
+One call, `train(cfg, out)`, makes a run directory (runs.py) and returns its summary. What runs
+before the first step, and the transaction that keeps a failed start from leaving a run directory
+behind, live in train_start.py and run_start.py; the session's setup in runtime.py, the optimiser
+and schedules in optim.py, the instruments in probes/ (one `ProbeSession`), the checkpoint format
+in checkpoint.py, kNN in eval.py.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -23,38 +23,16 @@ from siamdyn.checkpoint import CKPT_FILE, Checkpoint
 from siamdyn.config import Config
 from siamdyn.distributed import (Dist, any_rank, gather_objects, init_distributed, mean_over_ranks,
                                  shutdown_distributed, weights_digest)
-from siamdyn.errors import ConfigError, SiamdynError, TrainingDiverged, warn
+from siamdyn.errors import SiamdynError, TrainingDiverged, warn
 from siamdyn.eval import knn_accuracy, time_to_accuracy
 from siamdyn.optim import ema_tau, lr_factor, set_lr
-from siamdyn.probes.heldout import HeldoutProbe
 from siamdyn.probes.session import ProbeSession, StepReading
-from siamdyn.runs import (CONFIG_FILE, MetricsLog, NullLog, RunLock, atomic_write_text, check_not_in_use,
-                          check_resume_compatible, check_run_dir, load_run_config, prepare_run_dir, truncate_metrics,
-                          write_config)
-from siamdyn.hardware import PrecisionChoice, machine_precision, resolve_precision
-from siamdyn.runtime import Session, build_session, epoch_order, eval_input, make_views, pick_device, rank_batch
+from siamdyn.run_start import RunStart
+from siamdyn.runs import RunLock, atomic_write_text
+from siamdyn.runtime import Session, epoch_order, eval_input, make_views, rank_batch
 from siamdyn.signals import StopSignals
-from siamdyn.tensorboard_log import TensorBoardLog, check_tensorboard_installed
+from siamdyn.train_start import Progress, RunLog, Start, begin, check_start, finished_summary
 from siamdyn.toplevel import mark_run_dir
-
-RunLog = MetricsLog | NullLog | TensorBoardLog  # where metric lines go (rank 0 writes, others drop them)
-
-
-@dataclass
-class Progress:
-    """Where the run stands; what a checkpoint carries besides weights and RNG streams."""
-    step: int = 0
-    knn: list[dict] = field(default_factory=list)
-    elapsed_before: float = 0.0  # wall time of the run's earlier sessions
-    t_start: float = field(default_factory=time.perf_counter)
-    stopped_on_collapse: bool = False
-    fired: bool = False  # the collapse detector fired (rank 0); stop_on_collapse ends the run
-    initial_norm: float | None = None  # the weights' norm when this session started
-    warned_growth: bool = False
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.t_start
-
 
 def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, progress: bool = True,
           initial_state: dict | None = None, desc: str | None = None, lock_held: bool = False) -> dict[str, Any]:
@@ -70,76 +48,33 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
 
 def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool, initial_state: dict | None,
            desc: str, ctx: Dist, lock_held: bool) -> dict[str, Any]:
-    # -- set up; bad config or data fails here, before `out` is touched
-    saved = load_run_config(out) if resume and os.path.exists(os.path.join(out, CONFIG_FILE)) else None
-    cfg, precision = resolve_auto(cfg, ctx, saved)
-    changes = check_resume_compatible(saved, cfg) if saved else {}
-    if cfg.tensorboard:
-        check_tensorboard_installed()
-    if ctx.is_main and not lock_held:
-        check_not_in_use(out)
-    check_run_dir(out, overwrite, resume, lock_free=False)
-    s = build_session(cfg, ctx, initial_state)
-    finished = finished_summary(out, s) if resume else None
+    # -- the start: bad config, data, checkpoint or schedule fails here, before `out` is touched
+    st = check_start(cfg, out, overwrite, resume, ctx, initial_state, lock_held)
+    finished = finished_summary(out, st) if resume else None
     if finished is not None:
         return finished
+    start = RunStart(out, replace=overwrite and not resume, enabled=ctx.is_main)  # before the lock makes `out`
     with RunLock(out) if ctx.is_main and not lock_held else contextlib.nullcontext():
-        if ctx.is_main:
-            prepare_run_dir(out, overwrite, resume)
+        with start:  # a start that fails leaves `out` as it was (a bug's traceback then goes to a temp file)
+            run, log = begin(st, out)
         try:
-            return _train_locked(cfg, out, resume, progress, desc, ctx, s, changes, precision)
+            return _train_locked(st, out, progress, desc, run, log)
         except Exception as e:  # if it is a bug, its traceback belongs next to the run it broke (toplevel.py)
             mark_run_dir(e, out)
             raise
 
 
-def resolve_auto(cfg: Config, ctx: Dist, saved: Config | None) -> tuple[Config, PrecisionChoice]:
-    """precision=auto → fp32 or bf16 for this machine (hardware.py), decided by rank 0 for all
-    ranks (the run says which once it starts)."""
-    # Rank 0 alone measures (the other ranks would compete with it for the cores), then tells them.
-    choose = machine_precision if ctx.is_main else (lambda device: PrecisionChoice("fp32", "rank 0 decides"))
-    _, choice = resolve_precision(cfg, pick_device(cfg.device, ctx), saved, choose)
-    choice = gather_objects(ctx, choice)[0]
-    return dataclasses.replace(cfg, precision=choice.precision), choice
-
-
-def finished_summary(out: str, s: Session) -> dict[str, Any] | None:
-    """The summary of a run that has already reached its last step (a resume then changes nothing)."""
-    path = os.path.join(out, "summary.json")
-    if not os.path.exists(path) or Checkpoint.load_run(out).step < s.total_steps:
-        return None
-    with open(path) as f:
-        summary = json.load(f)
-    if s.ctx.is_main:
-        print(f"siamdyn: {out} already finished at step {summary['steps']}; nothing to resume (raise epochs or "
-              "max_steps with --set to train on)", file=sys.stderr)
-    return summary
-
-
-def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str, ctx: Dist,
-                  s: Session, changes: dict[str, list], precision: PrecisionChoice) -> dict[str, Any]:
-    heldout = HeldoutProbe(s.model, s.test_set.images[:cfg.heldout_images].to(s.device), eval_input(cfg, s.augment),
-                           cfg.heldout_every)
-    probes = ProbeSession(s.model, cfg, ctx, heldout)
-    run = Progress()
-    # -- continue from the checkpoint, or record the config of a new run
-    if resume:
-        restore(out, s, probes, run)
-    elif ctx.is_main:
-        write_config(out, cfg, resolved={"precision": precision.reason, "compile": s.compile_reason,
-                                         "rank_every": probes.rank_every})
+def _train_locked(st: Start, out: str, progress: bool, desc: str, run: Progress, log: RunLog) -> dict[str, Any]:
+    s, probes, ctx = st.session, st.probes, st.session.ctx
     if ctx.is_main:
-        print(f"siamdyn: precision {cfg.precision} ({precision.reason}); torch.compile "
+        print(f"siamdyn: precision {st.cfg.precision} ({st.precision.reason}); torch.compile "
               f"{'on' if s.compiled else 'off'} ({s.compile_reason})", file=sys.stderr)
-    # -- the steps; a stop request (SIGINT, SIGTERM) ends them at a step boundary
-    log = MetricsLog(os.path.join(out, "metrics.jsonl")) if ctx.is_main else NullLog()
-    if cfg.tensorboard and ctx.is_main:
-        log = TensorBoardLog(log, out, resume_step=run.step if resume else None)
-    if changes:  # resumable changes (run length, logging, device …): said once, and kept in the log
-        log.write({"step": run.step, "resume_changes": changes})
+    if st.changes:  # resumable changes (run length, logging, device …): said once, and kept in the log
+        log.write({"step": run.step, "resume_changes": st.changes})
         if ctx.is_main:
             print(f"siamdyn: resuming at step {run.step} with " + ", ".join(f"{k} {a!r} → {b!r}"
-                  for k, (a, b) in changes.items()), file=sys.stderr)
+                  for k, (a, b) in st.changes.items()), file=sys.stderr)
+    # -- the steps; a stop request (SIGINT, SIGTERM) ends them at a step boundary
     bar = tqdm(total=s.total_steps, initial=run.step, disable=not (progress and ctx.is_main), desc=desc,
                unit="step", dynamic_ncols=True, leave=True)
     try:
@@ -152,19 +87,6 @@ def _train_locked(cfg: Config, out: str, resume: bool, progress: bool, desc: str
         raise SiamdynError(f"stopped at step {run.step}; checkpoint saved — continue with "
                            f"`siamdyn train --out {out} --resume` (same preset and --set values)")
     return write_summary(out, s, probes, run)
-
-
-def restore(out: str, s: Session, probes: ProbeSession, run: Progress) -> None:
-    """Weights, optimiser, RNG streams, instruments and progress as the checkpoint left them."""
-    ckpt = Checkpoint.load_run(out)  # on the CPU: load_state_dict copies to the model's device
-    if ckpt.world_size != s.ctx.world:
-        raise ConfigError(f"the run was made with {ckpt.world_size} processes and is resumed with "
-                          f"{s.ctx.world}; resume with the same number (the augmentation streams are per process)")
-    ckpt.restore(s.model, s.optimizer, s.aug_gen, s.ctx.rank)
-    probes.load_state_dict(ckpt.probes)
-    run.step, run.knn, run.elapsed_before = ckpt.step, ckpt.knn, ckpt.elapsed_s
-    if s.ctx.is_main:
-        truncate_metrics(out, run.step)  # lines a killed run wrote after its last checkpoint
 
 
 def weight_norm(model: torch.nn.Module) -> float:
@@ -318,15 +240,16 @@ def take_readings(s: Session, probes: ProbeSession, run: Progress, log: RunLog, 
 def raise_nonfinite(s: Session, reading: StepReading, grad_step: int, out: str) -> None:
     """Stop on a non-finite loss or gradient, naming the module where it went bad first when
     that step's gradients are still there (always on a CPU)."""
-    where = os.path.join(out, CKPT_FILE)
+    ckpt = os.path.join(out, CKPT_FILE)
+    # a run that diverges before its first checkpoint has none to point at: it starts again with --overwrite
+    kept = f"the last good checkpoint is in {ckpt}" if os.path.exists(ckpt) else \
+        "no checkpoint was written before it (start again with --overwrite)"
     if not math.isfinite(reading.loss):
-        raise TrainingDiverged(f"loss became {reading.loss} at step {reading.step}; the last good checkpoint is in "
-                               f"{where} — lower lr and start again")
+        raise TrainingDiverged(f"loss became {reading.loss} at step {reading.step}; {kept} — lower lr and start again")
     bad = s.model.nonfinite_gradient() if reading.step == grad_step else None
     place = f"first in {bad}" if bad else "seen after its gradients were gone (the GPU runs ahead of the host)"
     raise TrainingDiverged(f"the gradient became non-finite at step {reading.step}, {place} "
-                           f"(loss {reading.loss:.4g}); the last good checkpoint is in {where} — "
-                           "lower lr (or predictor_lr_scale) and start again")
+                           f"(loss {reading.loss:.4g}); {kept} — lower lr (or predictor_lr_scale) and start again")
 
 
 class CompileTimer:

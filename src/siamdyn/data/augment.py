@@ -37,14 +37,17 @@ class AugmentParams:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "AugmentParams":
+        """The knobs of a `Config` (or any object with fields of these names)."""
         return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
     @property
     def crop_scale(self) -> tuple[float, float]:
+        """(min, max) fraction of the image's area a crop covers."""
         return (self.crop_scale_min, self.crop_scale_max)
 
     @property
     def crop_ratio(self) -> tuple[float, float]:
+        """(min, max) aspect ratio (width / height) of a crop."""
         return (self.crop_ratio_min, self.crop_ratio_max)
 
 

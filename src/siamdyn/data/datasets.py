@@ -6,7 +6,6 @@ Malformed files raise `DataError` with the file and the fix.
 """
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import pickle
@@ -14,11 +13,15 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from siamdyn.errors import DataError, warn
+
+if TYPE_CHECKING:  # PIL is imported where images are read: the other datasets do not need it
+    from PIL import Image
 
 # Where a dataset is read from when neither data_dir nor $SIAMDYN_DATA says: the Debian package's folder.
 DEFAULT_DATA_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
@@ -78,18 +81,49 @@ class ImageData:
 
 
 # --------------------------------------------------------------------------- IDX (MNIST family)
-def _read_gz(path: str) -> bytes:
+# A file of this loader declares its size in its IDX header; more than this is not one of them (Fashion-MNIST's
+# largest is 47 MB), so it is refused before anything is inflated.
+IDX_MAX_BYTES = 2 ** 30
+_DEFLATE_MAX_RATIO = 1100  # deflate expands at most ~1032x: a header claiming more than that is not this file's
+
+
+def _read_gz(path: str, expect_dims: int) -> bytes:
+    """The IDX bytes of gzip file `path`, inflated no further than its IDX header says they reach
+    (+1 byte, to see a file that holds more): a gzip bomb is refused after as many bytes as the
+    data it claims to be, not after all it would inflate to. One gzip member, whole, CRC checked."""
     if not os.path.exists(path):
         raise DataError(f"missing data file {path}; {FMNIST_FIX}")
+    with open(path, "rb") as f:
+        packed = f.read()
+    z = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing; stops at the end of the first member
     try:
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        raise DataError(f"corrupt or truncated gzip file {path} ({type(e).__name__}); {FMNIST_FIX}") from None
+        raw = z.decompress(packed, 4 + 4 * expect_dims)  # the header alone
+        dims = idx_header(raw, path, expect_dims)
+        need = 4 + 4 * expect_dims + math.prod(dims)
+        if need > min(IDX_MAX_BYTES, _DEFLATE_MAX_RATIO * len(packed) + 4096):
+            raise DataError(f"{path}'s IDX header declares {dims} ({need:,} bytes), more than its {len(packed):,} "
+                            f"gzip bytes can hold or than the {IDX_MAX_BYTES:,} this loader reads; {FMNIST_FIX}")
+        while len(raw) <= need and not z.eof:
+            chunk = z.decompress(z.unconsumed_tail, need + 1 - len(raw))
+            if not chunk and not z.eof:
+                break  # the input ran out first: truncated (said below)
+            raw += chunk
+    except zlib.error as e:
+        raise DataError(f"corrupt or truncated gzip file {path} (zlib: {e}); {FMNIST_FIX}") from None
+    if len(raw) > need:
+        raise DataError(f"{path} inflates past the {need:,} bytes its IDX header {dims} declares (a file of another "
+                        f"dataset, or a decompression bomb); {FMNIST_FIX}")
+    if not z.eof:
+        raise DataError(f"corrupt or truncated gzip file {path} (it ends before its gzip trailer); {FMNIST_FIX}")
+    if z.unused_data:
+        what = "a second gzip member" if z.unused_data[:2] == b"\x1f\x8b" else "bytes that are not gzip data"
+        raise DataError(f"{path} holds its whole IDX data and then {len(z.unused_data):,} more bytes ({what}); the "
+                        f"file was appended to — {FMNIST_FIX}")
+    return raw
 
 
-def parse_idx(raw: bytes, path: str, expect_dims: int) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes (magic 0x0000_08_0D, D = number of dims)."""
+def idx_header(raw: bytes, path: str, expect_dims: int) -> tuple[int, ...]:
+    """The dimensions in the header of IDX bytes `raw` (magic 0x0000_08_0D: uint8, D dims)."""
     if len(raw) < 4 + 4 * expect_dims:
         raise DataError(f"{path} is too short for an IDX header ({len(raw)} bytes); {FMNIST_FIX}")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
@@ -97,18 +131,24 @@ def parse_idx(raw: bytes, path: str, expect_dims: int) -> np.ndarray:
         magic = raw[:4].hex()
         raise DataError(f"{path} has IDX magic 0x{magic}, expected 0x000008{expect_dims:02x} "
                         f"(uint8, {expect_dims}-d); {FMNIST_FIX}")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    body = raw[4 + 4 * ndim:]
+    return struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+
+
+def parse_idx(raw: bytes, path: str, expect_dims: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (magic 0x0000_08_0D, D = number of dims)."""
+    dims = idx_header(raw, path, expect_dims)
+    body = raw[4 + 4 * len(dims):]
     need = math.prod(dims)  # Python ints: no int64 overflow on a hostile header
     if len(body) != need:
-        raise DataError(f"{path} holds {len(body)} data bytes but its header {dims} needs {need} (truncated?); "
+        why = "truncated?" if len(body) < need else "more than it declares"
+        raise DataError(f"{path} holds {len(body)} data bytes but its header {dims} needs {need} ({why}); "
                         f"{FMNIST_FIX}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def load_idx_pair(images_path: str, labels_path: str) -> ImageData:
-    images = parse_idx(_read_gz(images_path), images_path, 3)
-    labels = parse_idx(_read_gz(labels_path), labels_path, 1)
+    images = parse_idx(_read_gz(images_path, 3), images_path, 3)
+    labels = parse_idx(_read_gz(labels_path, 1), labels_path, 1)
     if len(images) != len(labels):
         raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; "
                         f"{FMNIST_FIX}")
@@ -244,12 +284,35 @@ def _read_image(path: str, base: str, image_size: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                im = im.convert("RGB")
+                im = _rgb(im, path)
                 if image_size:
                     im = im.resize((image_size, image_size), Image.BILINEAR)
                 return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"unreadable image {path} ({type(e).__name__}); delete or replace it") from None
+
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _rgb(im: "Image.Image", path: str) -> "Image.Image":
+    """`im` as 8-bit RGB by what its pixels are. PIL's `convert("RGB")` alone clips 16-bit grey
+    at 255 (a 16-bit scan turns white) and drops alpha, showing whatever colour transparent
+    pixels hide: so 16-bit grey is scaled by 255/65535, transparent pixels are composited onto
+    black, and palette and CMYK go through their own colour tables. 32-bit integer and float
+    pixels have no range siamdyn can know: refused."""
+    from PIL import Image
+    if im.mode in _SIXTEEN_BIT:
+        wide = np.asarray(im).astype(np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("I", "F", "I;16S"):
+        raise DataError(f"image {path} has 32-bit or signed pixels (mode {im.mode}), whose range cannot be known; "
+                        "save it with 8 or 16 bits per channel")
+    if im.mode in _ALPHA or "transparency" in im.info:
+        black = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
 
 
 # --------------------------------------------------------------------------- synthetic

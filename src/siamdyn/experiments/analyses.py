@@ -3,6 +3,7 @@
 H7  features f(x) vs f(x̄), x̄ = pixel mean of K test-time augmentations (eq. 10's open question)
 H8  the deep image prior: raw pixels, random-init encoders under four inits, trained encoders
 H9  eqs. (7)–(10): in expansion.py (re-exported here for the runner)
+Q2  f(x) or f(x̄), asked fairly: every test-time input of feature_choice.py (docs/open_questions.md)
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from siamdyn.data import BatchAugment
 from siamdyn.eval import encoder_features, linear_probe, weighted_knn
 from siamdyn.experiments.expansion import analyse_h9  # noqa: F401 — the runner finds every analysis here
-from siamdyn.experiments.grids import ANALYSIS, BUDGETS, analysed_cells
+from siamdyn.experiments.grids import ANALYSIS, BUDGETS, CONTROLS, Q2_EQ10, analysed_cells
 from siamdyn.methods import SiameseMethod
 from siamdyn.probe_run import load_trained
 from siamdyn.runtime import eval_input
@@ -83,4 +84,33 @@ def analyse_h8(out: str, budget: str, seeds: int) -> dict[str, Any]:
             with torch.no_grad():
                 bank, queries = encoder_features(model.backbone, tr.images, te.images, eval_input(cfg_r, aug_r), dev)
             result[f"trained: {cell.name}"].append(_scores(cfg_r, bank, tr, queries, te, epochs))
+    return result
+
+
+def best_eq10(out: str, seeds: int) -> Any:
+    """The eq. (10) family's cell with the highest mean final kNN over its first `seeds` runs."""
+    from siamdyn.experiments.readings import load_run
+    def knn(cell) -> float:
+        runs = [r for s in range(seeds) if (r := load_run(cell.run_dir(out, s))) is not None]
+        accs = [r.summary["final_knn_acc"] for r in runs if r.summary.get("final_knn_acc") is not None]
+        return sum(accs) / len(accs) if accs else float("-inf")
+    return max(Q2_EQ10, key=knn)
+
+
+def analyse_q2(out: str, budget: str, seeds: int) -> dict[str, Any]:
+    from siamdyn.experiments.feature_choice import read_encoder
+    from siamdyn.experiments.grids import BYOL_Q2
+    epochs = ANALYSIS[budget]["probe_epochs"]
+    eq10 = best_eq10(out, seeds)
+    result: dict[str, Any] = {"best eq10 cell (by final kNN)": eq10.name, "runs": {}, "blur sigma": {}}
+    for cell in [None, CONTROLS[0], BYOL_Q2, eq10]:  # None: random init, on the control's data and augmentation
+        for seed in range(seeds):
+            cfg, model, augment, train, test, device, _ = load_trained((cell or CONTROLS[0]).run_dir(out, seed))
+            if cell is None:
+                torch.manual_seed(seed)
+                model = SiameseMethod(cfg, train.shape[0]).to(device, memory_format=cfg.memory_format).eval()
+            score = lambda bank, q, cfg=cfg, train=train, test=test: _scores(cfg, bank, train, q, test, epochs)  # noqa: E731
+            key = f"{cell.name if cell else 'random init'}/seed{seed}"
+            result["runs"][key], result["blur sigma"][key] = read_encoder(model.backbone, cfg, augment, train, test,
+                                                                        seed, score)
     return result

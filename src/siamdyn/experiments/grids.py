@@ -44,10 +44,19 @@ BUDGETS["sgd"] = dict(BUDGETS["standard"])
 # claims a longer run could overturn (grid `long`), with its own controls at that horizon.
 BUDGETS["w4-long"] = {**BUDGETS["w4"], "max_steps": 6000, "heldout_every": 250, "log_every": 25, "probe_every": 500}
 BUDGETS["smoke-sgd"] = dict(BUDGETS["smoke"])
+# The open questions' smoke: half the steps, probes and held-out readings every 3 (Q3 reads them).
+BUDGETS["smoke-q"] = {**BUDGETS["smoke"], "max_steps": 6, "probe_every": 3, "probe_first": 0, "heldout_every": 3}
+# The seed's open questions (grids Q1, Q1-aug) at the cheapest scale: w4 over 400 steps, so that
+# 5 seeds of every factorial cell fit the 3-hour budget of 2 cores (docs/open_questions.md "Cost");
+# kNN every 2 epochs, so the backbone is read over time beside the heads.
+BUDGETS["q-w4"] = {**BUDGETS["w4"], "max_steps": 400, "heldout_every": 20, "heldout_images": 1000, "knn_every": 2}
+# Q3, speed against basin: the papers' SGD (under AdamW every step size is set by the lr, which erases
+# the speed mechanism), probes every 10 steps so early quantities are read before any collapse.
+BUDGETS["q-sgd-w4"] = {**BUDGETS["q-w4"], "probe_every": 10, "probe_first": 10, "knn_every": 0}
 SGD_RECIPE = dict(optimizer="sgd", lr=0.06, momentum=0.9, weight_decay=5e-4)
 # An optimiser axis must hold every cell of a budget to one optimiser, so these win over a cell's
 # own recipe (BYOL's AdamW); the cell keeps the rest of it (crops, predictor lr multiplier).
-FORCED = {"sgd": SGD_RECIPE, "smoke-sgd": SGD_RECIPE}
+FORCED = {"sgd": SGD_RECIPE, "smoke-sgd": SGD_RECIPE, "q-sgd-w4": SGD_RECIPE}
 FEATURE_BUDGET = {"smoke": "smoke", "standard": "features", "features": "features"}  # the analysed encoders
 # Seeds per kind of cell: binary cells (a control, one change) need more than ladder rungs; a
 # bimodal cell (H2c: some seeds collapse, some not) is read as P(collapse), which needs ≥ 20
@@ -55,15 +64,21 @@ FEATURE_BUDGET = {"smoke": "smoke", "standard": "features", "features": "feature
 SEEDS = {"smoke": {"binary": 1, "ladder": 1, "bimodal": 2}, "standard": {"binary": 5, "ladder": 3, "bimodal": 5},
          "features": {"binary": 3, "ladder": 3, "bimodal": 3}, "w4": {"binary": 3, "ladder": 3, "bimodal": 20},
          "w16": {"binary": 3, "ladder": 3, "bimodal": 3}, "sgd": {"binary": 3, "ladder": 3, "bimodal": 3},
-         "w4-long": {"binary": 2, "ladder": 2, "bimodal": 2}}
+         "w4-long": {"binary": 2, "ladder": 2, "bimodal": 2}, "q-w4": {"binary": 3, "ladder": 5, "bimodal": 20},
+         "q-sgd-w4": {"binary": 3, "ladder": 3, "bimodal": 20}}
 SEEDS["smoke-sgd"] = SEEDS["smoke"]
+# The seed's open questions read P(complete collapse) per cell: ≥ 5 seeds where they run.
+SEEDS["smoke-q"] = dict(SEEDS["smoke"])
+for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("standard", 5), ("sgd", 5), ("w16", 3)):
+    SEEDS[_budget]["question"] = _n
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
             "standard": dict(images=512, views=16, draws=8, probe_epochs=20)}
-ANALYSIS["features"] = ANALYSIS["standard"]
+ANALYSIS["features"] = ANALYSIS["q-w4"] = ANALYSIS["standard"]
+ANALYSIS["smoke-q"] = ANALYSIS["smoke"]
 # A linear probe of the final backbone (eval.json, the representation readout of findings v3), in
 # epochs over the train split: 0 leaves it out.
 PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20,
-                "w4-long": 20}
+                "w4-long": 20, "q-w4": 20, "q-sgd-w4": 0}
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,44 @@ CORE = [Cell("H2", "fixed-random-predictor", "simsiam", {"predictor_lr_scale": 0
         XBAR_K4]
 
 
+# The seed's open questions (docs/open_questions.md). Q1, "does eq. (10) collapse?": one factor at a
+# time around eq. (10) as written (target f(x̄), no stop-gradient, no predictor, squared L2, a
+# projector ending in BN) and around SimSiam, plus two interactions the question needs (the
+# feature-mean target with stop-gradient: eq. (7)'s alternating reading; the cosine without the
+# output BN). Cells other grids hold (xbar-K4: eq. (10) with the cosine; H2's no-predictor) are shared.
+def _question(name: str, preset: str, over: dict | None = None) -> Cell:
+    return Cell("Q1", name, preset, dict(over or {}), "question")
+
+
+NO_OUT_BN = {"projector": "simsiam-no-out-bn"}
+FEATURE_MEAN = {"target": "view_feature_mean"}
+FACTORIAL = [
+    _question("eq10", "eq10"), _question("eq10-target-feature-mean", "eq10", FEATURE_MEAN),
+    _question("eq10-target-view", "eq10", {"target": "online"}),
+    _question("eq10-stop-gradient", "eq10", {"grad_terms": "predictor_branch"}),
+    _question("eq10-predictor", "eq10", {"predictor": "mlp"}), XBAR_K4,
+    _question("eq10-no-out-bn", "eq10", NO_OUT_BN),
+    _question("simsiam-target-xbar", "simsiam", {"target": "view_mean"}),
+    _question("simsiam-target-feature-mean", "simsiam", FEATURE_MEAN),
+    _question("simsiam-l2", "simsiam", {"loss": "l2"}), _question("simsiam-no-out-bn", "simsiam", NO_OUT_BN),
+    Cell("H2", "no-predictor", "simsiam-no-pred"),
+    _question("eq10-target-feature-mean-stop-gradient", "eq10", {**FEATURE_MEAN, "grad_terms": "predictor_branch"}),
+    _question("xbar-no-out-bn", "xbar", NO_OUT_BN)]
+# Q1's augmentation axis: the seed's expansion (eq. 8) needs T(x) − x small. Crops from 90 % and 60 %
+# of the image beside the default 20 %, and no crop at all (flip and jitter only: averaging in pixel
+# space then misaligns nothing), for eq. (10) with either loss, its feature-mean neighbour and SimSiam.
+CROPS = {"crop0.9": {"crop_scale_min": 0.9}, "crop0.6": {"crop_scale_min": 0.6}, "no-crop": {"crop_scale_min": 1.0}}
+# Q3: a cell whose outcome splits across seeds under SGD, read as P(collapse) over ≥ 20 seeds (the
+# linear predictor at α_p = 1 splits under AdamW at width 8; a pilot of its SGD split is the first step).
+SPEED_BASIN = [Cell("Q3", "linear-predictor", "simsiam", {"predictor": "linear"}, "bimodal")]
+# Q2, f(x) or f(x̄): the encoders read under every test-time input (feature_choice.py): SimSiam (the
+# control), BYOL (its recipe, cosine τ) and the best of eq. (10)'s family by final kNN, beside random init.
+BYOL_Q2 = Cell("Q2", "byol", "byol", dict(BYOL_RECIPE), "question")
+Q2_EQ10 = [FACTORIAL[0], FACTORIAL[1], XBAR_K4]
+AUGMENTATION = [Cell("Q1-aug", f"{base.name}-{arm}", base.preset, {**base.overrides, **crop}, "question")
+                for base in (FACTORIAL[0], XBAR_K4, FACTORIAL[1], CONTROLS[0]) for arm, crop in CROPS.items()]
+
+
 def grid_cells(grid: str) -> list[Cell]:
     """The runs a grid needs: the controls and its own cells (H7–H9 analyse trained runs)."""
     own = {
@@ -129,6 +182,7 @@ def grid_cells(grid: str) -> list[Cell]:
         "H6": _ladder("H6", [(f"xbar-K{k}", "xbar", {"mean_views": k}) for k in (2, 8)]) + [XBAR_K4],
         "H7": FEATURES, "H8": FEATURES[:2], "H9": FEATURES[:1],
         "core": CORE, "long": [CORE[0], CORE[4]],  # fixed random predictor, BYOL τ = 0 at λ = 1
+        "Q1": FACTORIAL, "Q1-aug": AUGMENTATION, "Q3": SPEED_BASIN, "Q2": [BYOL_Q2, *Q2_EQ10],
     }
     if grid not in own:
         raise ConfigError(f"unknown experiment {grid!r}; choose one of: {', '.join(GRIDS + EXTRA_GRIDS)} or all")
@@ -137,7 +191,7 @@ def grid_cells(grid: str) -> list[Cell]:
 
 def analysed_cells(grid: str) -> list[Cell]:
     """The trained encoders the post-hoc analyses H7–H9 read (trained under the features budget)."""
-    return {"H7": FEATURES, "H8": FEATURES[:2], "H9": FEATURES[:1]}[grid]
+    return {"H7": FEATURES, "H8": FEATURES[:2], "H9": FEATURES[:1], "Q2": [CONTROLS[0], BYOL_Q2, *Q2_EQ10]}[grid]
 
 
 def cell_budget(cell: Cell, budget: str) -> str:
@@ -147,8 +201,10 @@ def cell_budget(cell: Cell, budget: str) -> str:
 
 def seeds_for(cell: Cell, budget: str, seeds: int | None = None) -> int:
     """How many seeds a cell runs: `seeds` if given, else the budget's count for its kind."""
-    return seeds if seeds else SEEDS[cell_budget(cell, budget)][cell.kind]
+    counts = SEEDS[cell_budget(cell, budget)]
+    return seeds if seeds else counts.get(cell.kind, counts["binary"])
 
 
 GRIDS = tuple(f"H{i}" for i in range(1, 10))
-EXTRA_GRIDS = ("core", "long")  # runs only: its cells belong to the grids above
+EXTRA_GRIDS = ("core", "long", "Q1", "Q1-aug", "Q2", "Q3")  # beyond H1–H9: findings v3's and the open questions'
+ANALYSED = ("H7", "H8", "H9", "Q2")  # grids with a post-hoc analysis of their encoders: OUT/<grid>/analysis.json

@@ -33,9 +33,22 @@ def loss_as_cosine(run: Run) -> float | None:
     return -per_pair if cfg.loss == "cosine" else 1 - per_pair / 2
 
 
+def loss_closeness(run: Run) -> float | None:
+    """How near its minimum the final loss is, in [0, 1]: the loss as a cosine where it is one;
+    for eq. (10)'s unnormalised squared distance (minimum 0, no natural unit), 1 − final / first
+    logged loss."""
+    if run.cfg.loss != "l2":
+        return loss_as_cosine(run)
+    first = [v for _, v in run.losses[:3]]
+    final = run.final_loss()
+    if final is None or not first or sum(first) <= 0:
+        return None
+    return min(1.0, max(0.0, 1 - final / (sum(first) / len(first))))
+
+
 def completeness(run: Run) -> float | None:
-    """Readout (a): min(centre-vector norm of p, the loss as a cosine); → 1 at complete collapse."""
-    centre, cos = window_mean(run, "heldout/p_center_norm"), loss_as_cosine(run)
+    """Readout (a): min(centre-vector norm of p, the loss toward its minimum); → 1 at complete collapse."""
+    centre, cos = window_mean(run, "heldout/p_center_norm"), loss_closeness(run)
     return None if centre is None or cos is None else min(centre, cos)
 
 

@@ -17,7 +17,8 @@ from siamdyn.experiments.report_format import mean_std as _ms
 from siamdyn.experiments.report_tables import (CELL_HEAD, calibration_table, cell_row, critical_lr_lines,
                                                horizon_line, literature_table, paired_table, verdict_matrix)
 from siamdyn.experiments.scales import Scale, all_verdicts, controls_problems, load_scales, scale_baseline
-from siamdyn.runs import atomic_write_text
+from siamdyn.errors import SiamdynError
+from siamdyn.outputs import atomic_write_text, output_dir
 
 PROTOCOL = (f"Readouts (docs/protocol.md): (a) complete collapse — completeness = min(centre-vector norm "
             f"of p, the loss as a cosine), complete at ≥ {COMPLETE}; (b) dimensional collapse per head — log RankMe "
@@ -26,6 +27,9 @@ PROTOCOL = (f"Readouts (docs/protocol.md): (a) complete collapse — completenes
             "kNN and linear probe minus a random-init encoder of the same width. Every number is a mean over the last "
             f"{WINDOW:.0%} of the steps; verdicts are three-valued with Student-t 95 % intervals over seeds "
             "(Clopper–Pearson for P(collapse), Fisher-z for Spearman's ρ, Welch for a plateau).")
+
+
+TITLE = "# Findings: the seed's claims on real images, across scale and optimiser"
 
 
 def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
@@ -53,7 +57,7 @@ def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
 
 
 def header(out: str, scales: list[Scale], dest: str) -> list[str]:
-    lines = ["# Findings: the seed's claims on real images, across scale and optimiser", "", PROTOCOL, ""]
+    lines = [TITLE, "", PROTOCOL, ""]
     for s in scales:
         runs = [r for rs in s.groups.values() for r in rs]
         budget = s.meta.get("budget", "?")
@@ -104,12 +108,31 @@ def machines(runs: list[Run]) -> str:
     return "; ".join(f"{n} runs on {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
-def write_report(out: str, dest: str | None = None) -> str:
-    """Write DEST/findings.md (default DEST = OUT) and its figures under DEST/figures/findings/."""
+def refuse_foreign_findings(path: str, overwrite: bool) -> None:
+    """The report owns DEST/findings.md and DEST/figures/findings/ and regenerates them on every
+    call (that is how docs/findings.md stays current); a findings.md whose first line is not the
+    report's title was written by someone else, and is replaced only with `overwrite`."""
+    if overwrite or not os.path.lexists(path):
+        return
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            first = f.readline().rstrip("\n")
+    except OSError:
+        first = None  # a folder or an unreadable file in the way: not the report's either
+    if first != TITLE:
+        raise SiamdynError(f"{path} exists and was not written by siamdyn report; pass --overwrite to replace it, "
+                           "or choose another --out")
+
+
+def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> str:
+    """Write DEST/findings.md (default DEST = OUT) and its figures under DEST/figures/findings/,
+    replacing the report's own earlier ones (refuse_foreign_findings); every file through the one
+    writer (outputs.py: atomic, an OSError is one line)."""
     dest = dest or out
+    path = os.path.join(dest, "findings.md")
+    refuse_foreign_findings(path, overwrite)
     scales = load_scales(out)
-    fig_dir = os.path.join(dest, "figures", "findings")
-    os.makedirs(fig_dir, exist_ok=True)
+    fig_dir = output_dir(os.path.join(dest, "figures", "findings"), None)
     baselines = [scale_baseline(s) for s in scales]
     problems = [controls_problems(s) for s in scales]
     verdicts = all_verdicts(scales)
@@ -126,6 +149,8 @@ def write_report(out: str, dest: str | None = None) -> str:
     lines += ["## Literature", "", "Each number checked against the paper's text; docs/literature_check.md "
               "holds the quotes and says what could not be checked.", "", *literature_table(scales, verdicts)]
     lines += [horizon_line(scales), ""]
+    from siamdyn.experiments.report_questions import questions_section
+    lines += questions_section(scales, baselines)
     for i, (s, base) in enumerate(zip(scales, baselines)):
         lines += scale_section(s, base, fig_dir, i)
     standard = next((s for s in scales if s.groups.get(f"controls/{NEGATIVE}") and s.groups.get("H5/term2-only")),
@@ -134,6 +159,5 @@ def write_report(out: str, dest: str | None = None) -> str:
         lines += gradient_section(standard.groups)
         from siamdyn.experiments.report_analyses import analysis_sections
         lines += analysis_sections(standard.path, fig_dir)
-    path = os.path.join(dest, "findings.md")
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -22,6 +22,8 @@ def plot_positions(groups: dict[str, list[Run]], calibration: dict[str, HeadScal
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from siamdyn.plots import save_figure
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, head in zip(axes, HEADS):
         cal = calibration.get(head)
@@ -37,7 +39,4 @@ def plot_positions(groups: dict[str, list[Run]], calibration: dict[str, HeadScal
         ax.set_xlabel("step")
         ax.set_title(f"{title}: {head}", fontsize=9)
     axes[0].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

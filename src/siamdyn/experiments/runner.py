@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
-from siamdyn.experiments.grids import (BUDGETS, FORCED, GRIDS, PROBE_EPOCHS, Cell, analysed_cells, cell_budget,
-                                       grid_cells, seeds_for)
+from siamdyn.experiments.grids import (ANALYSED, BUDGETS, FORCED, GRIDS, PROBE_EPOCHS, Cell, analysed_cells,
+                                       cell_budget, grid_cells, seeds_for)
 from siamdyn.runs import CKPT_FILE, RunInUse, RunLock, atomic_write_text
 
 
@@ -29,7 +29,7 @@ def probe_encoder(run_dir: str, budget: str) -> None:
     epochs = PROBE_EPOCHS.get(budget, 0)
     if epochs and not os.path.exists(os.path.join(run_dir, "eval.json")):
         from siamdyn.probe_run import evaluate_run
-        evaluate_run(run_dir, epochs=epochs)
+        evaluate_run(run_dir, epochs=epochs, lock_held=True)  # run_cell holds the run's lock
 
 
 def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tuple[str, str]:
@@ -97,7 +97,7 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
         session["runs"][run_dir] = what
         save_meta()
     for n in names:
-        if n in ("H7", "H8", "H9"):
+        if n in ANALYSED:
             from siamdyn.experiments import analyses
             result_path = os.path.join(out, n, "analysis.json")
             n_seeds = seeds or min(seeds_for(c, budget) for c in analysed_cells(n))  # every cell has these

@@ -25,6 +25,12 @@ def normalized_mse(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * F.cosine_similarity(p, t, dim=1)).mean()
 
 
+def squared_l2(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Eq. (10) of docs/seed.md as written: ‖p − t‖² on the unnormalised outputs, summed over
+    dimensions and averaged over the batch. Unlike the cosine, a constant output reaches 0."""
+    return (p - t).pow(2).sum(1).mean()
+
+
 def info_nce(p: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
     """InfoNCE (van den Oord 2018; SimCLR with cross-view negatives): cross-entropy of
     cos(p_n, t_m)/T over m, the positive being m = n."""
@@ -46,6 +52,13 @@ class NormalizedMSE(nn.Module):
         return normalized_mse(p, t)
 
 
+class SquaredL2(nn.Module):
+    """docs/seed.md eq. (10): D(p, t) = ‖p − t‖², no normalisation."""
+
+    def forward(self, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return squared_l2(p, t)
+
+
 class InfoNCE(nn.Module):
     """Chen et al. 2020 (SimCLR) / van den Oord et al. 2018: −log softmax of cos/T at the positive."""
 
@@ -61,5 +74,6 @@ class InfoNCE(nn.Module):
 LOSSES: dict[str, Callable[["Config"], nn.Module]] = {
     "cosine": lambda cfg: NegativeCosine(),
     "mse": lambda cfg: NormalizedMSE(),
+    "l2": lambda cfg: SquaredL2(),
     "infonce": lambda cfg: InfoNCE(cfg.temperature),
 }

@@ -30,6 +30,8 @@ from siamdyn.models import PREDICTORS, PROJECTORS, ResNet18, init_weights
 
 @dataclass
 class StepOutput:
+    """What one forward of a `SiameseMethod` gives: the loss to backpropagate and, per view, the
+    tensors the instruments read (feed `z`, `p` and `features[0]` to `CollapseMonitor.update`)."""
     loss: torch.Tensor
     z: list[torch.Tensor]  # online projector outputs, one per view
     p: list[torch.Tensor]  # predictor outputs, one per view

@@ -80,4 +80,23 @@ class ViewMeanTarget(Target):
             return [method.encode(extra)[1]]
 
 
-TARGETS: dict[str, type[Target]] = {"online": Target, "ema": EMATarget, "view_mean": ViewMeanTarget}
+class ViewFeatureMeanTarget(ViewMeanTarget):
+    """η* of eq. (7) in docs/seed.md: t = mean_k z(T_k x), the online encoder's outputs on K =
+    `mean_views` further augmentations, averaged in feature space. The neighbour of eq. (10)
+    that needs no first-order expansion: it equals f(x̄) only when T(x) − x is small (eq. 8).
+    The K views are independent of the two online views, so the target is not a view itself."""
+
+    def combine(self, extra: list[torch.Tensor]) -> torch.Tensor | None:
+        return torch.cat(extra)  # (K·N, C, H, W): one batch the loop can lay out like the views
+
+    def make(self, method: "SiameseMethod", views: list[torch.Tensor], zs: list[torch.Tensor],
+             extra: torch.Tensor | None, term2: bool) -> list[torch.Tensor]:
+        if extra is None:
+            raise ValueError("target=view_feature_mean needs its K extra views")
+        chunks = list(extra.chunk(self.extra_views(method)))  # each view its own BN batch, as the online ones
+        with torch.set_grad_enabled(term2 and torch.is_grad_enabled()):
+            return [torch.stack(method.per_view(lambda v: method.encode(v)[1], chunks)).mean(0)]
+
+
+TARGETS: dict[str, type[Target]] = {"online": Target, "ema": EMATarget, "view_mean": ViewMeanTarget,
+                                    "view_feature_mean": ViewFeatureMeanTarget}

@@ -9,14 +9,15 @@ if TYPE_CHECKING:
     from siamdyn.config import Config
 
 
-def simsiam_projector(in_dim: int, hidden: int, out: int) -> nn.Sequential:
+def simsiam_projector(in_dim: int, hidden: int, out: int, out_bn: bool = True) -> nn.Sequential:
     """SimSiam (Chen & He 2021): 3 × (Linear, BN), ReLU between; the last BN has no affine
-    parameters so the output z is centred and scaled per dimension."""
+    parameters so the output z is centred and scaled per dimension. `out_bn=False` ends in a
+    plain Linear (with bias): only then can z be one constant vector, i.e. collapse completely."""
+    last = ([nn.Linear(hidden, out, bias=False), nn.BatchNorm1d(out, affine=False)] if out_bn
+            else [nn.Linear(hidden, out)])
     return nn.Sequential(
         nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-        nn.Linear(hidden, out, bias=False), nn.BatchNorm1d(out, affine=False),
-    )
+        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), *last)
 
 
 def byol_mlp(in_dim: int, hidden: int, out: int) -> nn.Sequential:
@@ -40,10 +41,11 @@ def linear_predictor(dim: int) -> nn.Linear:
 PROJECTORS: dict[str, Callable[[int, "Config"], nn.Module]] = {
     "simsiam": lambda dim, cfg: simsiam_projector(dim, cfg.proj_hidden, cfg.proj_dim),
     "byol": lambda dim, cfg: byol_mlp(dim, cfg.proj_hidden, cfg.proj_dim),
+    "simsiam-no-out-bn": lambda dim, cfg: simsiam_projector(dim, cfg.proj_hidden, cfg.proj_dim, out_bn=False),
 }
 # The mlp predictor takes the shape of its projector's paper: SimSiam's bottleneck or BYOL's MLP.
 PREDICTORS: dict[str, Callable[[int, "Config"], nn.Module]] = {
-    "mlp": lambda dim, cfg: (simsiam_predictor(dim, cfg.pred_hidden) if cfg.projector == "simsiam"
+    "mlp": lambda dim, cfg: (simsiam_predictor(dim, cfg.pred_hidden) if cfg.projector.startswith("simsiam")
                              else byol_mlp(dim, cfg.pred_hidden, dim)),
     "linear": lambda dim, cfg: linear_predictor(dim),
     "none": lambda dim, cfg: nn.Identity(),

@@ -176,6 +176,8 @@ class CollapseMonitor:
     def update(self, step: int, z: list[torch.Tensor] | torch.Tensor,
                p: list[torch.Tensor] | torch.Tensor | None = None,
                features: torch.Tensor | None = None) -> dict[str, float]:
+        """Read the collapse metrics of `z` (one tensor or one per view), `p` and `features` at `step`,
+        feed them to the detector (see `fired`, `warned`) and return them."""
         self.check_dim(z, p)
         return self.feed(step, collapse_metrics(z, p, features))
 
@@ -199,14 +201,17 @@ class CollapseMonitor:
 
     @property
     def collapsed(self) -> bool:
+        """Has the detector fired (at any update so far)?"""
         return self.detector.step is not None
 
     @property
     def collapse_step(self) -> int | None:
+        """The first step of the streak that fired the detector; None while it has not."""
         return self.detector.step
 
     @property
     def reason(self) -> str | None:
+        """The rule that fired, with its numbers; None while the detector has not fired."""
         return self.detector.reason
 
     @property
@@ -216,6 +221,7 @@ class CollapseMonitor:
 
     @property
     def warning(self) -> str | None:
+        """What the first warning saw (a rule below, or a trend heading below); None if none yet."""
         return self.detector.warning
 
     def headline(self) -> dict[str, str]:
@@ -232,7 +238,9 @@ class CollapseMonitor:
         return {"std": f"{std:.2f}/√d", "rank": f"{rank:.1f}", "collapsed": state}
 
     def state_dict(self) -> dict:
+        """The detector's state, to save beside your checkpoint (`load_state_dict` resumes it)."""
         return self.detector.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume the detector from `state_dict()`: its start, trend and streak carry on."""
         self.detector.load_state_dict(state)

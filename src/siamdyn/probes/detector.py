@@ -175,6 +175,7 @@ class CollapseDetector:
                 self.warning = f"{g.text.replace(' < ', ' heading below ', 1)} in ≈ {eta:.0f} steps (trend)"
 
     def state_dict(self) -> dict:
+        """Everything the detector has learnt (start, trend, streak, verdict) as plain values, for a checkpoint."""
         return {"collapse_step": self.step, "collapse_reason": self.reason,
                 "streak": list(self._streak) if self._streak else None, "last_rank": self.last_rank,
                 "last_rank_centred": self.last_rank_centred, "cos0": self.cos0,

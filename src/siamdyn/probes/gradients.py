@@ -85,16 +85,17 @@ def split_record(g1: torch.Tensor, g2: torch.Tensor, sizes: dict[str, int]) -> d
 
 
 def split_gradient(term1_loss: torch.Tensor, term2_loss: torch.Tensor,
-                   groups: dict[str, Group]) -> dict[str, float | None]:
+                   groups: dict[str, Group], retain_graph: bool = False) -> dict[str, float | None]:
     """The gradient split for any training loop: `term1_loss` is the loss with the target
     detached (gradient through the predictor only), `term2_loss` the loss with the predictor's
     input detached (gradient through the target only), e.g. for SimSiam
-    `D(h(z1), z2.detach())` and `D(h(z1.detach()), z2)`. Leaves `.grad` untouched."""
+    `D(h(z1), z2.detach())` and `D(h(z1.detach()), z2)`. Leaves `.grad` untouched.
+    `retain_graph`: keep the forward graph for the loop's own backward (HookMonitor)."""
     params = group_params(groups)
     flat = [p for ps in params.values() for p in ps]
     sizes = {name: sum(p.numel() for p in ps) for name, ps in params.items()}
     g1 = _flat(torch.autograd.grad(term1_loss, flat, retain_graph=True, allow_unused=True), flat)
-    g2 = _flat(torch.autograd.grad(term2_loss, flat, allow_unused=True), flat)
+    g2 = _flat(torch.autograd.grad(term2_loss, flat, retain_graph=retain_graph, allow_unused=True), flat)
     return split_record(g1, g2, sizes)
 
 
@@ -149,9 +150,11 @@ class ModuleSpeeds:
         return {name: torch.cat([p.detach().flatten() for p in ps]).clone() for name, ps in self.params.items() if ps}
 
     def snapshot(self) -> None:
+        """Remember the groups' weights; call it right before `optimizer.step()`."""
         self._before = self._flat()
 
     def measure(self) -> dict[str, float | None]:
+        """{"speed/GROUP": ‖Δw‖/‖w‖} since `snapshot()`, as floats (None where not finite)."""
         return read_values(self.measure_tensors())
 
     def measure_tensors(self) -> dict[str, torch.Tensor]:

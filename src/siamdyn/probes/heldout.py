@@ -39,6 +39,13 @@ def representation_stats(x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor
             f"{prefix}_center_norm": unit.mean(0).norm(), f"{prefix}_std": normalized_std(x)[0]}
 
 
+def projector_last_linear(projector: nn.Module) -> nn.Linear | None:
+    """The projector's last Linear layer: its input is the projector's hidden layer, read as a
+    depth between the backbone and z. None for a projector without one."""
+    linears = [m for m in projector.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if len(linears) > 1 else None
+
+
 class HeldoutProbe:
     """Every `every` steps, the collapse readings of `model` on `images` (uint8, fixed)."""
 
@@ -51,12 +58,22 @@ class HeldoutProbe:
 
     @torch.no_grad()
     def read(self, step: int) -> dict[str, float]:
-        with frozen_buffers(self.model):
-            f = self.model.backbone(self.prepare(self.images))
-            z = self.model.projector(f)
-            p = self.model.predictor(z)
+        hidden: list[torch.Tensor] = []
+        last_linear = projector_last_linear(self.model.projector)
+        hook = last_linear.register_forward_hook(lambda m, args, out: hidden.append(args[0])) if last_linear else None
+        try:
+            with frozen_buffers(self.model):
+                f = self.model.backbone(self.prepare(self.images))
+                z = self.model.projector(f)
+                p = self.model.predictor(z)
+        finally:
+            if hook is not None:
+                hook.remove()
         stats: dict[str, torch.Tensor] = {}
-        for key, t in (("feature", f), ("z", z), ("p", p)):
+        # Three depths of the encoder (does the backbone follow a collapsing head? docs/open_questions.md), and p.
+        depths = [("feature", f)] + [("proj_hidden", hidden[0])] * bool(hidden) + [("z", z), ("p", p)]
+        for key, t in depths:
             stats.update(representation_stats(t, f"heldout/{key}"))
+
         values = torch.stack(list(stats.values())).tolist()  # one host sync
         return {"step": step, **dict(zip(stats, values))}

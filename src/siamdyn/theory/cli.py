@@ -12,7 +12,7 @@ import numpy as np
 from siamdyn.bounds import bounded
 from siamdyn.config import coerce_value, parse_overrides
 from siamdyn.errors import ConfigError
-from siamdyn.runs import atomic_write_text
+from siamdyn.outputs import atomic_write_text, output_dir
 
 LINEAR_COMPARISON = {
     "stop-gradient + predictor": {},
@@ -39,7 +39,7 @@ def cmd_toy(args: argparse.Namespace) -> int:
     result["initial_speed_ratio"] = toy.initial_speed_ratio(args.phi0, args.theta0, args.ratio)
     result["speed_vs_basin"] = toy.speed_vs_basin()
     if not args.no_plots:
-        os.makedirs(args.out, exist_ok=True)
+        output_dir(args.out, None)  # toy regenerates its own files in --out
         paths = [figures.toy_trajectories(args.phi0, args.theta0, args.t_end, args.ratio,
                                           os.path.join(args.out, "toy_trajectories.png"), args.lr),
                  figures.toy_phase_portrait(args.t_end, args.ratio, os.path.join(args.out, "toy_phase_portrait.png")),
@@ -103,7 +103,7 @@ def cmd_linear_sweep(base: Any, out: str) -> int:
         lines += [f"τ = {tau:g}:", "", *rank_table(rows, tau), ""]
     lines += [f"- {c['knob']}: Spearman ρ with rank(W) = {c['rho']:+.2f}; predicted sign "
               f"{'+' if c['predicted_sign'] > 0 else '−'}: **{c['verdict']}**" for c in checks]
-    os.makedirs(out, exist_ok=True)
+    output_dir(out, None)  # the sweep regenerates its own files in --out
     atomic_write_text(os.path.join(out, "linear_sweep.json"), json.dumps({"rows": rows, "checks": checks}, indent=2))
     atomic_write_text(os.path.join(out, "linear_sweep.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,7 +1,6 @@
 """Figures for the toy model and the linear theory (PNG, matplotlib Agg)."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import matplotlib
@@ -10,18 +9,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from siamdyn.plots import save_figure as _save  # noqa: E402 — the one writer: atomic, OSError as one line
 from siamdyn.theory import toy  # noqa: E402
 
 LABELS = {"stop_gradient": "stop-gradient (term 1)", "full_gradient": "full gradient (terms 1+2)",
           "term2_only": "term 2 only"}
-
-
-def _save(fig: plt.Figure, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def toy_trajectories(phi0: float, theta0: float, t_end: float, ratio: float, path: str, lr: float = 0.05) -> str:

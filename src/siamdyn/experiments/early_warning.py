@@ -1,0 +1,101 @@
+"""Speed against basin on real networks (docs/open_questions.md, Q3): in a cell whose outcome
+splits across seeds, do quantities read early in training predict which seeds collapse?
+
+Each predictor is one number per run at one step (`at(run, step)`, None where not read). Its
+AUC for the final outcome (collapsed or not) is the Mann–Whitney statistic U / (n₁·n₀), with
+Hanley & McNeil's (1982) 95 % interval and the exact two-sided Mann–Whitney p-value; the
+interval is too narrow near AUC 0 or 1 at small n, so "separates" is read from the p-value.
+The lead of a predictor is the median collapse step of the collapsed runs minus the first step
+at which it separates the outcomes (p < 0.05).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Callable
+
+from scipy import stats as st
+
+from siamdyn.experiments.readings import Run
+
+ENCODER_GROUPS = ("stem", "stage1", "stage2", "stage3", "stage4", "projector")
+
+
+def _probe(run: Run, step: int) -> dict | None:
+    return next((p for p in run.probes if p["step"] == step), None)
+
+
+def speed_ratio(run: Run, step: int) -> float | None:
+    """The predictor's relative update speed ‖Δw‖/‖w‖ over the encoder groups' mean (seed §3 (b))."""
+    p = _probe(run, step)
+    enc = [p[f"speed/{g}"] for g in ENCODER_GROUPS if p and p.get(f"speed/{g}")] if p else []
+    return p["speed/predictor"] / statistics.mean(enc) if enc and p.get("speed/predictor") is not None else None
+
+
+def g2_over_g1(run: Run, step: int) -> float | None:
+    p = _probe(run, step)
+    return p.get("g2_over_g1") if p else None
+
+
+def eig_alignment(run: Run, step: int) -> float | None:
+    """DirectPred: mean |cos(u, W_s u)| over F's top eigenvectors u (probes/spectrum.py; linear predictors)."""
+    p = _probe(run, step)
+    return p.get("pred_eig_alignment") if p else None
+
+
+def rank_slope(run: Run, step: int) -> float | None:
+    """Least-squares slope of log RankMe(z) per 100 steps over the held-out readings up to `step`."""
+    pts = [(s, math.log(r["heldout/z_erank"])) for s, r in sorted(run.heldout.items()) if s <= step]
+    if len(pts) < 2:
+        return None
+    xs, ys = zip(*pts)
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else None
+
+
+PREDICTORS: dict[str, Callable[[Run, int], float | None]] = {
+    "predictor speed / encoder speed": speed_ratio, "‖g2‖/‖g1‖": g2_over_g1,
+    "DirectPred eigenvector alignment of W_p with F": eig_alignment, "slope of log RankMe(z) per 100 steps": rank_slope}
+
+
+@dataclass
+class AUC:
+    value: float
+    low: float
+    high: float
+    p: float
+    n_collapsed: int
+    n_healthy: int
+
+
+def auc(collapsed: list[float], healthy: list[float]) -> AUC | None:
+    """P(a collapsed run's value > a healthy run's), ties ½, with Hanley–McNeil's interval and
+    the exact Mann–Whitney p-value. None unless both outcomes have a value."""
+    n1, n0 = len(collapsed), len(healthy)
+    if not n1 or not n0:
+        return None
+    u = sum((c > h) + 0.5 * (c == h) for c in collapsed for h in healthy)
+    a = u / (n1 * n0)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = math.sqrt(max(0.0, a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    p = float(st.mannwhitneyu(collapsed, healthy, alternative="two-sided",
+                              method="exact" if n1 + n0 <= 50 else "asymptotic").pvalue)
+    return AUC(a, max(0.0, a - 1.96 * se), min(1.0, a + 1.96 * se), p, n1, n0)
+
+
+def auc_over_time(runs: list[Run], collapsed: list[bool], at: Callable[[Run, int], float | None]) -> dict[int, AUC]:
+    """The predictor's AUC at every step where some run has a value."""
+    steps = sorted({s for r in runs for s in [*r.heldout, *(p["step"] for p in r.probes)]})
+    out = {}
+    for s in steps:
+        vals = [(at(r, s), c) for r, c in zip(runs, collapsed)]
+        res = auc([v for v, c in vals if v is not None and c], [v for v, c in vals if v is not None and not c])
+        if res is not None:
+            out[s] = res
+    return out
+
+
+def first_separating(curve: dict[int, AUC], alpha: float = 0.05) -> int | None:
+    return next((s for s, a in sorted(curve.items()) if a.p < alpha), None)
