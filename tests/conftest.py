@@ -27,3 +27,19 @@ def run_digest(folder: str, skip: tuple[str, ...] = ()) -> str:
             with open(os.path.join(root, f), "rb") as fh:
                 h.update(f.encode() + fh.read())
     return h.hexdigest()
+
+
+def with_second_worker(grid: str, budget: str, out: str, work, seeds: int | None = None) -> None:
+    """Run `work()` in this process while a second `siamdyn experiment GRID` process shares OUT, as
+    bench/findings.sh runs one worker per core: run locks keep each run to one worker."""
+    import subprocess
+    import sys
+    command = [sys.executable, "-m", "siamdyn", "experiment", grid, "--budget", budget, "--out", out, "--no-progress"]
+    command += ["--seeds", str(seeds)] if seeds else []
+    other = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        work()
+    finally:
+        log = other.communicate(timeout=900)[0]
+    assert other.returncode == 0, log[-2000:]

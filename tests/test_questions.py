@@ -3,31 +3,26 @@
 against basin (Q3) train through the real pipeline, and the report writes their section."""
 import json
 import os
-import subprocess
-import sys
-
 import torch
 
 from siamdyn.experiments.grids import AUGMENTATION, FACTORIAL, SPEED_BASIN
 from siamdyn.experiments.report import write_report
 from siamdyn.experiments.runner import run_experiment
+from tests.conftest import with_second_worker
 
 
 def test_open_questions_smoke_then_report(tmp_path):
     """Two workers share the folder, as on a 2-core machine: a second process runs Q1-aug while
     this one runs Q1, Q2 and Q3; the controls they share are trained once (run locks)."""
     out = str(tmp_path / "smoke")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "siamdyn", "experiment", "Q1-aug", "--budget", "smoke-q", "--out", out,
-               "--no-progress"]
-    other = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for grid in ("Q1", "Q2", "Q3"):
-            run_experiment(grid, "smoke-q", None, out, progress=False)
-    finally:
-        log = other.communicate(timeout=900)[0]
-    assert other.returncode == 0, log[-2000:]
-    run_experiment("Q1-aug", "smoke-q", None, out, progress=False)  # anything the other left "in use" by us
+    with_second_worker("Q1-aug", "smoke-q", out,
+                       lambda: [run_experiment(g, "smoke-q", None, out, progress=False) for g in ("Q1", "Q2", "Q3")])
+    for grid in ("Q1-aug", "Q2"):  # what one worker left "in use" by the other, and an analysis it held back
+        run_experiment(grid, "smoke-q", None, out, progress=False)
+    sessions = json.load(open(os.path.join(out, "experiment.json")))["sessions"]
+    trained = [d for sess in sessions for d, what in sess["runs"].items() if what == "trained"]
+    assert len(trained) == len(set(trained))  # each run trained by one worker only
+    assert any(sess["grids"] == ["Q1-aug"] and "trained" in sess["runs"].values() for sess in sessions[:2])  # kept
     for cell in FACTORIAL + AUGMENTATION + SPEED_BASIN:
         assert os.path.exists(os.path.join(cell.run_dir(out, 0), "summary.json")), cell
     metrics = [json.loads(ln) for ln in open(os.path.join(FACTORIAL[1].run_dir(out, 0), "metrics.jsonl"))]

@@ -334,3 +334,22 @@ def test_a_resumable_edit_of_config_yaml_is_said_and_config_yaml_follows_the_che
     assert "resuming at step 1 with max_steps 1 → 2" in capsys.readouterr().err
     ckpt = Checkpoint.load_run(out)
     assert ckpt.step == 2 and ckpt.config_digest == config_digest(load_run_config(out).to_dict())
+
+
+def test_overwrite_refuses_while_a_killed_replace_still_holds_the_old_run(tmp_path, capsys, one_step_run):
+    """A start SIGKILLed mid-`--overwrite` leaves the old run in .replaced-run; the next --overwrite
+    must not replace (or delete) it: one line, and the folder as it was."""
+    import shutil
+
+    from siamdyn.cli import main
+    from siamdyn.run_start import ASIDE
+    from tests.conftest import run_digest
+    out = str(tmp_path / "run")
+    shutil.copytree(one_step_run, out)
+    shutil.copytree(os.path.join(one_step_run, "ckpt"), os.path.join(out, ASIDE, "ckpt"))
+    before = run_digest(out)
+    capsys.readouterr()
+    assert main(["train", "--out", out, *TINY_CLI, "--set", "max_steps=2", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ASIDE in err and "Traceback" not in err, err
+    assert run_digest(out) == before

@@ -48,6 +48,9 @@ class RunStart:
         if not self.enabled:
             return self
         try:
+            if self.replace and os.path.lexists(os.path.join(self.out, ASIDE)):  # a start killed mid-replace
+                raise SiamdynError(f"{os.path.join(self.out, ASIDE)} holds the run a killed --overwrite was replacing; "
+                                   "move back what you want to keep from it, delete it, then start again")
             if self.replace:  # the old run's files wait in ASIDE; the lock stays where it is
                 self.aside = sorted(n for n in self.before or () if n in RUN_ENTRIES and n != ".lock")
                 os.makedirs(os.path.join(self.out, ASIDE), exist_ok=True)

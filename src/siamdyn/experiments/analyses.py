@@ -100,7 +100,7 @@ def best_eq10(out: str, seeds: int) -> Any:
 def analyse_q2(out: str, budget: str, seeds: int) -> dict[str, Any]:
     from siamdyn.experiments.feature_choice import read_encoder
     from siamdyn.experiments.grids import BYOL_Q2
-    epochs = ANALYSIS[budget]["probe_epochs"]
+    epochs = ANALYSIS.get(budget, ANALYSIS["standard"])["probe_epochs"]  # Q2 runs at any budget
     eq10 = best_eq10(out, seeds)
     result: dict[str, Any] = {"best eq10 cell (by final kNN)": eq10.name, "runs": {}, "blur sigma": {}}
     for cell in [None, CONTROLS[0], BYOL_Q2, eq10]:  # None: random init, on the control's data and augmentation

@@ -69,7 +69,7 @@ def matched_sigma(augment: BatchAugment, images: torch.Tensor, g: torch.Generato
 def conditions(augment: BatchAugment, sigma: float, seed: int, area: float) -> dict[str, tuple[Callable, int]]:
     """name → (x (uint8) ↦ encoder input, K views whose features are averaged (1: none)); `sigma`:
     the matched blur's (matched_sigma)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=augment.mean.device).manual_seed(seed)  # draws where the images are (a GPU too)
     conds: dict[str, tuple[Callable, int]] = {"f(x)": (augment.normalize, 1),
                                               "f(centre crop)": (centre_crop(augment, area), 1)}
     conds.update({f"f(x̄_{k})": (pixel_mean(augment, k, g), 1) for k in KS})
@@ -101,7 +101,8 @@ def read_encoder(backbone: torch.nn.Module, cfg: Any, augment: BatchAugment, tra
     """Every condition's kNN and linear probe for one encoder (train split as the bank), and the
     matched blur's σ (it depends on the run's augmentation)."""
     area = (cfg.crop_scale_min + cfg.crop_scale_max) / 2
-    sigma = matched_sigma(augment, test.images[:256], torch.Generator().manual_seed(seed))
+    device = augment.mean.device
+    sigma = matched_sigma(augment, test.images[:256].to(device), torch.Generator(device=device).manual_seed(seed))
     result = {}
     for name, (prepare, views) in conditions(augment, sigma, seed, area).items():
         bank = condition_features(backbone, train.images, prepare, views, cfg.memory_format)

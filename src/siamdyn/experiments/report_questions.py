@@ -58,7 +58,8 @@ def question_row(name: str, runs: list[Run], scale: Scale, base: dict) -> str:
                        for d in ("feature", "proj_hidden", "z"))
     rep = [representation(r, base) for r in runs]
     return (f"| {name} | {factors(runs[0])} | {len(runs)} | {p_complete(runs)[2]} | {z} | "
-            f"{_ms([window_mean(r, 'heldout/p_abs_cos') for r in runs])} | {ranks} | "
+            f"{_ms([window_mean(r, 'heldout/p_abs_cos') for r in runs])} | "
+            f"{_ms([window_mean(r, 'heldout/z_mean_norm') for r in runs])} | {ranks} | "
             f"{_ms([x['knn_over_random'] for x in rep], '{:+.1f}')} | "
             f"{_ms([x['linear_over_random'] for x in rep], '{:+.1f}')} | "
             f"{_ms([knn_after_head_collapse(r, scale) for r in runs], '{:+.1f}')} |")
@@ -70,8 +71,8 @@ def _key(cell: Cell) -> str:
 
 def factorial_lines(scale: Scale, base: dict) -> list[str]:
     lines = ["| cell | target | stop-grad | predictor | loss | output BN | seeds | (a) P(complete) [95 %] | "
-             "(b) z: collapsed/partial/healthy | mean \\|cos\\| of p | RankMe backbone / projector hidden / z | "
-             "(c) kNN − random | (c) linear − random | kNN change after z collapsed |", "|---" * 14 + "|"]
+             "(b) z: collapsed/partial/healthy | mean \\|cos\\| of p | mean ‖z‖ | RankMe backbone / projector "
+             "hidden / z | (c) kNN − random | (c) linear − random | kNN change after z collapsed |", "|---" * 15 + "|"]
     rows = [question_row(c.name, scale.groups[_key(c)], scale, base) for c in FACTORIAL if scale.groups.get(_key(c))]
     return lines + rows + ["", f"Not visible in this design: {UNSEEN}.", ""] if rows else []
 
@@ -102,14 +103,19 @@ def augmentation_lines(scale: Scale) -> list[str]:
     return head + rows + [""] if rows else []
 
 
-def outcomes(runs: list[Run], scale: Scale) -> tuple[list[bool], list[int], str]:
-    """Per run, collapsed at the end: the z head at level (b) where the scale calibrates it, else
-    complete collapse (a); the collapse steps of the collapsed runs (z, level b); the rule used."""
+def outcomes(runs: list[Run], scale: Scale) -> tuple[list[Run], list[bool], list[int], str]:
+    """The runs with an outcome, whether each collapsed (the z head at level (b) where the scale
+    calibrates it, else complete collapse (a)), the collapsed runs' collapse steps, and the rule.
+    A run without the reading is left out, not counted as healthy."""
     cal = scale.calibration.get("z")
     if cal is not None and cal.separated:
-        steps = [t for r in runs if (t := time_to_collapse(r, "z", cal)) is not None]
-        return [head_state(r, "z", cal) == "collapsed" for r in runs], steps, "z collapsed (b)"
-    return [(completeness(r) or 0) >= COMPLETE for r in runs], [], "complete collapse (a)"
+        read = [(r, s == "collapsed") for r in runs if (s := head_state(r, "z", cal)) is not None]
+        steps = [t for r, c in read if c and (t := time_to_collapse(r, "z", cal)) is not None]
+        rule = "z collapsed (b)"
+    else:
+        read = [(r, v >= COMPLETE) for r in runs if (v := completeness(r)) is not None]
+        steps, rule = [], "complete collapse (a)"
+    return [r for r, _ in read], [c for _, c in read], steps, rule
 
 
 def speed_basin_lines(scale: Scale) -> list[str]:
@@ -117,11 +123,11 @@ def speed_basin_lines(scale: Scale) -> list[str]:
     runs = scale.groups.get(_key(SPEED_BASIN[0]), [])
     if len(runs) < 2:
         return []
-    collapsed, steps, rule = outcomes(runs, scale)
+    runs, collapsed, steps, rule = outcomes(runs, scale)
     lines = [f"### Q3 at {scale.label}: speed or basin?", "", f"`{SPEED_BASIN[0].name}`: {sum(collapsed)} of "
              f"{len(runs)} seeds collapsed "
              f"({rule}); median collapse step {statistics.median(steps) if steps else '—'}.", "",
-             "| early predictor | first step it separates (exact Mann–Whitney p < 0.05) | "
+             "| early predictor | first step from which it separates (exact Mann–Whitney p < 0.05 there and later) | "
              "AUC there [Hanley–McNeil 95 %] | lead before the median collapse (steps) | "
              "AUC at the first reading |", "|---|---|---|---|---|"]
     for name, at in PREDICTORS.items():
@@ -160,7 +166,8 @@ def feature_choice_lines(scale: Scale) -> list[str]:
     sigmas = sorted(result.get("blur sigma", {}).values())
     lines = [f"### Q2 at {scale.label}: f(x) or f(x̄)?", "", "Each test-time input minus f(x), paired by seed "
              f"(kNN / linear probe, points, mean [t 95 %]); the eq. (10) cell is "
-             f"`{result['best eq10 cell (by final kNN)']}`, the best of its family by final kNN; the blur's σ "
+             f"`{result['best eq10 cell (by final kNN)']}`, the best of its family by final kNN on these test images "
+             "(which favours its f(x) a little); the blur's σ "
              + (f"{sigmas[0]:.2f}–{sigmas[-1]:.2f} px." if sigmas else "—."), "",
              "| input | " + " | ".join(encoders) + " |", "|---" * (len(encoders) + 1) + "|",
              "| f(x), absolute | " + " | ".join(

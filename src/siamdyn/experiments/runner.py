@@ -71,6 +71,21 @@ def plan(names: list[str], budget: str, seeds: int | None) -> list[tuple[Cell, i
     return sorted(jobs, key=lambda job: (job[0].grid != "controls", job[1]))
 
 
+def save_session(out: str, session: dict, **fields: object) -> dict:
+    """Merge this process's session into OUT/experiment.json under an exclusive lock: workers
+    sharing OUT each add their own session (a plain read-modify-write would drop the other's)."""
+    import fcntl
+    os.makedirs(out, exist_ok=True)
+    meta_path = os.path.join(out, "experiment.json")
+    with open(os.path.join(out, ".experiment.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
+        meta.update(fields)
+        meta["sessions"] = [s for s in meta["sessions"] if s.get("id") != session["id"]] + [session]
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
+    return meta
+
+
 def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress: bool = True) -> dict:
     """Train every run of grid `name` (or all) that is not finished, then the analyses."""
     if budget not in BUDGETS:
@@ -80,16 +95,14 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
     names = list(GRIDS) if name == "all" else [name]  # "core": findings v3's conditions at a scale
     for n in names:
         grid_cells(n)  # unknown names fail before anything runs
-    meta_path = os.path.join(out, "experiment.json")
-    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
-    meta.update(budget=budget, seeds=seeds)
-    session = {"grids": names, "wall_time_s": 0.0, "runs": {}}
-    meta["sessions"].append(session)
+    session = {"id": f"{os.getpid()}-{time.time_ns()}", "grids": names, "wall_time_s": 0.0, "runs": {}}
     t0 = time.perf_counter()
+    meta: dict = {}
 
     def save_meta() -> None:  # after every run, so a killed session still counts its time
+        nonlocal meta
         session["wall_time_s"] = time.perf_counter() - t0
-        atomic_write_text(meta_path, json.dumps(meta, indent=2))
+        meta = save_session(out, session, budget=budget, seeds=seeds)
 
     jobs = plan(names, budget, seeds)
     for cell, seed in tqdm(jobs, desc=f"{name} ({budget})", disable=not progress, unit="run"):

@@ -27,7 +27,7 @@ from siamdyn.probes.gradients import frozen_buffers
 @torch.no_grad()
 def representation_stats(x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
     """RankMe (as published, uncentred, and of the centred rows), mean |cos| between different rows,
-    centre-vector norm and normalised std of (N, d) `x`. The centred RankMe does not count the shared
+    centre-vector norm, normalised std and mean row norm of (N, d) `x`. The centred RankMe does not count the shared
     mean direction as a dimension, which matters for heads not ending in BatchNorm (docs/protocol.md)."""
     x = x.float()
     unit = F.normalize(x, dim=1)
@@ -36,7 +36,9 @@ def representation_stats(x: torch.Tensor, prefix: str) -> dict[str, torch.Tensor
     abs_cos = (gram.abs().sum() - gram.diagonal().abs().sum()) / max(1, n * (n - 1))
     return {f"{prefix}_erank": effective_rank(x), f"{prefix}_erank_centred": effective_rank(x, centred=True),
             f"{prefix}_abs_cos": abs_cos,
-            f"{prefix}_center_norm": unit.mean(0).norm(), f"{prefix}_std": normalized_std(x)[0]}
+            f"{prefix}_center_norm": unit.mean(0).norm(), f"{prefix}_std": normalized_std(x)[0],
+            # the one scale-bearing reading: an L2 loss through an output BN can shrink z toward 0 unseen
+            f"{prefix}_mean_norm": x.norm(dim=1).mean()}
 
 
 def projector_last_linear(projector: nn.Module) -> nn.Linear | None:
