@@ -31,8 +31,9 @@ def _scores(cfg, bank: torch.Tensor, train, queries: torch.Tensor, test, epochs:
 
 def _xbar_input(cfg, augment: BatchAugment, k: int, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """x ↦ x̄, the pixel mean of k augmentations of x (normalised), drawn from a fixed seed."""
-    g = torch.Generator().manual_seed(seed)
-    return lambda x: torch.stack([augment(x, g) for _ in range(k)]).mean(0).contiguous(memory_format=cfg.memory_format)
+    from siamdyn.experiments.feature_choice import pixel_mean
+    mean = pixel_mean(augment, k, torch.Generator(device=augment.mean.device).manual_seed(seed))
+    return lambda x: mean(x).contiguous(memory_format=cfg.memory_format)
 
 
 def analyse_h7(out: str, budget: str, seeds: int) -> dict[str, Any]:

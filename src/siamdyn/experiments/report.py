@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from siamdyn.experiments.grids import BUDGETS, CORE, NEGATIVE, POSITIVE
+from siamdyn.experiments.grids import BUDGETS, CORE, FORCED, NEGATIVE, POSITIVE
 from siamdyn.experiments.levels import COMPLETE, HEADS, time_to_collapse
 from siamdyn.experiments.readings import WINDOW, Run
 from siamdyn.experiments.report_figures import plot_positions
@@ -56,6 +56,11 @@ def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
     return lines + [""]
 
 
+def budget_settings(budget: str) -> dict:
+    """What a budget's runs were trained with: its settings, and the optimiser an axis forces over them."""
+    return {**BUDGETS[budget], **FORCED.get(budget, {})}
+
+
 def header(out: str, scales: list[Scale], dest: str) -> list[str]:
     lines = [TITLE, "", PROTOCOL, ""]
     for s in scales:
@@ -63,7 +68,8 @@ def header(out: str, scales: list[Scale], dest: str) -> list[str]:
         budget = s.meta.get("budget", "?")
         wall = sum(x["wall_time_s"] for x in s.meta.get("sessions", []))
         lines.append(f"- **{s.label}** (`{os.path.relpath(s.path, out)}`, budget `{budget}`"
-                     + (f": {', '.join(f'{k}={v}' for k, v in BUDGETS[budget].items())}" if budget in BUDGETS else "")
+                     + (f": {', '.join(f'{k}={v}' for k, v in budget_settings(budget).items())}"
+                        if budget in BUDGETS else "")
                      + f"): {len(runs)} finished runs, {sum(r.summary['wall_time_s'] for r in runs) / 60:.0f} min of "
                      f"their own wall time, {wall / 60:.0f} min of `siamdyn experiment`; machines: {machines(runs)}")
     lines += ["", f"Commands: `siamdyn experiment core --budget B --out {out}/B` per scale (resumable; one worker "

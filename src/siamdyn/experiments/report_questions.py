@@ -73,6 +73,8 @@ def factorial_lines(scale: Scale, base: dict) -> list[str]:
     lines = ["| cell | target | stop-grad | predictor | loss | output BN | seeds | (a) P(complete) [95 %] | "
              "(b) z: collapsed/partial/healthy | mean \\|cos\\| of p | mean ‖z‖ | RankMe backbone / projector "
              "hidden / z | (c) kNN − random | (c) linear − random | kNN change after z collapsed |", "|---" * 15 + "|"]
+    if not any(scale.groups.get(_key(c)) for c in FACTORIAL if c.grid == "Q1"):
+        return []  # only the cells other grids share (H6's xbar-K4, H2's no-predictor): not Q1 run here
     rows = [question_row(c.name, scale.groups[_key(c)], scale, base) for c in FACTORIAL if scale.groups.get(_key(c))]
     return lines + rows + ["", f"Not visible in this design: {UNSEEN}.", ""] if rows else []
 
