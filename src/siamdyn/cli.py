@@ -9,19 +9,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 from siamdyn import __version__
 from siamdyn.toplevel import internal_error, interrupted
 
-try:  # torch takes seconds to import: Ctrl-C meanwhile must end as quietly as at any other moment
-    from siamdyn.bounds import bounded
-    from siamdyn.config import Config, config_help, parse_overrides
-    from siamdyn.presets import PRESETS, recipe_overrides
-    from siamdyn.errors import ConfigError, SiamdynError
-    from siamdyn.runs import load_run_config
-    from siamdyn.theory.cli import add_theory_commands
+# torch takes seconds to import: Ctrl-C meanwhile must end as quietly as at any other moment. A Ctrl-C
+# that lands inside a C extension's import (numpy's, torch's) leaves it half-loaded: the run then went
+# on, or failed with "cannot load module more than once". So SIGINT waits, blocked, until the imports
+# are done, and is raised here when it is unblocked.
+_BLOCK = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+try:
+    if _BLOCK:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        from siamdyn.bounds import bounded
+        from siamdyn.config import Config, config_help, parse_overrides
+        from siamdyn.presets import PRESETS, recipe_overrides
+        from siamdyn.errors import ConfigError, SiamdynError
+        from siamdyn.runs import load_run_config
+        from siamdyn.theory.cli import add_theory_commands
+    finally:
+        if _BLOCK:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 except KeyboardInterrupt:
     raise SystemExit(interrupted()) from None
 

@@ -81,8 +81,9 @@ def collapsed_counts(scale: Scale, cells: tuple[str, ...]) -> str:
     runs = scale.runs(cells)
     if not runs or not all(scale.calibration.get(h) for h in HEADS):
         return ""
+    # a head whose controls' bounds overlap has no collapsed state to count (its verdicts: protocol failed)
     counts = [f"{h} {sum(head_state(r, h, scale.calibration[h]) == 'collapsed' for r in runs)}/{len(runs)}"
-              for h in HEADS]
+              if scale.calibration[h].separated else f"{h} — (not calibrated)" for h in HEADS]
     return "<br>(b) collapsed: " + ", ".join(counts)
 
 
