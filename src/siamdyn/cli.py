@@ -223,6 +223,27 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_findings_parsers(sub: argparse._SubParsersAction) -> None:
+    """`experiment` and `report`: the grids of the seed's claims and the findings written from them."""
+    p = sub.add_parser("experiment", help="run a named grid H1..H9 (or all): the seed's claims as measurements")
+    p.add_argument("name", help="H1 … H9 (or all); core, long (findings v3's scales); Q1, Q1-aug, Q2, Q3 (the seed's "
+                   "open questions, docs/open_questions.md)")
+    p.add_argument("--budget", default="standard", help="standard (the findings; ≈ 2 h on 2 cores), w4, w16, sgd, "
+                   "w4-long (findings v3's scales), q-w4, q-sgd-w4 (the open questions), or smoke (CI)")
+    p.add_argument("--seeds", type=bounded(int, "[1, 1000]", "--seeds"),
+                   help="seeds per cell, in [1, 1000] (default: the budget's: 5 per binary cell, 3 per ladder rung)")
+    p.add_argument("--out", default="runs/experiments")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("report", help="write findings.md (+ figures) from an experiment's run directories")
+    p.add_argument("dir")
+    p.add_argument("--out", help="folder for findings.md and figures/findings/ (default DIR; docs for the project's); "
+                   "the report replaces its own earlier ones there")
+    p.add_argument("--overwrite", action="store_true", help="replace a findings.md that siamdyn report did not write")
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siamdyn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"siamdyn {__version__}")
@@ -267,24 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace PNGs already in --out")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("experiment", help="run a named grid H1..H9 (or all): the seed's claims as measurements")
-    p.add_argument("name", help="H1 … H9 (or all); core, long (findings v3's scales); Q1, Q1-aug, Q2, Q3 (the seed's "
-                   "open questions, docs/open_questions.md)")
-    p.add_argument("--budget", default="standard", help="standard (the findings; ≈ 2 h on 2 cores), w4, w16, sgd, "
-                   "w4-long (findings v3's scales), q-w4, q-sgd-w4 (the open questions), or smoke (CI)")
-    p.add_argument("--seeds", type=bounded(int, "[1, 1000]", "--seeds"),
-                   help="seeds per cell, in [1, 1000] (default: the budget's: 5 per binary cell, 3 per ladder rung)")
-    p.add_argument("--out", default="runs/experiments")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_experiment)
-
-    p = sub.add_parser("report", help="write findings.md (+ figures) from an experiment's run directories")
-    p.add_argument("dir")
-    p.add_argument("--out", help="folder for findings.md and figures/findings/ (default DIR; docs for the project's); "
-                   "the report replaces its own earlier ones there")
-    p.add_argument("--overwrite", action="store_true", help="replace a findings.md that siamdyn report did not write")
-    p.set_defaults(func=cmd_report)
-
+    _add_findings_parsers(sub)
     add_theory_commands(sub)
     return parser
 

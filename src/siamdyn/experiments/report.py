@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from siamdyn.experiments.early_warning import ENCODER_GROUPS
 from siamdyn.experiments.grids import BUDGETS, CORE, FORCED, NEGATIVE, POSITIVE
 from siamdyn.experiments.levels import COMPLETE, HEADS, time_to_collapse
 from siamdyn.experiments.readings import WINDOW, Run
@@ -34,7 +35,7 @@ TITLE = "# Findings: the seed's claims on real images, across scale and optimise
 
 def gradient_section(groups: dict[str, list[Run]]) -> list[str]:
     """‖g2‖/‖g1‖ and cos(g1, g2) at the first probed steps, before any collapse."""
-    stages = ("stem", "stage1", "stage2", "stage3", "stage4", "projector")
+    stages = ENCODER_GROUPS
     lines = ["## The gradient split before any collapse", "",
              "‖g2‖/‖g1‖ (and cos(g1, g2)) of the encoder's two gradient terms (docs/seed.md §3) at steps 1, 5 "
              "and 10 (mean ± std over seeds), and per stage at step 1; the outcome of each term alone is the "
