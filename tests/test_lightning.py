@@ -86,3 +86,37 @@ def test_a_module_path_the_model_does_not_have_stops_the_fit_with_its_children_n
     from siamdyn.lightning import SiamdynCallback
     with pytest.raises(ValueError, match=r"projektor.*'backbone'"):
         _fit(tmp_path, [SiamdynCallback(z="projektor")], "bad")
+
+
+class ManualSimSiam(TinySimSiam):
+    """The same model under manual optimisation: the user calls manual_backward and step."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        opt.zero_grad()
+        loss = super().training_step(batch, batch_idx)
+        self.manual_backward(loss)
+        opt.step()
+        return loss
+
+
+def test_manual_optimisation_gets_the_same_readings_and_accumulation_is_refused(tmp_path):
+    from siamdyn.lightning import SiamdynCallback
+    auto = SiamdynCallback(every=1, probe_every=3)
+    _fit(tmp_path, [auto], "auto")
+    manual = SiamdynCallback(every=1, probe_every=3)
+    torch.manual_seed(0)
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", devices=1, logger=False, callbacks=[manual],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(ManualSimSiam(), _data())
+    assert manual.monitor.step == auto.monitor.step == STEPS
+    for key in ("z_std", "g1_norm", "speed/predictor"):  # same model, seed and data: the same numbers
+        assert manual.monitor.last[key] == pytest.approx(auto.monitor.last[key], rel=1e-5), key
+    with pytest.raises(ValueError, match="accumulate_grad_batches=1"):
+        trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, accumulate_grad_batches=2,
+                            callbacks=[SiamdynCallback()], enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(TinySimSiam(), _data())

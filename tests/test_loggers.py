@@ -138,3 +138,16 @@ def test_the_docs_logger_snippet_runs_as_written(tmp_path, monkeypatch):
     exec(next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "as_logger([" in b), scope)
     assert scope["rows"] == [(10, {"loss": -0.9, "g2_over_g1": None, "knn/top1": 71.5})]
     assert os.listdir(tmp_path / "runs" / "tb")
+
+
+def test_train_mirrors_every_metrics_line_to_the_loggers_it_is_given(tmp_path):
+    """`train(cfg, out, loggers=fn)`: the Python API's way to the same sinks as `--set wandb=…`."""
+    got: list[tuple[dict, int]] = []
+    with pytest.raises(TypeError, match="log\\(metrics, step\\)"):  # a wrong kind fails before the run starts
+        train(Config.from_preset("simsiam", dict(TINY)), str(tmp_path / "bad"), progress=False, loggers=3)
+    assert not os.path.exists(tmp_path / "bad")
+    train(Config.from_preset("simsiam", dict(TINY)), str(tmp_path / "r"), progress=False,
+          loggers=[lambda m, s: got.append((m, s))])
+    lines = [line for line in read_metrics(str(tmp_path / "r")) if "loss" in line]
+    assert lines and [(s, m["loss"]) for m, s in got if "loss" in m] == [(r["step"], r["loss"]) for r in lines]
+    json.dumps(got, allow_nan=False)

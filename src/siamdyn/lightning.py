@@ -44,7 +44,8 @@ class SiamdynCallback(Callback):
     ({name: path}) for the split and the speeds. Collapse metrics every `every` training steps, the split
     (before the step's backward, on its own graph; `loss_fn` as in `HookMonitor`) and the speeds every
     `probe_every`; the first step is always read. `detector` passes on to `CollapseMonitor` (patience …).
-    Automatic optimisation with one optimiser step per batch, on one process, is what is tested."""
+    One optimiser step per batch, automatic or manual optimisation (`self.manual_backward`), on one process,
+    is what is tested; gradient accumulation is refused."""
 
     def __init__(self, z: ModuleRef = "projector", p: ModuleRef | None = "predictor",
                  features: ModuleRef | None = "backbone", groups: dict[str, ModuleRef] | None = None,
@@ -59,6 +60,10 @@ class SiamdynCallback(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Hooks on the named modules; records to the trainer's loggers and `logger`."""
+        if trainer.accumulate_grad_batches != 1:  # several backwards per update: a batch is no longer a step
+            raise ValueError(f"SiamdynCallback reads one optimiser step per batch; this Trainer accumulates "
+                             f"{trainer.accumulate_grad_batches} batches per step: use accumulate_grad_batches=1 "
+                             "(a larger batch_size instead) or HookMonitor in your own loop")
         sinks = [LightningLoggers(trainer), *as_logger(self.logger).loggers]
         self.monitor = HookMonitor(pl_module, logger=sinks, auto_step=False, speeds=True, **self.args)
 

@@ -25,6 +25,7 @@ from siamdyn.distributed import (Dist, any_rank, gather_objects, init_distribute
                                  shutdown_distributed, weights_digest)
 from siamdyn.errors import SiamdynError, TrainingDiverged, warn
 from siamdyn.eval import knn_accuracy, time_to_accuracy
+from siamdyn.loggers import as_logger
 from siamdyn.optim import ema_tau, lr_factor, set_lr
 from siamdyn.probes.session import ProbeSession, StepReading
 from siamdyn.run_start import RunStart
@@ -35,21 +36,27 @@ from siamdyn.train_start import Progress, RunLog, Start, begin, check_start, fin
 from siamdyn.toplevel import mark_run_dir
 
 def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, progress: bool = True,
-          initial_state: dict | None = None, desc: str | None = None, lock_held: bool = False) -> dict[str, Any]:
+          initial_state: dict | None = None, desc: str | None = None, lock_held: bool = False,
+          loggers: Any = None) -> dict[str, Any]:
     """Train `cfg` into run directory `out`; returns the summary (also in summary.json).
     Under torchrun every rank calls this; rank 0 alone writes to `out`. `lock_held`: the
-    caller already holds `runs.RunLock(out)` (the experiment runner decides under it)."""
+    caller already holds `runs.RunLock(out)` (the experiment runner decides under it). `loggers`: where
+    every metrics line is mirrored besides metrics.jsonl: a callable fn(metrics, step), a Logger, or a
+    list of them (`siamdyn.as_logger`; checked before anything starts)."""
+    sinks = as_logger(loggers)  # a wrong kind of logger fails here, before any process group or file
     ctx = init_distributed(cfg.device)
     try:
-        return _train(cfg, out, overwrite, resume, progress, initial_state, desc or cfg.preset, ctx, lock_held)
+        return _train(cfg, out, overwrite, resume, progress, initial_state, desc or cfg.preset, ctx, lock_held,
+                      sinks)
     finally:
         shutdown_distributed()
 
 
 def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool, initial_state: dict | None,
-           desc: str, ctx: Dist, lock_held: bool) -> dict[str, Any]:
+           desc: str, ctx: Dist, lock_held: bool, loggers: Any) -> dict[str, Any]:
     # -- the start: bad config, data, checkpoint or schedule fails here, before `out` is touched
     st = check_start(cfg, out, overwrite, resume, ctx, initial_state, lock_held)
+    st.loggers = loggers
     finished = finished_summary(out, st) if resume else None
     if finished is not None:
         return finished

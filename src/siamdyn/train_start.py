@@ -54,6 +54,7 @@ class Start:
     probes: ProbeSession
     ckpt: Checkpoint | None  # the checkpoint a resume continues from
     changes: dict[str, list]  # resumable fields the resume changes ({name: [was, now]})
+    loggers: Any = None  # `train(loggers=)`: a MultiLogger the metrics lines are mirrored to (loggers.as_logger)
 
 
 def check_start(cfg: Config, out: str, overwrite: bool, resume: bool, ctx: Dist, initial_state: dict | None,
@@ -133,7 +134,7 @@ def begin(st: Start, out: str) -> tuple[Progress, RunLog]:
     else:
         truncate_metrics(out, run.step)  # before the log opens: it replaces the file
     log = run_log(MetricsLog(os.path.join(out, METRICS_FILE)), st.cfg, out,
-                  resume_step=run.step if ckpt is not None else None)
+                  resume_step=run.step if ckpt is not None else None, loggers=st.loggers)
     if st.changes:
         update_config(out, st.cfg)
     return run, log
