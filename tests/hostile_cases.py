@@ -126,6 +126,100 @@ def _float_tiff():
     return buf.getvalue()
 
 
+def _fifo_instead(path):
+    """`path` replaced by a FIFO: opening it for reading would block until a writer comes (forever)."""
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.mkfifo(path)
+    return path
+
+
+def _run_with_fifo(tmp, victim, rel):
+    """A copy of the victim whose file `rel` is a FIFO."""
+    copy = os.path.join(tmp, "copy")
+    shutil.copytree(victim, copy)
+    _fifo_instead(os.path.join(copy, rel))
+    return copy
+
+
+def _resume(tmp, run):
+    return ["train", "--out", run, "--resume", "--data-dir", _fmnist(tmp), *FAST, "--set", "max_steps=4"]
+
+
+def _config_path(tmp, make):
+    path = os.path.join(tmp, "c.yaml")
+    make(path)
+    return ["train", "--config", path, "--out", os.path.join(tmp, "new"), *FAST]
+
+
+def _experiment_into(tmp, victim, what):
+    """`experiment H1 --budget smoke --out X` where X is the victim run, a file or a folder of other files."""
+    out = {"run": victim, "file": os.path.join(tmp, "f"), "folder": os.path.join(tmp, "src")}[what]
+    if what == "file":
+        open(out, "w").close()
+    if what == "folder":
+        os.makedirs(os.path.join(out, "siamdyn"))
+        open(os.path.join(out, "setup.py"), "w").close()
+    return ["experiment", "H1", "--budget", "smoke", "--out", out]
+
+
+def _linear(*pairs):
+    return lambda t, v: ["linear", "--no-plots", "--out", os.path.join(t, "lin"), *[a for p in pairs
+                                                                                 for a in ("--set", p)]]
+
+
+NOT_REGULAR = "not a regular file; siamdyn reads files only"
+# Special files where a file is read (inputs.py): each used to hang or fail with a traceback.
+SPECIAL_FILE_AND_COMMAND_CASES = [
+    ("a FIFO named *.png in an ImageFolder",
+     lambda t, v: (_imagefolder(t, _good_folder()), _fifo_instead(os.path.join(t, "imgs", "a", "99.png")),
+                   _train(t, os.path.join(t, "imgs"), "--dataset", "imagefolder"))[2], "is a FIFO (named pipe), not a"),
+    ("a Fashion-MNIST .gz that is a FIFO",
+     lambda t, v: (_fifo_instead(os.path.join(_fmnist(t), "train-images-idx3-ubyte.gz")),
+                   _train(t, os.path.join(t, "fm")))[1], NOT_REGULAR),
+    ("--config that is a FIFO", lambda t, v: _config_path(t, os.mkfifo), "a FIFO (named pipe), not a regular file"),
+    ("--config /dev/zero (a device that never ends)",
+     lambda t, v: ["train", "--config", "/dev/zero", "--out", os.path.join(t, "new")], "a character device"),
+    ("--config that is a binary file", lambda t, v: _config_path(t, lambda p: open(p, "wb").write(bytes(range(256)))),
+     "is not UTF-8 text (byte 128 is 0x80)"),
+    ("--config that is a folder", lambda t, v: _config_path(t, os.mkdir), "a folder, not a regular file"),
+    ("--resume of a run whose ckpt/last.pt is a FIFO", lambda t, v: _resume(t, _run_with_fifo(t, v, "ckpt/last.pt")),
+     NOT_REGULAR),
+    ("--resume of a run whose config.yaml is a FIFO", lambda t, v: _resume(t, _run_with_fifo(t, v, "config.yaml")),
+     "config.yaml: a FIFO (named pipe), not a regular file"),
+    ("probe of a run whose ckpt/last.pt is a FIFO", lambda t, v: ["probe", _run_with_fifo(t, v, "ckpt/last.pt")],
+     NOT_REGULAR),
+    ("export of a run whose ckpt/last.pt is a FIFO",
+     lambda t, v: ["export", _run_with_fifo(t, v, "ckpt/last.pt"), "--out", os.path.join(t, "b.pt")], NOT_REGULAR),
+    ("plot of a run whose metrics.jsonl is a FIFO",
+     lambda t, v: ["plot", _run_with_fifo(t, v, "metrics.jsonl"), "--out", os.path.join(t, "plots")], NOT_REGULAR),
+    # --- an experiment's --out (it used to fill `--out /` with grid folders)
+    ("experiment --out the run directory of one train run", lambda t, v: _experiment_into(t, v, "run"),
+     "is the run directory of one `siamdyn train` run"),
+    ("experiment --out a file", lambda t, v: _experiment_into(t, v, "file"), "is a file; an experiment writes"),
+    ("experiment --out a folder of other files (a source tree)", lambda t, v: _experiment_into(t, v, "folder"),
+     "is a folder of other files (setup.py, siamdyn), not an experiment folder"),
+    # --- the linear model's numbers are bounded as the config's are (lr=nan failed in the eigensolver)
+    ("linear --set lr=nan", _linear("lr=nan"), "lr=nan must be a finite number in (0, 10]"),
+    ("linear --set steps=1e300", _linear("steps=1e300"), "steps=1e+300 must be in [1, 1e7]"),
+    ("linear --set seed=-1", _linear("seed=-1"), "seed=-1 must be in [0, 2^32)"),
+    ("linear --set data_eig_min above data_eig_max", _linear("data_eig_min=5"), "exceeds data_eig_max=1.0; swap"),
+    ("linear --set tau=1", _linear("tau=1"), "tau=1.0 must be in [0, 1)"),
+    ("linear --set of an unknown key", _linear("dim=8"), "unknown linear-model key 'dim'"),
+    ("linear --set predictor=mlp", _linear("predictor=mlp"), "predictor='mlp': choose linear or none"),
+    # --- the other commands' numbers and paths
+    ("toy --sweep-phi0 that is not a number", lambda t, v: ["toy", "--sweep-phi0", "a,b", "--no-plots"],
+     "--sweep-phi0 'a,b' is not a number; pass a number in [-100, 100]"),
+    ("toy --out a file",
+     lambda t, v: (open(os.path.join(t, "f"), "w").close(), ["toy", "--out", os.path.join(t, "f")])[1],
+     "is a file, and this command writes a folder of files there"),
+    ("baseline --limit -1", lambda t, v: ["baseline", "--limit", "-1"], "limit=-1 must be in [0, 1e9]"),
+    ("probe --epochs 0", lambda t, v: ["probe", v, "--epochs", "0"], "--epochs 0 is out of range; pass an"),
+    ("demo --steps 0", lambda t, v: ["demo", "--steps", "0"], "--steps 0 is out of range; pass an integer in [1, 1e6]"),
+    ("export --out an existing folder", lambda t, v: ["export", v, "--out", t], "is a folder, not a file; name"),
+]
+
+
 # (what, build argv from (tmp, victim run dir), expected part of the message); a failed start must also
 # leave the command's --out as it was (run_case checks it for every case)
 RUN_DIR_AND_DATA_CASES = [

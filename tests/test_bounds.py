@@ -114,3 +114,24 @@ def test_numbers_on_the_command_line_are_bounded(argv, expected, tmp_path, capsy
 def test_in_range_flags_still_start(tmp_path, capsys, started):
     assert main(["train", "--dataset", "synthetic", "--nproc", "1", "--epochs", "10", "--out", str(tmp_path)]) == 0
     assert started[0][0].epochs == 10
+
+
+def test_every_number_of_the_linear_model_is_bounded(capsys):
+    """`siamdyn linear --set`: the same walk over LinearSetup's numbers (the eigensolver used to fail
+    on lr=nan with an internal error); a value in range is accepted by the same check."""
+    from siamdyn.theory.cli import linear_setup_from
+    from siamdyn.theory.linear import LINEAR_BOUNDS, LinearSetup
+    numeric = [f for f in fields(LinearSetup) if type(f.default) in (int, float)]
+    assert sorted(f.name for f in numeric) == sorted(LINEAR_BOUNDS)  # a new number must declare its range
+    for f in numeric:
+        b = Bounds.parse(LINEAR_BOUNDS[f.name])
+        assert _inside(f.default, b), f.name
+        for raw in HOSTILE:
+            value = _as_field_type(f, raw)
+            if _inside(value, b):
+                linear_setup_from([f"{f.name}={raw}"])
+                continue
+            code = main(["linear", "--set", f"{f.name}={raw}", "--no-plots"])
+            err = capsys.readouterr().err.strip()
+            assert code == 2 and err.startswith("siamdyn: error: ") and "\n" not in err, (f.name, raw, err)
+            assert f.name in err, (f.name, raw, err)

@@ -3,6 +3,7 @@ values — garbage included — never give a traceback: exit 0, or exit 2 with o
 (argparse's own usage errors exit 2 too), and an existing run directory never changes."""
 import contextlib
 import io
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -71,3 +72,109 @@ def test_no_cli_input_gives_a_traceback_or_touches_an_existing_run(victim, tmp_p
         assert text.strip().count("\n") == 0 and text.startswith("siamdyn: error: "), (argv, text)
     if target == "victim" and "--overwrite" not in flags:
         assert _digest(victim) == before, argv
+
+
+FILES = ["config.yaml", "metrics.jsonl", "summary.json", "ckpt/last.pt", ".lock"]
+WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+class _read_only:
+    """`run` as a read-only mount shows it: every write, create, rename or delete under it fails with
+    EACCES (played by patching the calls, since root ignores file modes). Undone by __exit__."""
+
+    def __init__(self, run: str):
+        import builtins
+        from unittest import mock
+        real_open, real_os_open = builtins.open, os.open
+
+        def refuse(path) -> None:
+            if os.path.abspath(os.fspath(path)).startswith(run):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+
+        def guarded_open(path, mode="r", *a, **k):
+            if isinstance(path, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+"):
+                refuse(path)
+            return real_open(path, mode, *a, **k)
+
+        def guarded_os_open(path, flags, *a, **k):
+            if flags & WRITES:
+                refuse(path)
+            return real_os_open(path, flags, *a, **k)
+
+        def guarded(real):
+            return lambda path, *a, **k: (refuse(path), real(path, *a, **k))[1]
+        self.patches = [mock.patch("builtins.open", guarded_open), mock.patch("os.open", guarded_os_open),
+                        *(mock.patch(f"os.{name}", guarded(getattr(os, name)))
+                          for name in ("replace", "unlink", "mkdir", "rename", "rmdir"))]
+        for patch in self.patches:
+            patch.start()
+
+    def __exit__(self, *exc: object) -> None:
+        for patch in self.patches:
+            patch.stop()
+
+
+def _damage(run: str, how: str, name: str, cut: float, key: str, value: str) -> list:
+    """Put copy `run` into one state a user's disk can hold: a file edited, truncated, garbled,
+    deleted, made a FIFO, or the run locked by another writer. Returns what must stay open."""
+    import yaml
+    from siamdyn.runs import RunLock
+    path = os.path.join(run, name)
+    if how == "locked":
+        return [RunLock(run).__enter__()]
+    if how == "read-only":
+        return [_read_only(run)]
+    if how == "edited":
+        doc = yaml.safe_load(open(os.path.join(run, "config.yaml")))
+        try:  # a value as a hand edit would type it: YAML's reading of it, else the string itself
+            doc["config"][key] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            doc["config"][key] = value
+        open(os.path.join(run, "config.yaml"), "w").write(yaml.safe_dump(doc))
+    elif how == "truncated" and os.path.exists(path):
+        raw = open(path, "rb").read()
+        open(path, "wb").write(raw[:int(len(raw) * cut)])
+    elif how == "garbled" and os.path.exists(path):
+        raw = bytearray(open(path, "rb").read())
+        for i in range(0, len(raw), max(1, int(len(raw) * cut) or 1) * 7 + 1):
+            raw[i] ^= 0xA5
+        open(path, "wb").write(bytes(raw))
+    elif how == "deleted" and os.path.exists(path):
+        os.unlink(path)
+    elif how == "fifo":
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.mkfifo(path)
+    return []
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(how=st.sampled_from(["edited", "truncated", "garbled", "deleted", "fifo", "locked", "read-only"]),
+       name=st.sampled_from(FILES), cut=st.floats(0, 1), key=st.sampled_from(KEYS[:-3]), value=VALUES,
+       command=st.sampled_from(["resume", "probe", "export", "plot", "report"]))
+def test_no_run_directory_state_gives_a_traceback(victim, tmp_path_factory, how, name, cut, key, value, command):
+    """Every command on a run directory in any of the states a disk can leave it in (a hand edit, a
+    truncated or garbled file, a file gone, a FIFO in its place, a lock another writer holds, a read-only
+    mount): exit 0
+    or one line with exit 2, never a traceback, a hang or an internal error."""
+    import shutil
+    tmp = tmp_path_factory.mktemp("state")
+    run = str(tmp / "run")
+    shutil.copytree(victim, run)
+    held = _damage(run, how, name, cut, key, value)
+    argv = {"resume": ["train", "--out", run, "--resume", *QUICK, "--set", "max_steps=2"],
+            "probe": ["probe", run, "--epochs", "1"], "export": ["export", run, "--out", str(tmp / "b.pt")],
+            "plot": ["plot", run, "--out", str(tmp / "plots")], "report": ["report", run]}[command]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    finally:
+        for lock in held:
+            lock.__exit__(None, None, None)
+    text = err.getvalue()
+    assert code in (0, 2) and "Traceback" not in text and "internal error" not in text, (how, name, argv, text)
+    if code == 2:
+        assert text.strip().splitlines()[-1].startswith("siamdyn: error: "), (how, name, argv, text)
+    assert os.path.isdir(run)

@@ -12,7 +12,8 @@ import pytest
 
 from siamdyn.cli import main
 from tests.conftest import run_digest
-from tests.hostile_cases import (FAST, RUN_DIR_AND_DATA_CASES, _corrupt, _fmnist, _good_folder, _gz, _held_copy,
+from tests.hostile_cases import (FAST, RUN_DIR_AND_DATA_CASES, SPECIAL_FILE_AND_COMMAND_CASES,
+                                 _corrupt, _fmnist, _good_folder, _gz, _held_copy,
                                  _imagefolder, _train)
 
 def _truncated_gz(tmp):
@@ -250,7 +251,19 @@ CASES = [
     ("experiment with --seeds 10^12", lambda t, v: ["experiment", "H1", "--seeds", "1000000000000", "--out",
                                                     os.path.join(t, "e")], "--seeds 1000000000000 is out of range"),
     ("toy model with --t-end inf", lambda t, v: ["toy", "--t-end", "inf", "--no-plots"], "--t-end inf is out of range"),
+    # --- more config values no run can use
+    ("unknown tau_schedule (linear)", lambda t, v: _set("tau_schedule=linear")(t), "choose one of: fixed, cosine"),
+    ("unknown projector (mlp3)", lambda t, v: _set("projector=mlp3")(t), "choose one of: simsiam, byol"),
+    ("crop aspect ratio 0", lambda t, v: _set("crop_ratio_min=0")(t), "crop_ratio_min=0.0 must be in [0.1, 10]"),
+    ("blur probability 2", lambda t, v: _set("blur_p=2")(t), "blur_p=2.0 must be in [0, 1] (a probability)"),
+    ("negative knn_every", lambda t, v: _set("knn_every=-1")(t), "knn_every=-1 must be in [0, 1e6]"),
+    ("negative rank_every", lambda t, v: _set("rank_every=-1")(t), "rank_every=-1 must be in [0, 1e9]"),
+    ("compile=maybe", lambda t, v: _set("compile=maybe")(t), "choose one of: auto, on, off"),
+    ("K = 1000 views for the x̄ target", lambda t, v: _set("mean_views=1000")(t), "mean_views=1000 must be in [1, 256]"),
+    ("negative heldout_images", lambda t, v: _set("heldout_images=-1")(t), "heldout_images=-1 must be in [0, 1e9]"),
+    ("negative probe_first", lambda t, v: _set("probe_first=-1")(t), "probe_first=-1 must be in [0, 1e9]"),
     *RUN_DIR_AND_DATA_CASES,
+    *SPECIAL_FILE_AND_COMMAND_CASES,
 ]
 
 
@@ -308,12 +321,15 @@ def test_no_run_goes_into_the_filesystem_root_or_a_home_folder():
     """`train --out /` or `--out ~` is refused by the check that runs before anything else (it has
     no side effects, so it is called directly: a regression must not write into /)."""
     from siamdyn.errors import SiamdynError
+    from siamdyn.experiments.runner import check_experiment_dir
     from siamdyn.runs import check_run_dir
     for folder in ("/", os.path.expanduser("~")):
         if os.listdir(folder):
             for overwrite in (False, True):
                 with pytest.raises(SiamdynError, match="is a folder of other files"):
                     check_run_dir(folder, overwrite=overwrite, resume=False)
+            with pytest.raises(SiamdynError, match="not an experiment folder"):  # `experiment --out /` wrote there
+                check_experiment_dir(folder)
 
 
 def test_table_has_at_least_twenty_rows():

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from siamdyn.inputs import NotRegularFile, open_input
 from siamdyn.errors import SiamdynError
 
 CKPT_FILE, CONFIG_FILE = os.path.join("ckpt", "last.pt"), "config.yaml"
@@ -133,8 +134,10 @@ def _as_tuple(x: Any) -> Any:
 def _read(path: str, device: torch.device | str) -> Any:
     legacy_numpy = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct()]
     try:
-        with torch.serialization.safe_globals(legacy_numpy):
-            return torch.load(path, map_location=device, weights_only=True)
+        with torch.serialization.safe_globals(legacy_numpy), open_input(path, "rb") as f:
+            return torch.load(f, map_location=device, weights_only=True)
+    except NotRegularFile:
+        raise
     except Exception as e:  # torch.load raises many types on a damaged or foreign file
         raise SiamdynError(f"checkpoint {path} is unreadable ({type(e).__name__}); "
                            f"it cannot be used — {_FIX}") from None

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from siamdyn.inputs import open_input
 from siamdyn.bounds import Bounds, check_bounds, show
 from siamdyn.errors import ConfigError
 
@@ -208,10 +209,13 @@ class Config:
     def read_yaml(path: str) -> dict[str, Any]:
         """The key: value mapping of a YAML file (a run's config.yaml nests it under `config:`)."""
         try:
-            with open(path) as f:
+            with open_input(path) as f:
                 d = yaml.safe_load(f) or {}
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}; check the path") from None
+        except UnicodeDecodeError as e:  # a binary file given as --config
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}); "
+                              "pass a YAML file of key: value lines") from None
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
             raise ConfigError(f"config file {path} is not valid YAML ({first}); fix its syntax") from None

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from siamdyn import __version__
+from siamdyn.inputs import open_input
 from siamdyn.checkpoint import CKPT_FILE, CONFIG_FILE, config_digest
 from siamdyn.config import Config, coerce_value, resumable_fields
 from siamdyn.errors import ConfigError, SiamdynError
@@ -73,7 +74,7 @@ def read_metrics(run_dir: str) -> list[dict[str, Any]]:
 
 
 def _parse_lines(path: str) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open_input(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 record = json.loads(line)
@@ -229,7 +230,7 @@ def update_config(out: str, cfg: Config) -> None:
     """config.yaml's values become `cfg`'s (a resume changed resumable ones), its versions kept,
     so that it matches the checkpoints written from now on and a later `--resume` continues them."""
     path = os.path.join(out, CONFIG_FILE)
-    with open(path, encoding="utf-8") as f:
+    with open_input(path, encoding="utf-8") as f:
         doc = yaml.safe_load(f)
     doc = doc if isinstance(doc, dict) and "config" in doc else {}
     atomic_write_text(path, yaml.safe_dump({**doc, "config": cfg.to_dict()}, sort_keys=False))
@@ -294,7 +295,7 @@ def check_not_in_use(out: str) -> None:
     if not os.path.isfile(path):
         return
     try:
-        f = open(path)
+        f = open_input(path)
     except OSError:
         return
     _lock_or_refuse(f, path, shared=True)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from siamdyn.inputs import open_input
 from siamdyn.checkpoint import Checkpoint
 from siamdyn.config import Config
 from siamdyn.distributed import Dist, gather_objects
@@ -109,7 +110,7 @@ def finished_summary(out: str, st: Start) -> dict[str, Any] | None:
     path = os.path.join(out, "summary.json")
     if st.ckpt is None or not os.path.exists(path) or st.ckpt.step < st.session.total_steps:
         return None
-    with open(path) as f:
+    with open_input(path) as f:
         summary = json.load(f)
     if st.session.ctx.is_main:
         print(f"siamdyn: {out} already finished at step {summary['steps']}; nothing to resume (raise epochs or "

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from siamdyn.inputs import NotRegularFile, open_input
 from siamdyn.errors import DataError, warn
 
 if TYPE_CHECKING:  # PIL is imported where images are read: the other datasets do not need it
@@ -93,7 +94,7 @@ def _read_gz(path: str, expect_dims: int) -> bytes:
     data it claims to be, not after all it would inflate to. One gzip member, whole, CRC checked."""
     if not os.path.exists(path):
         raise DataError(f"missing data file {path}; {FMNIST_FIX}")
-    with open(path, "rb") as f:
+    with open_input(path, "rb") as f:
         packed = f.read()
     z = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing; stops at the end of the first member
     try:
@@ -196,8 +197,10 @@ def load_cifar10(root: str, split: str) -> ImageData:
         if not os.path.exists(path):
             raise DataError(f"missing CIFAR-10 batch {path}; {CIFAR_FIX}")
         try:
-            with open(path, "rb") as f:
+            with open_input(path, "rb") as f:
                 batch = _CifarUnpickler(f, encoding="bytes").load()
+        except NotRegularFile:
+            raise
         except Exception as e:  # pickle raises many types on garbage input
             raise DataError(f"corrupt CIFAR-10 batch {path} ({type(e).__name__}); {CIFAR_FIX}") from None
         if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
@@ -283,11 +286,13 @@ def _read_image(path: str, base: str, image_size: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_input(path, "rb") as fh, Image.open(fh) as im:
                 im = _rgb(im, path)
                 if image_size:
                     im = im.resize((image_size, image_size), Image.BILINEAR)
                 return np.asarray(im, dtype=np.uint8)
+    except NotRegularFile:
+        raise
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"unreadable image {path} ({type(e).__name__}); delete or replace it") from None
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from siamdyn.inputs import open_input
 from siamdyn.runs import load_run_config, read_metrics
 
 WINDOW = 0.2
@@ -43,11 +44,11 @@ def load_run(path: str) -> Run | None:
     """The run in `path` if it finished (has summary.json), else None."""
     if not os.path.exists(os.path.join(path, "summary.json")):
         return None
-    with open(os.path.join(path, "summary.json")) as f:
+    with open_input(os.path.join(path, "summary.json")) as f:
         summary = json.load(f)
     run = Run(path, load_run_config(path), summary)
     if os.path.exists(os.path.join(path, "eval.json")):
-        with open(os.path.join(path, "eval.json")) as f:
+        with open_input(os.path.join(path, "eval.json")) as f:
             run.eval = json.load(f)
     for r in read_metrics(path):
         if "heldout/z_erank" in r:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from siamdyn.inputs import open_input
 from siamdyn.experiments.early_warning import ENCODER_GROUPS
 from siamdyn.experiments.grids import BUDGETS, CORE, FORCED, NEGATIVE, POSITIVE
 from siamdyn.experiments.levels import COMPLETE, HEADS, time_to_collapse
@@ -106,7 +107,7 @@ def machines(runs: list[Run]) -> str:
     import yaml
     kinds: dict[str, int] = {}
     for r in runs:
-        with open(os.path.join(r.path, "config.yaml")) as f:
+        with open_input(os.path.join(r.path, "config.yaml")) as f:
             doc = yaml.safe_load(f)
         versions = doc.get("versions", {})
         cpu = versions.get("cpu", "CPU not recorded (runs from before siamdyn 0.3)")
@@ -122,7 +123,7 @@ def refuse_foreign_findings(path: str, overwrite: bool) -> None:
     if overwrite or not os.path.lexists(path):
         return
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open_input(path, encoding="utf-8", errors="replace") as f:
             first = f.readline().rstrip("\n")
     except OSError:
         first = None  # a folder or an unreadable file in the way: not the report's either

@@ -6,13 +6,14 @@ import os
 import statistics
 from collections import defaultdict
 
+from siamdyn.inputs import open_input
 from siamdyn.plots import bar_chart
 from siamdyn.experiments.report_format import mean_std as _ms
 
 
 def _load(out: str, grid: str) -> dict | None:
     path = os.path.join(out, grid, "analysis.json")
-    return json.load(open(path)) if os.path.exists(path) else None
+    return json.load(open_input(path)) if os.path.exists(path) else None
 
 
 def _h7(res: dict, fig_dir: str) -> list[str]:

@@ -9,6 +9,7 @@ import json
 import os
 import statistics
 
+from siamdyn.inputs import open_input
 from siamdyn.experiments.early_warning import PREDICTORS, auc_over_time, first_separating
 from siamdyn.experiments.grids import AUGMENTATION, CROPS, FACTORIAL, SPEED_BASIN, Cell
 from siamdyn.experiments.levels import COMPLETE, completeness, head_state, representation, time_to_collapse
@@ -159,7 +160,7 @@ def feature_choice_lines(scale: Scale) -> list[str]:
     path = os.path.join(scale.path, "Q2", "analysis.json")
     if not os.path.exists(path):
         return []
-    with open(path) as f:
+    with open_input(path) as f:
         result = json.load(f)
     encoders: dict[str, dict[str, dict]] = {}
     for key, row in result["runs"].items():

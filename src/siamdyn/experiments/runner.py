@@ -11,11 +11,36 @@ import time
 
 from tqdm import tqdm
 
+from siamdyn.inputs import open_input
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
-from siamdyn.experiments.grids import (ANALYSED, BUDGETS, FORCED, GRIDS, PROBE_EPOCHS, Cell, analysed_cells,
-                                       cell_budget, grid_cells, seeds_for)
-from siamdyn.runs import CKPT_FILE, RunInUse, RunLock, atomic_write_text
+from siamdyn.experiments.grids import (ANALYSED, BUDGETS, EXTRA_GRIDS, FORCED, GRIDS, PROBE_EPOCHS, Cell,
+                                       analysed_cells, cell_budget, grid_cells, seeds_for)
+from siamdyn.runs import CKPT_FILE, RunInUse, RunLock, atomic_write_text, is_run_dir
+
+# What an experiment writes into OUT: its session record, the lock on it and one folder per grid.
+EXPERIMENT_ENTRIES = frozenset({"experiment.json", ".experiment.lock", "controls", "features", *GRIDS, *EXTRA_GRIDS})
+
+
+def check_experiment_dir(out: str) -> None:
+    """OUT must be new, empty, an experiment folder already (it holds experiment.json: a resumed or
+    shared one) or hold only what an experiment writes; never a file, a run of `siamdyn train` or a folder
+    of other files (`--out /` would fill the filesystem root with grid folders)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SiamdynError(f"--out {out} is a file; an experiment writes a folder of runs there — choose another --out")
+    if is_run_dir(out):
+        raise SiamdynError(f"--out {out} is the run directory of one `siamdyn train` run; an experiment's runs go "
+                           f"into a folder of their own — choose another --out (e.g. {out.rstrip(os.sep)}-grid)")
+    if not os.path.isdir(out) or os.path.exists(os.path.join(out, "experiment.json")):
+        return
+    try:
+        others = sorted(n for n in os.listdir(out) if n not in EXPERIMENT_ENTRIES)
+    except OSError:  # unreadable: the first write names the folder and the cause (RunLock)
+        return
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise SiamdynError(f"--out {out} is a folder of other files ({shown}), not an experiment folder; choose a "
+                           f"new or empty one (e.g. {os.path.join(out, 'experiment')})")
 
 
 def cell_config(cell: Cell, budget: str, seed: int) -> Config:
@@ -79,7 +104,7 @@ def save_session(out: str, session: dict, **fields: object) -> dict:
     meta_path = os.path.join(out, "experiment.json")
     with open(os.path.join(out, ".experiment.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
+        meta = json.load(open_input(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
         meta.update(fields)
         meta["sessions"] = [s for s in meta["sessions"] if s.get("id") != session["id"]] + [session]
         atomic_write_text(meta_path, json.dumps(meta, indent=2))
@@ -95,6 +120,7 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
     names = list(GRIDS) if name == "all" else [name]  # "core": findings v3's conditions at a scale
     for n in names:
         grid_cells(n)  # unknown names fail before anything runs
+    check_experiment_dir(out)
     session = {"id": f"{os.getpid()}-{time.time_ns()}", "grids": names, "wall_time_s": 0.0, "runs": {}}
     t0 = time.perf_counter()
     meta: dict = {}

@@ -8,6 +8,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from siamdyn.inputs import open_input
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.claims import CLAIMS, Claim
 from siamdyn.experiments.grids import CONTROLS, EXTRA_GRIDS, GRIDS, NEGATIVE, POSITIVE, grid_cells
@@ -60,7 +61,7 @@ def load_groups(out: str) -> dict[str, list[Run]]:
 
 
 def load_scale(path: str) -> Scale:
-    with open(os.path.join(path, "experiment.json")) as f:
+    with open_input(os.path.join(path, "experiment.json")) as f:
         meta = json.load(f)
     groups = load_groups(path)
     scale = Scale(path, meta, groups)
@@ -91,7 +92,7 @@ def scale_baseline(scale: Scale) -> dict:
     """Raw-pixel and random-init kNN / linear probe on this scale's bank and width (cached)."""
     path = os.path.join(scale.path, "baseline.json")
     if os.path.exists(path):
-        with open(path) as f:
+        with open_input(path) as f:
             cached = json.load(f)
         if "random_init_kaiming_linear" in cached:
             return cached

@@ -49,7 +49,13 @@ class LinearSetup:
     rank_tolerance: float = 1e-2  # singular values below tol · σ_max(W at init) do not count
 
     def validate(self) -> "LinearSetup":
+        from siamdyn.bounds import Bounds, check_bounds
         from siamdyn.errors import ConfigError
+        for name, text in LINEAR_BOUNDS.items():  # NaN, ±inf and 1e300 fail here, not in an eigensolver
+            check_bounds(name, getattr(self, name), Bounds.parse(text))
+        if self.data_eig_min > self.data_eig_max:
+            raise ConfigError(f"data_eig_min={self.data_eig_min} exceeds data_eig_max={self.data_eig_max}; "
+                              "swap them (the data's eigenvalues spread from max down to min)")
         if self.predictor not in ("linear", "none"):
             raise ConfigError(f"predictor={self.predictor!r}: choose linear or none")
         if not 0 <= self.tau < 1:
@@ -59,6 +65,15 @@ class LinearSetup:
         if self.directpred and self.predictor == "none":
             raise ConfigError("directpred needs predictor=linear")
         return self
+
+
+# Every number of LinearSetup has a declared range (bounds.py's notation), as the config's knobs do.
+LINEAR_BOUNDS = {"input_dim": "[1, 4096]", "output_dim": "[1, 4096]", "data_eig_max": "(0, 1e3]",
+                 "data_eig_min": "(0, 1e3]", "aug_noise": "[0, 1e3]", "directpred_eps": "[0, 1e3]",
+                 "directpred_gain": "(0, 1e3]", "tau": "[0, 1)", "weight_decay": "[0, 10]", "lr": "(0, 10]",
+                 "predictor_lr_ratio": "[0, 1e3]", "steps": "[1, 1e7]", "init_scale": "(0, 1e3]",
+                 "predictor_init_scale": "[0, 1e3]", "seed": "[0, 2^32)", "record_every": "[1, 1e7]",
+                 "rank_tolerance": "(0, 1)"}
 
 
 def data_covariances(s: LinearSetup, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
