@@ -88,6 +88,10 @@ def _parse_lines(path: str) -> Iterator[dict[str, Any]]:
 # anything else in it (/, $HOME, a source tree) is no place for a run (its files would mix with others').
 RUN_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, "summary.json", "eval.json", "backbone.pt", "backbone.json", "ckpt",
                          "tensorboard", TRACEBACK_FILE, ".lock"})
+# What an operating system leaves in folders nobody wrote to: a folder holding only these is empty for
+# a run (a fresh disk's mount point has lost+found; a folder seen in Finder gets .DS_Store).
+OS_LITTER = frozenset({"lost+found", ".DS_Store", "Thumbs.db", "desktop.ini", ".Trashes", ".Spotlight-V100",
+                       ".fseventsd", ".directory"})
 # A run's own files, which only `siamdyn train` writes: no other command's output may replace them.
 RUN_OWN = frozenset({CONFIG_FILE, METRICS_FILE, "summary.json", "ckpt", "tensorboard", ".lock"})
 
@@ -103,7 +107,8 @@ def foreign_entries(out: str) -> list[str]:
         names = os.listdir(out)
     except OSError:
         return []
-    return sorted(n for n in names if n not in RUN_ENTRIES and not n.startswith((".tmp-", "traceback-rank")))
+    return sorted(n for n in names if n not in RUN_ENTRIES and n not in OS_LITTER
+                  and not n.startswith((".tmp-", "traceback-rank")))
 
 
 def check_run_dir(out: str, overwrite: bool, resume: bool, lock_free: bool = True) -> None:

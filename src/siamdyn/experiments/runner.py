@@ -16,7 +16,7 @@ from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.grids import (ANALYSED, BUDGETS, EXTRA_GRIDS, FORCED, GRIDS, PROBE_EPOCHS, Cell,
                                        analysed_cells, cell_budget, grid_cells, seeds_for)
-from siamdyn.runs import CKPT_FILE, RunInUse, RunLock, atomic_write_text, is_run_dir
+from siamdyn.runs import CKPT_FILE, OS_LITTER, RunInUse, RunLock, atomic_write_text, is_run_dir
 
 # What an experiment writes into OUT: its session record, the lock on it and one folder per grid.
 EXPERIMENT_ENTRIES = frozenset({"experiment.json", ".experiment.lock", "controls", "features", *GRIDS, *EXTRA_GRIDS})
@@ -34,7 +34,7 @@ def check_experiment_dir(out: str) -> None:
     if not os.path.isdir(out) or os.path.exists(os.path.join(out, "experiment.json")):
         return
     try:
-        others = sorted(n for n in os.listdir(out) if n not in EXPERIMENT_ENTRIES)
+        others = sorted(n for n in os.listdir(out) if n not in EXPERIMENT_ENTRIES | OS_LITTER)
     except OSError:  # unreadable: the first write names the folder and the cause (RunLock)
         return
     if others:
