@@ -10,6 +10,24 @@ from siamdyn.data.datasets import DEFAULT_DATA_DIRS
 # threads than cores make oneDNN's kernels spin against each other.
 torch.set_num_threads(min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """No test's own output may hold a Python traceback: every command ends in one line or exit 0, so
+    a traceback printed anywhere in the suite (a CLI call, a warning, a thread) fails the test that
+    printed it. A test that shows one on purpose says so with @pytest.mark.traceback_expected."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.passed and "traceback_expected" not in item.keywords:
+        printed = report.capstdout + report.capstderr
+        if TRACEBACK in printed:
+            at = printed.index(TRACEBACK)
+            report.outcome = "failed"
+            report.longrepr = f"the test printed a traceback:\n{printed[max(0, at - 200):at + 1500]}"
+
+
 HAVE_FMNIST = os.path.exists(os.path.join(DEFAULT_DATA_DIRS["fashion-mnist"], "train-images-idx3-ubyte.gz"))
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST,
                                   reason="dataset-fashion-mnist not installed (bash scripts/setup.sh installs it)")

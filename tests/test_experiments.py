@@ -101,7 +101,7 @@ def test_scales_report_as_columns_with_the_gpu_smoke(tmp_path):
         names = tar.getnames()
         assert not any("/ckpt" in n for n in names) and any(n.endswith("eval.json") for n in names)
         tar.extractall(scales, filter="data")
-    run_experiment("core", "smoke", 2, str(scales / "smoke"), progress=False)
+    run_experiment("core", "smoke", 1, str(scales / "smoke"), progress=False)
     text = open(write_report(str(scales))).read()
     matrix = next(ln for ln in text.splitlines() if ln.startswith("| claim | level |"))
     assert "w4 AdamW 12 steps" in matrix and "w4 SGD 12 steps" in matrix

@@ -129,3 +129,10 @@ def test_a_batch_of_one_is_a_clear_error():
 def test_gradient_split_of_a_plain_module_says_what_it_needs():
     with pytest.raises(TypeError, match=r"gradient_split needs a SiameseMethod .* got Sequential; .*split_gradient"):
         gradient_split(_cnn(), _views())
+
+
+def test_speeds_measured_before_a_snapshot_say_what_to_call_first():
+    """It used to return {}: a run logging speeds would silently log none."""
+    speeds = ModuleSpeeds({"conv": _cnn()})
+    with pytest.raises(RuntimeError, match=r"measure\(\) before snapshot\(\)"):
+        speeds.measure()
