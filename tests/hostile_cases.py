@@ -142,6 +142,14 @@ def _run_with_fifo(tmp, victim, rel):
     return copy
 
 
+def _emptied(tmp, victim, rel):
+    """A copy of the victim whose file `rel` is empty."""
+    copy = os.path.join(tmp, "copy")
+    shutil.copytree(victim, copy)
+    open(os.path.join(copy, rel), "w").close()
+    return copy
+
+
 def _resume(tmp, run):
     return ["train", "--out", run, "--resume", "--data-dir", _fmnist(tmp), *FAST, "--set", "max_steps=4"]
 
@@ -207,6 +215,12 @@ SPECIAL_FILE_AND_COMMAND_CASES = [
     ("linear --set tau=1", _linear("tau=1"), "tau=1.0 must be in [0, 1)"),
     ("linear --set of an unknown key", _linear("dim=8"), "unknown linear-model key 'dim'"),
     ("linear --set predictor=mlp", _linear("predictor=mlp"), "predictor='mlp': choose linear or none"),
+    ("held-out readings asked for with heldout_images=1",
+     lambda t, v: _train(t, _fmnist(t), "--set", "heldout_every=1", "--set", "heldout_images=1"),
+     "gives none (they need 2 images or more)"),
+    ("plot of a run whose metrics.jsonl is empty",
+     lambda t, v: ["plot", _emptied(t, v, "metrics.jsonl"), "--out", os.path.join(t, "plots")],
+     "no metric lines in metrics.jsonl yet, so nothing to plot"),
     # --- the other commands' numbers and paths
     ("toy --sweep-phi0 that is not a number", lambda t, v: ["toy", "--sweep-phi0", "a,b", "--no-plots"],
      "--sweep-phi0 'a,b' is not a number; pass a number in [-100, 100]"),

@@ -31,3 +31,30 @@ def test_overwrite_replaces_the_exports_of_the_old_run_and_says_so(tmp_path, cap
     assert "--overwrite replaced the run in" in err and "backbone.json, backbone.pt" in err, err
     assert not os.path.exists(os.path.join(out, "backbone.pt"))
     assert not os.path.exists(os.path.join(out, ".replaced-run"))
+
+
+def test_report_names_and_leaves_out_a_run_it_cannot_read(tmp_path, capsys):
+    """A truncated summary.json used to end `siamdyn report` in a JSONDecodeError; damaged metric lines
+    (beyond a crash's half-written last one) were skipped without a word."""
+    import json
+    import shutil
+    run = str(tmp_path / "run")
+    assert main(["train", "--out", run, *QUICK, "--set", "heldout_every=1", "--set", "heldout_images=16"]) == 0
+    exp = tmp_path / "exp"
+    for seed in range(3):
+        shutil.copytree(run, exp / "controls" / "simsiam" / f"seed{seed}")
+    (exp / "experiment.json").write_text(json.dumps({"sessions": [], "budget": "smoke", "seeds": None}))
+    summary = exp / "controls" / "simsiam" / "seed0" / "summary.json"
+    summary.write_text(summary.read_text()[:40])
+    lines = (exp / "controls" / "simsiam" / "seed1" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (exp / "controls" / "simsiam" / "seed1" / "metrics.jsonl").write_text("".join([lines[0], "{garbled\n", *lines[1:]]))
+    with open(exp / "controls" / "simsiam" / "seed2" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # a crash's half-written last line: the run stays in
+    capsys.readouterr()
+    assert main(["report", str(exp), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "seed0 is left out of the report: summary.json is not valid JSON" in err, err
+    assert "seed1 is left out of the report: its metrics.jsonl has 1 unreadable line(s)" in err, err
+    assert "seed2" not in err and "Traceback" not in err
+    report = (tmp_path / "out" / "findings.md").read_text()
+    assert "| controls/simsiam | 1 |" in report  # one run of three read

@@ -59,6 +59,24 @@ def test_ctrl_c_before_the_steps_exits_130_with_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "siamdyn: interrupted (Ctrl-C)"
 
 
+def test_ctrl_c_during_the_final_knn_says_the_run_is_complete(monkeypatch, tmp_path, capsys):
+    """A stop that arrives after the last step (during the final kNN) used to print "stopping after this
+    step with a checkpoint" and then finish with exit 0 as if nothing had been said."""
+    import signal
+    real = siamdyn.train.evaluate
+
+    def interrupted_knn(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the StopSignals handler takes it: a real Ctrl-C at this moment
+        return real(*args, **kwargs)
+    monkeypatch.setattr(siamdyn.train, "evaluate", interrupted_knn)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "synthetic", "--out", str(out), "--set", "max_steps=2", "--set", "knn_every=0",
+                 "--set", "backbone_width=2", "--set", "batch_size=16", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "SIGINT received" in err and "the stop came after the last step (2); the run is complete" in err, err
+    assert (out / "summary.json").exists()
+
+
 def test_a_bug_before_the_run_is_one_line_and_a_temp_file_with_the_traceback(monkeypatch, tmp_path, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("boom\non two lines")

@@ -299,6 +299,10 @@ class Config:
         if self.target == "ema" and self.grad_terms != "predictor_branch":
             raise ConfigError("target=ema receives no gradient, so grad_terms must be predictor_branch; "
                               "use target=online to study term 2")
+        if self.heldout_every and self.heldout_images < 2:  # readings of one image have no spread: none were taken
+            raise ConfigError(f"heldout_every={self.heldout_every} asks for held-out readings but heldout_images="
+                              f"{self.heldout_images} gives none (they need 2 images or more); raise heldout_images "
+                              "or set heldout_every=0")
         if self.loss == "infonce" and self.target in ("view_mean", "view_feature_mean"):
             raise ConfigError("loss=infonce needs two views per image; use target=online or ema")
 

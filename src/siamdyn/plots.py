@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from siamdyn.errors import SiamdynError  # noqa: E402
+from siamdyn.errors import SiamdynError, warn  # noqa: E402
 from siamdyn.outputs import atomic_write, output_dir, refuse_existing  # noqa: E402
 from siamdyn.runs import read_metrics  # noqa: E402
 
@@ -77,6 +77,13 @@ def plot_runs(run_dirs: list[str], out_dir: str, proj_dim: int | None = None,
     drawn, unless `overwrite` (outputs.py)."""
     names = names or [os.path.basename(os.path.normpath(d)) for d in run_dirs]
     runs = {name: read_metrics(d) for name, d in zip(names, run_dirs)}
+    empty = [d for name, d in zip(names, run_dirs) if not runs[name]]
+    if len(empty) == len(run_dirs):  # figures of nothing would look like a plot of a run that did nothing
+        raise SiamdynError(f"{', '.join(empty)}: no metric lines in metrics.jsonl yet, so nothing to plot; "
+                           "plot a run once it has logged a step")
+    for d in empty:
+        warn(f"{d} has no metric lines in metrics.jsonl yet; it is left out of the plots")
+    runs = {name: lines for name, lines in runs.items() if lines}
     plan = _plan(runs, proj_dim or _proj_dim(run_dirs))
     paths = [os.path.join(out_dir, name) for name, _ in plan]
     refuse_existing(paths, overwrite)

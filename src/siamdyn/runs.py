@@ -65,23 +65,28 @@ class NullLog:
         pass
 
 
-def read_metrics(run_dir: str) -> list[dict[str, Any]]:
+def read_metrics(run_dir: str, skipped: list[int] | None = None) -> list[dict[str, Any]]:
+    """The records of RUN/metrics.jsonl; lines that are not a JSON object are skipped (a crash
+    half-writes the last one), their line numbers appended to `skipped` if given."""
     path = os.path.join(run_dir, METRICS_FILE)
     if not os.path.exists(path):
         raise SiamdynError(f"{run_dir} is not a run directory (no {METRICS_FILE}); "
                            "pass a folder made by `siamdyn train`")
-    return list(_parse_lines(path))
+    return list(_parse_lines(path, skipped if skipped is not None else []))
 
 
-def _parse_lines(path: str) -> Iterator[dict[str, Any]]:
+def _parse_lines(path: str, skipped: list[int]) -> Iterator[dict[str, Any]]:
     with open_input(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                continue  # half-written by a crash
+                skipped.append(number)  # half-written by a crash, or damaged
+                continue
             if isinstance(record, dict):
                 yield record
+            else:
+                skipped.append(number)
 
 
 # What a run directory may hold besides a run's files, and the files a run writes: a folder with

@@ -93,6 +93,9 @@ def _train_locked(st: Start, out: str, progress: bool, desc: str, run: Progress,
     if stopped:
         raise SiamdynError(f"stopped at step {run.step}; checkpoint saved — continue with "
                            f"`siamdyn train --out {out} --resume` (same preset and --set values)")
+    if stop.requested and ctx.is_main:  # it came during the final kNN or checkpoint: there was no step left
+        print(f"siamdyn: the stop came after the last step ({run.step}); the run is complete, so it finishes "
+              "(summary written, nothing to resume)", file=sys.stderr)
     return write_summary(out, s, probes, run)
 
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from siamdyn.errors import SiamdynError, warn
 from siamdyn.inputs import open_input
 from siamdyn.runs import load_run_config, read_metrics
 
@@ -40,17 +41,38 @@ class Run:
         return sum(tail) / len(tail) if tail else None
 
 
+def _read_json(path: str) -> dict:
+    try:
+        with open_input(path) as f:
+            value = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{os.path.basename(path)} is not valid JSON ({e.msg}, line {e.lineno}; truncated?)") \
+            from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{os.path.basename(path)} holds a {type(value).__name__}, not an object")
+    return value
+
+
 def load_run(path: str) -> Run | None:
-    """The run in `path` if it finished (has summary.json), else None."""
+    """The run in `path` if it finished (has summary.json), else None. A run whose files cannot be
+    read (a truncated summary.json, a damaged config.yaml) is named on stderr and left out, as is
+    one with damaged lines in metrics.jsonl beyond a half-written last one (a crash's)."""
     if not os.path.exists(os.path.join(path, "summary.json")):
         return None
-    with open_input(os.path.join(path, "summary.json")) as f:
-        summary = json.load(f)
-    run = Run(path, load_run_config(path), summary)
-    if os.path.exists(os.path.join(path, "eval.json")):
-        with open_input(os.path.join(path, "eval.json")) as f:
-            run.eval = json.load(f)
-    for r in read_metrics(path):
+    skipped: list[int] = []
+    try:
+        run = Run(path, load_run_config(path), _read_json(os.path.join(path, "summary.json")))
+        if os.path.exists(os.path.join(path, "eval.json")):
+            run.eval = _read_json(os.path.join(path, "eval.json"))
+        records = read_metrics(path, skipped)
+    except (ValueError, OSError, SiamdynError) as e:  # JSON and UTF-8 decode errors are ValueErrors
+        warn(f"{path} is left out of the report: {str(e).splitlines()[0]} — restore its files or train it again")
+        return None
+    if [n for n in skipped if n != len(records) + len(skipped)] or not records:
+        damage = f"{len(skipped)} unreadable line(s) beside {len(records)} readable" if records else "no readable line"
+        warn(f"{path} is left out of the report: its metrics.jsonl has {damage} — restore it or train the run again")
+        return None
+    for r in records:
         if "heldout/z_erank" in r:
             run.heldout[r["step"]] = r
         elif "g1_norm" in r:
