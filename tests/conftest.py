@@ -15,9 +15,11 @@ TRACEBACK = "Traceback (most recent call last)"
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """No test's own output may hold a Python traceback: every command ends in one line or exit 0, so
-    a traceback printed anywhere in the suite (a CLI call, a warning, a thread) fails the test that
-    printed it. A test that shows one on purpose says so with @pytest.mark.traceback_expected."""
+    """No output that pytest captured for a test may hold a Python traceback: every command ends in one
+    line or exit 0. This sees what reached the real stdout/stderr unread (a CLI call whose output the
+    test did not read, a warning, a logging handler); output a test read itself (capsys, redirect_stderr)
+    is that test's to check, and the CLI tests assert "Traceback" not in it. A test that prints one on
+    purpose says so with @pytest.mark.traceback_expected."""
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.passed and "traceback_expected" not in item.keywords:

@@ -150,6 +150,14 @@ def _emptied(tmp, victim, rel):
     return copy
 
 
+def _into_fifo_log(tmp):
+    """train --out a folder that holds only a FIFO named metrics.jsonl (a run's own name: not foreign)."""
+    folder = os.path.join(tmp, "fifo-log")
+    os.makedirs(folder)
+    _fifo_instead(os.path.join(folder, "metrics.jsonl"))
+    return ["train", "--data-dir", _fmnist(tmp), "--out", folder, *FAST]
+
+
 def _resume(tmp, run):
     return ["train", "--out", run, "--resume", "--data-dir", _fmnist(tmp), *FAST, "--set", "max_steps=4"]
 
@@ -189,7 +197,7 @@ SPECIAL_FILE_AND_COMMAND_CASES = [
     ("--config /dev/zero (a device that never ends)",
      lambda t, v: ["train", "--config", "/dev/zero", "--out", os.path.join(t, "new")], "a character device"),
     ("--config that is a binary file", lambda t, v: _config_path(t, lambda p: open(p, "wb").write(bytes(range(256)))),
-     "is not UTF-8 text (byte 128 is 0x80)"),
+     "is not UTF-8 text; pass a YAML file"),
     ("--config that is a folder", lambda t, v: _config_path(t, os.mkdir), "a folder, not a regular file"),
     ("--resume of a run whose ckpt/last.pt is a FIFO", lambda t, v: _resume(t, _run_with_fifo(t, v, "ckpt/last.pt")),
      NOT_REGULAR),
@@ -201,6 +209,14 @@ SPECIAL_FILE_AND_COMMAND_CASES = [
      lambda t, v: ["export", _run_with_fifo(t, v, "ckpt/last.pt"), "--out", os.path.join(t, "b.pt")], NOT_REGULAR),
     ("plot of a run whose metrics.jsonl is a FIFO",
      lambda t, v: ["plot", _run_with_fifo(t, v, "metrics.jsonl"), "--out", os.path.join(t, "plots")], NOT_REGULAR),
+    ("--resume of a run whose .lock is a FIFO", lambda t, v: _resume(t, _run_with_fifo(t, v, ".lock")),
+     ".lock is a FIFO (named pipe), not a regular file"),
+    ("train into a folder whose metrics.jsonl is a FIFO", lambda t, v: _into_fifo_log(t),
+     "metrics.jsonl is a FIFO (named pipe), not a regular file"),
+    ("experiment --out whose .experiment.lock is a FIFO",
+     lambda t, v: (os.makedirs(os.path.join(t, "e")), _fifo_instead(os.path.join(t, "e", ".experiment.lock")),
+                   ["experiment", "H1", "--budget", "smoke", "--out", os.path.join(t, "e")])[2],
+     ".experiment.lock is a FIFO (named pipe), not a regular file"),
     # --- an experiment's --out (it used to fill `--out /` with grid folders)
     ("experiment --out the run directory of one train run", lambda t, v: _experiment_into(t, v, "run"),
      "is the run directory of one `siamdyn train` run"),

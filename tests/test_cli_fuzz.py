@@ -160,12 +160,14 @@ def test_no_run_directory_state_gives_a_traceback(victim, tmp_path_factory, how,
     or one line with exit 2, never a traceback, a hang or an internal error."""
     import shutil
     tmp = tmp_path_factory.mktemp("state")
-    run = str(tmp / "run")
+    run = str(tmp / "exp" / "controls" / "simsiam" / "seed0")  # a run of an experiment, so `report` reads it
     shutil.copytree(victim, run)
+    (tmp / "exp" / "experiment.json").write_text('{"sessions": [], "budget": "smoke", "seeds": null}')
     held = _damage(run, how, name, cut, key, value)
     argv = {"resume": ["train", "--out", run, "--resume", *QUICK, "--set", "max_steps=2"],
             "probe": ["probe", run, "--epochs", "1"], "export": ["export", run, "--out", str(tmp / "b.pt")],
-            "plot": ["plot", run, "--out", str(tmp / "plots")], "report": ["report", run]}[command]
+            "plot": ["plot", run, "--out", str(tmp / "plots")],
+            "report": ["report", str(tmp / "exp"), "--out", str(tmp / "report")]}[command]
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -177,4 +179,5 @@ def test_no_run_directory_state_gives_a_traceback(victim, tmp_path_factory, how,
     assert code in (0, 2) and "Traceback" not in text and "internal error" not in text, (how, name, argv, text)
     if code == 2:
         assert text.strip().splitlines()[-1].startswith("siamdyn: error: "), (how, name, argv, text)
+        assert "(None)" not in text, (how, name, argv, text)  # an OSError without a cause is no message
     assert os.path.isdir(run)

@@ -31,9 +31,12 @@ def test_special_files_are_refused_before_anything_is_read(tmp_path):
 
 
 def _reads_with_open(tree: ast.AST):
-    """The calls `open(...)` whose mode (second argument or mode=) is absent or a read mode."""
+    """The calls `open(...)` whose mode (second argument or mode=) is absent or a read mode, but for
+    open_input's own (its opener refuses special files)."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open" and not any(
+                k.arg == "opener" and isinstance(k.value, ast.Name) and k.value.id == "_regular_only"
+                for k in node.keywords):  # open_input's own open, through the regular-file opener
             mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"),
                                                                 None)
             text = mode.value if isinstance(mode, ast.Constant) else "r" if mode is None else "?"

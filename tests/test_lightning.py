@@ -120,3 +120,8 @@ def test_manual_optimisation_gets_the_same_readings_and_accumulation_is_refused(
         trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, accumulate_grad_batches=2,
                             callbacks=[SiamdynCallback()], enable_checkpointing=False, enable_progress_bar=False)
         trainer.fit(TinySimSiam(), _data())
+    scheduler = L.pytorch.callbacks.GradientAccumulationScheduler({0: 2})  # sets it at the first epoch's start
+    with pytest.raises(ValueError, match="accumulates 2 batches per step"):
+        trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, callbacks=[scheduler,
+                            SiamdynCallback()], enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(TinySimSiam(), _data())

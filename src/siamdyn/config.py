@@ -209,13 +209,12 @@ class Config:
     def read_yaml(path: str) -> dict[str, Any]:
         """The key: value mapping of a YAML file (a run's config.yaml nests it under `config:`)."""
         try:
-            with open_input(path) as f:
+            with open_input(path, encoding="utf-8") as f:
                 d = yaml.safe_load(f) or {}
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}; check the path") from None
-        except UnicodeDecodeError as e:  # a binary file given as --config
-            raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}); "
-                              "pass a YAML file of key: value lines") from None
+        except UnicodeDecodeError:  # a binary file given as --config
+            raise ConfigError(f"config file {path} is not UTF-8 text; pass a YAML file of key: value lines") from None
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
             raise ConfigError(f"config file {path} is not valid YAML ({first}); fix its syntax") from None

@@ -24,6 +24,14 @@ from siamdyn.methods.losses import negative_cosine
 from siamdyn.probes.hooks import HookMonitor, ModuleRef
 
 
+def _refuse_accumulation(trainer: Trainer) -> None:
+    """Several backwards per update: a batch is no longer a step, and the readings would be misdated."""
+    if trainer.accumulate_grad_batches != 1:
+        raise ValueError(f"SiamdynCallback reads one optimiser step per batch; this Trainer accumulates "
+                         f"{trainer.accumulate_grad_batches} batches per step: use accumulate_grad_batches=1 "
+                         "(a larger batch_size instead) or HookMonitor in your own loop")
+
+
 class LightningLoggers:
     """The trainer's loggers as a siamdyn `Logger`. Lightning's loggers take numbers only: a value that is
     not finite (None here) is left out of that step (an empty cell in a CSVLogger's file)."""
@@ -60,12 +68,13 @@ class SiamdynCallback(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Hooks on the named modules; records to the trainer's loggers and `logger`."""
-        if trainer.accumulate_grad_batches != 1:  # several backwards per update: a batch is no longer a step
-            raise ValueError(f"SiamdynCallback reads one optimiser step per batch; this Trainer accumulates "
-                             f"{trainer.accumulate_grad_batches} batches per step: use accumulate_grad_batches=1 "
-                             "(a larger batch_size instead) or HookMonitor in your own loop")
+        _refuse_accumulation(trainer)
         sinks = [LightningLoggers(trainer), *as_logger(self.logger).loggers]
         self.monitor = HookMonitor(pl_module, logger=sinks, auto_step=False, speeds=True, **self.args)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """A GradientAccumulationScheduler changes accumulate_grad_batches at an epoch's start."""
+        _refuse_accumulation(trainer)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         """The step about to run is the trainer's global step + 1 (the hooks keep graphs on probe steps)."""

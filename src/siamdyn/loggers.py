@@ -67,6 +67,10 @@ class CallableLogger:
         self.fn(flat_metrics(metrics), step)
 
 
+# What every instrument's `logger=` takes: a Logger, a callable fn(metrics, step), a list of them, or None.
+LoggerTarget = Union[Logger, Callable[[Metrics, int], Any], Iterable[Any], None]
+
+
 class MultiLogger:
     """Several loggers as one: each gets every record, flattened and cleaned once (`flat_metrics`), so a
     `Logger` of your own never sees inf or NaN; `close` closes each that can be closed."""
@@ -76,9 +80,9 @@ class MultiLogger:
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Every logger gets the record at `step`."""
-        if not self.loggers:
-            return
         flat = flat_metrics(metrics)
+        if not self.loggers or not flat:  # a line without numbers (a resume's list of changes) is no record
+            return
         for logger in self.loggers:
             logger.log(flat, step)
 
@@ -97,7 +101,7 @@ class MultiLogger:
                 close()
 
 
-def as_logger(target: Logger | Callable[[Metrics, int], Any] | Iterable | None) -> MultiLogger:
+def as_logger(target: LoggerTarget) -> MultiLogger:
     """One logger from what a user passes: a `Logger`, a plain callable `fn(metrics, step)`, a list or
     tuple of either, or None (no logger: records are dropped)."""
     if target is None:
@@ -179,8 +183,9 @@ class RunLog:
     """The log of a `siamdyn train` run: every line goes to `metrics` (metrics.jsonl, the record) and is
     mirrored to `logger` at the line's step. Lines without a step (none today) mirror at step 0."""
 
-    def __init__(self, metrics: Any, logger: MultiLogger):
+    def __init__(self, metrics: Any, logger: MultiLogger, owned: MultiLogger | None = None):
         self.metrics, self.logger = metrics, logger
+        self.owned = logger if owned is None else owned  # the loggers this log made, and so closes
 
     def write(self, record: dict[str, Any]) -> None:
         """One metrics line: to metrics.jsonl, then to the loggers at its step."""
@@ -193,9 +198,10 @@ class RunLog:
         self.logger.flush()
 
     def close(self) -> None:
-        """Close metrics.jsonl and every logger."""
+        """Close metrics.jsonl and the loggers this log made; the caller's own are flushed and left open."""
         self.metrics.close()
-        self.logger.close()
+        self.logger.flush()
+        self.owned.close()
 
 
 def check_run_loggers(cfg: Any) -> None:
@@ -212,11 +218,12 @@ def run_log(metrics: Any, cfg: Any, out: str, resume_step: int | None = None, lo
     truncate_metrics drops its lines), a W&B run (`wandb=PROJECT`: named after OUT, the config attached, its
     files where W&B keeps them, $WANDB_DIR or ./wandb, not in the run directory; each session of a resumed run
     is a W&B run of its own) and `loggers` (`as_logger`)."""
-    sinks = as_logger(loggers).loggers
+    sinks = list(as_logger(loggers).loggers)  # the caller's MultiLogger stays as it was
+    given = len(sinks)
     if cfg.tensorboard:
         purge = resume_step + 1 if resume_step is not None else None
         sinks.insert(0, TensorBoardLogger(os.path.join(out, TENSORBOARD_DIR), purge_step=purge))
     if getattr(cfg, "wandb", ""):
         sinks.append(WandbLogger(project=cfg.wandb, name=os.path.basename(os.path.abspath(out)),
                                  config=cfg.to_dict()))
-    return RunLog(metrics, MultiLogger(sinks)) if sinks else metrics
+    return RunLog(metrics, MultiLogger(sinks), owned=MultiLogger(sinks[given:])) if sinks else metrics

@@ -16,10 +16,9 @@ import sys
 from types import TracebackType
 
 from siamdyn.errors import SiamdynError, warn
-from siamdyn.runs import RUN_ENTRIES
+from siamdyn.runs import RUN_DERIVED, RUN_ENTRIES
 
 ASIDE = ".replaced-run"  # where the run that --overwrite replaces waits until the new one has started
-DERIVED = ("eval.json", "backbone.pt", "backbone.json")  # made from a run by probe / export: replaced with it
 
 
 def _first_missing(path: str) -> str | None:
@@ -71,7 +70,7 @@ class RunStart:
             return False
         if kind is None:  # committed: the replaced run goes for good
             shutil.rmtree(os.path.join(self.out, ASIDE), ignore_errors=True)
-            derived = [n for n in self.aside if n in DERIVED]
+            derived = [n for n in self.aside if n in RUN_DERIVED]
             if derived:  # they described the old run; kept beside the new one they would look like its own
                 print(f"siamdyn: --overwrite replaced the run in {self.out}, with what was made from it "
                       f"({', '.join(derived)})", file=sys.stderr)

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from siamdyn import __version__
-from siamdyn.inputs import open_input
+from siamdyn.inputs import open_input, refuse_special
 from siamdyn.checkpoint import CKPT_FILE, CONFIG_FILE, config_digest
 from siamdyn.config import Config, coerce_value, resumable_fields
 from siamdyn.errors import ConfigError, SiamdynError
@@ -35,6 +35,7 @@ class MetricsLog:
 
     def __init__(self, path: str):
         self.path = path
+        refuse_special(path)  # appending to a FIFO would block until a reader came
         try:
             self._f = open(path, "a", encoding="utf-8")
         except OSError as e:  # a start that cannot open its log is undone (run_start.py), in one line
@@ -72,27 +73,31 @@ def read_metrics(run_dir: str, skipped: list[int] | None = None) -> list[dict[st
     if not os.path.exists(path):
         raise SiamdynError(f"{run_dir} is not a run directory (no {METRICS_FILE}); "
                            "pass a folder made by `siamdyn train`")
-    return list(_parse_lines(path, skipped if skipped is not None else []))
+    return list(_parse_lines(path, skipped))
 
 
-def _parse_lines(path: str, skipped: list[int]) -> Iterator[dict[str, Any]]:
+def _parse_lines(path: str, skipped: list[int] | None = None) -> Iterator[dict[str, Any]]:
     with open_input(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                skipped.append(number)  # half-written by a crash, or damaged
+                if not isinstance(record, dict):
+                    raise ValueError
+            except ValueError:  # half-written by a crash, or damaged (JSONDecodeError is a ValueError)
+                if skipped is not None:
+                    skipped.append(number)
                 continue
-            if isinstance(record, dict):
-                yield record
-            else:
-                skipped.append(number)
+            yield record
 
 
 # What a run directory may hold besides a run's files, and the files a run writes: a folder with
 # anything else in it (/, $HOME, a source tree) is no place for a run (its files would mix with others').
-RUN_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, "summary.json", "eval.json", "backbone.pt", "backbone.json", "ckpt",
-                         "tensorboard", TRACEBACK_FILE, ".lock"})
+# What probe and export make from a run inside it by default: `--overwrite` replaces them with the run.
+RUN_DERIVED = ("eval.json", "backbone.pt", "backbone.json")
+RUN_ENTRIES = frozenset({CONFIG_FILE, METRICS_FILE, "summary.json", *RUN_DERIVED, "ckpt", "tensorboard", TRACEBACK_FILE,
+                         ".lock"})
+# Names a writer leaves behind: an atomic write's temp file, a DDP rank's traceback.
+TEMP_PREFIXES = (".tmp-", "traceback-rank")
 # What an operating system leaves in folders nobody wrote to: a folder holding only these is empty for
 # a run (a fresh disk's mount point has lost+found; a folder seen in Finder gets .DS_Store).
 OS_LITTER = frozenset({"lost+found", ".DS_Store", "Thumbs.db", "desktop.ini", ".Trashes", ".Spotlight-V100",
@@ -112,8 +117,7 @@ def foreign_entries(out: str) -> list[str]:
         names = os.listdir(out)
     except OSError:
         return []
-    return sorted(n for n in names if n not in RUN_ENTRIES and n not in OS_LITTER
-                  and not n.startswith((".tmp-", "traceback-rank")))
+    return sorted(n for n in names if n not in RUN_ENTRIES and n not in OS_LITTER and not n.startswith(TEMP_PREFIXES))
 
 
 def check_run_dir(out: str, overwrite: bool, resume: bool, lock_free: bool = True) -> None:
@@ -260,6 +264,7 @@ class RunLock:
         self._f = None
 
     def __enter__(self) -> "RunLock":
+        refuse_special(self.path)  # flock on a FIFO or device is unsupported: one line, not "(None)"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             f = open(self.path, "a+")

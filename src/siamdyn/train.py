@@ -25,7 +25,7 @@ from siamdyn.distributed import (Dist, any_rank, gather_objects, init_distribute
                                  shutdown_distributed, weights_digest)
 from siamdyn.errors import SiamdynError, TrainingDiverged, warn
 from siamdyn.eval import knn_accuracy, time_to_accuracy
-from siamdyn.loggers import as_logger
+from siamdyn.loggers import LoggerTarget, MultiLogger, as_logger
 from siamdyn.optim import ema_tau, lr_factor, set_lr
 from siamdyn.probes.session import ProbeSession, StepReading
 from siamdyn.run_start import RunStart
@@ -37,7 +37,7 @@ from siamdyn.toplevel import mark_run_dir
 
 def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, progress: bool = True,
           initial_state: dict | None = None, desc: str | None = None, lock_held: bool = False,
-          loggers: Any = None) -> dict[str, Any]:
+          loggers: LoggerTarget = None) -> dict[str, Any]:
     """Train `cfg` into run directory `out`; returns the summary (also in summary.json).
     Under torchrun every rank calls this; rank 0 alone writes to `out`. `lock_held`: the
     caller already holds `runs.RunLock(out)` (the experiment runner decides under it). `loggers`: where
@@ -53,10 +53,9 @@ def train(cfg: Config, out: str, overwrite: bool = False, resume: bool = False, 
 
 
 def _train(cfg: Config, out: str, overwrite: bool, resume: bool, progress: bool, initial_state: dict | None,
-           desc: str, ctx: Dist, lock_held: bool, loggers: Any) -> dict[str, Any]:
+           desc: str, ctx: Dist, lock_held: bool, loggers: MultiLogger) -> dict[str, Any]:
     # -- the start: bad config, data, checkpoint or schedule fails here, before `out` is touched
-    st = check_start(cfg, out, overwrite, resume, ctx, initial_state, lock_held)
-    st.loggers = loggers
+    st = check_start(cfg, out, overwrite, resume, ctx, initial_state, lock_held, loggers)
     finished = finished_summary(out, st) if resume else None
     if finished is not None:
         return finished

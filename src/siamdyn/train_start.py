@@ -25,7 +25,7 @@ from siamdyn.probes.session import ProbeSession
 from siamdyn.runs import (CONFIG_FILE, METRICS_FILE, MetricsLog, NullLog, check_not_in_use, check_resume_compatible,
                           check_run_dir, load_run_config, truncate_metrics, update_config, write_config)
 from siamdyn.runtime import Session, build_session, eval_input, pick_device
-from siamdyn.loggers import RunLog as MirroredLog, check_run_loggers, run_log
+from siamdyn.loggers import MultiLogger, RunLog as MirroredLog, check_run_loggers, run_log
 
 RunLog = MetricsLog | NullLog | MirroredLog  # where metric lines go (rank 0 writes, others drop them)
 
@@ -55,11 +55,11 @@ class Start:
     probes: ProbeSession
     ckpt: Checkpoint | None  # the checkpoint a resume continues from
     changes: dict[str, list]  # resumable fields the resume changes ({name: [was, now]})
-    loggers: Any = None  # `train(loggers=)`: a MultiLogger the metrics lines are mirrored to (loggers.as_logger)
+    loggers: MultiLogger | None = None  # `train(loggers=)`: where the metrics lines are mirrored (as_logger)
 
 
 def check_start(cfg: Config, out: str, overwrite: bool, resume: bool, ctx: Dist, initial_state: dict | None,
-                lock_held: bool) -> Start:
+                lock_held: bool, loggers: MultiLogger | None = None) -> Start:
     """Everything that can fail before the first step; nothing here writes to `out`."""
     saved = load_run_config(out) if resume and os.path.exists(os.path.join(out, CONFIG_FILE)) else None
     cfg, precision = resolve_auto(cfg, ctx, saved)
@@ -76,7 +76,7 @@ def check_start(cfg: Config, out: str, overwrite: bool, resume: bool, ctx: Dist,
     check_schedules(s)
     heldout = HeldoutProbe(s.model, s.test_set.images[:cfg.heldout_images].to(s.device), eval_input(cfg, s.augment),
                            cfg.heldout_every)
-    return Start(cfg, precision, s, ProbeSession(s.model, cfg, ctx, heldout), ckpt, changes)
+    return Start(cfg, precision, s, ProbeSession(s.model, cfg, ctx, heldout), ckpt, changes, loggers)
 
 
 def resolve_auto(cfg: Config, ctx: Dist, saved: Config | None) -> tuple[Config, PrecisionChoice]:

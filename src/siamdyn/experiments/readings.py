@@ -6,13 +6,12 @@ turns them into the three readouts of findings v3.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from siamdyn.errors import SiamdynError, warn
-from siamdyn.inputs import open_input
+from siamdyn.inputs import read_json
 from siamdyn.runs import load_run_config, read_metrics
 
 WINDOW = 0.2
@@ -41,18 +40,6 @@ class Run:
         return sum(tail) / len(tail) if tail else None
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open_input(path) as f:
-            value = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{os.path.basename(path)} is not valid JSON ({e.msg}, line {e.lineno}; truncated?)") \
-            from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{os.path.basename(path)} holds a {type(value).__name__}, not an object")
-    return value
-
-
 def load_run(path: str) -> Run | None:
     """The run in `path` if it finished (has summary.json), else None. A run whose files cannot be
     read (a truncated summary.json, a damaged config.yaml) is named on stderr and left out, as is
@@ -61,11 +48,11 @@ def load_run(path: str) -> Run | None:
         return None
     skipped: list[int] = []
     try:
-        run = Run(path, load_run_config(path), _read_json(os.path.join(path, "summary.json")))
+        run = Run(path, load_run_config(path), read_json(os.path.join(path, "summary.json")))
         if os.path.exists(os.path.join(path, "eval.json")):
-            run.eval = _read_json(os.path.join(path, "eval.json"))
+            run.eval = read_json(os.path.join(path, "eval.json"))
         records = read_metrics(path, skipped)
-    except (ValueError, OSError, SiamdynError) as e:  # JSON and UTF-8 decode errors are ValueErrors
+    except (OSError, SiamdynError) as e:  # read_json and load_run_config say what is wrong in one line
         warn(f"{path} is left out of the report: {str(e).splitlines()[0]} — restore its files or train it again")
         return None
     if [n for n in skipped if n != len(records) + len(skipped)] or not records:

@@ -1,19 +1,18 @@
 """Report sections of the post-hoc analyses H7 (f(x) vs f(x̄)), H8 (deep image prior), H9 (eqs. 7–9)."""
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from collections import defaultdict
 
-from siamdyn.inputs import open_input
+from siamdyn.inputs import read_json
 from siamdyn.plots import bar_chart
 from siamdyn.experiments.report_format import mean_std as _ms
 
 
 def _load(out: str, grid: str) -> dict | None:
     path = os.path.join(out, grid, "analysis.json")
-    return json.load(open_input(path)) if os.path.exists(path) else None
+    return read_json(path) if os.path.exists(path) else None
 
 
 def _h7(res: dict, fig_dir: str) -> list[str]:

@@ -11,12 +11,12 @@ import time
 
 from tqdm import tqdm
 
-from siamdyn.inputs import open_input
+from siamdyn.inputs import read_json, refuse_special
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.grids import (ANALYSED, BUDGETS, EXTRA_GRIDS, FORCED, GRIDS, PROBE_EPOCHS, Cell,
                                        analysed_cells, cell_budget, grid_cells, seeds_for)
-from siamdyn.runs import CKPT_FILE, OS_LITTER, RunInUse, RunLock, atomic_write_text, is_run_dir
+from siamdyn.runs import CKPT_FILE, OS_LITTER, TEMP_PREFIXES, RunInUse, RunLock, atomic_write_text, is_run_dir
 
 # What an experiment writes into OUT: its session record, the lock on it and one folder per grid.
 EXPERIMENT_ENTRIES = frozenset({"experiment.json", ".experiment.lock", "controls", "features", *GRIDS, *EXTRA_GRIDS})
@@ -31,10 +31,13 @@ def check_experiment_dir(out: str) -> None:
     if is_run_dir(out):
         raise SiamdynError(f"--out {out} is the run directory of one `siamdyn train` run; an experiment's runs go "
                            f"into a folder of their own — choose another --out (e.g. {out.rstrip(os.sep)}-grid)")
+    for name in ("experiment.json", ".experiment.lock"):  # read and locked after every run: checked before the first
+        refuse_special(os.path.join(out, name))
     if not os.path.isdir(out) or os.path.exists(os.path.join(out, "experiment.json")):
         return
-    try:
-        others = sorted(n for n in os.listdir(out) if n not in EXPERIMENT_ENTRIES | OS_LITTER)
+    try:  # a temp file of an interrupted write, or the log a shell redirect made before the first run
+        others = sorted(n for n in os.listdir(out) if n not in EXPERIMENT_ENTRIES | OS_LITTER
+                        and not n.startswith(TEMP_PREFIXES) and not n.endswith(".log"))
     except OSError:  # unreadable: the first write names the folder and the cause (RunLock)
         return
     if others:
@@ -102,9 +105,10 @@ def save_session(out: str, session: dict, **fields: object) -> dict:
     import fcntl
     os.makedirs(out, exist_ok=True)
     meta_path = os.path.join(out, "experiment.json")
+    refuse_special(os.path.join(out, ".experiment.lock"))
     with open(os.path.join(out, ".experiment.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        meta = json.load(open_input(meta_path)) if os.path.exists(meta_path) else {"sessions": []}
+        meta = read_json(meta_path) if os.path.exists(meta_path) else {"sessions": []}
         meta.update(fields)
         meta["sessions"] = [s for s in meta["sessions"] if s.get("id") != session["id"]] + [session]
         atomic_write_text(meta_path, json.dumps(meta, indent=2))

@@ -58,10 +58,6 @@ class LinearSetup:
                               "swap them (the data's eigenvalues spread from max down to min)")
         if self.predictor not in ("linear", "none"):
             raise ConfigError(f"predictor={self.predictor!r}: choose linear or none")
-        if not 0 <= self.tau < 1:
-            raise ConfigError("tau must be in [0, 1)")
-        if min(self.input_dim, self.output_dim, self.steps, self.record_every) < 1 or self.lr <= 0:
-            raise ConfigError("dims, steps, record_every must be >= 1 and lr > 0")
         if self.directpred and self.predictor == "none":
             raise ConfigError("directpred needs predictor=linear")
         return self
