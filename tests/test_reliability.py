@@ -142,6 +142,10 @@ def test_diverging_run_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_pat
     with pytest.raises(TrainingDiverged, match=r"at step \d+.*last good checkpoint"):
         train(cfg.replace(lr=1e30, max_steps=20), str(tmp_path / "boom"), progress=False)
     assert (out / "ckpt" / "last.pt").read_bytes() == before
+    # before its first checkpoint there is none to point at (it used to name a ckpt/last.pt that did not exist)
+    with pytest.raises(TrainingDiverged, match=r"no checkpoint was written before it \(start again with --overwrite"):
+        train(cfg.replace(lr=1e30, max_steps=20, ckpt_every=0), str(tmp_path / "early"), progress=False)
+    assert not (tmp_path / "early" / "ckpt" / "last.pt").exists()
 
 
 def test_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path):
