@@ -61,3 +61,13 @@ def test_feature_choice_blur_matches_the_pixel_mean_and_the_centre_crop_is_centr
     torch.testing.assert_close(whole, x, atol=1e-5, rtol=0)  # area 1: the image itself
     half = centre_crop(augment, 0.25)(images)  # the central 14 × 14, resized: left half kept, right half 0
     assert float(half[..., :, -3:].max()) == float(augment.normalize(torch.zeros(1, 1, 1, 1, dtype=torch.uint8)))
+
+
+def test_a_z_head_that_shrank_toward_zero_is_not_read_by_its_rank():
+    """Eq. (10) without the output BN shrinks z to noise whose RankMe reads "healthy": such a run is
+    counted as shrunk, not given a level-(b) state."""
+    from types import SimpleNamespace
+
+    from siamdyn.experiments.report_questions import z_shrank
+    run = lambda *norms: SimpleNamespace(heldout={20 * i: {"heldout/z_mean_norm": n} for i, n in enumerate(norms)})  # noqa: E731
+    assert z_shrank(run(20.0, 9.0, 2.1)) and not z_shrank(run(20.0, 19.0, 18.5)) and not z_shrank(run(20.0))

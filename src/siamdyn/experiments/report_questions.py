@@ -51,10 +51,25 @@ def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
     return None if not before or len(history) < 2 else history[-1][1] - before[-1]
 
 
+# A z head whose mean norm ends below this fraction of its random-init reading has shrunk toward 0 (an
+# L2 loss without an output BN can do that): its rank then reads the noise that is left, so level (b) is
+# not read for it (docs/open_questions.md, "Readouts").
+SHRUNK = 0.25
+
+
+def z_shrank(run: Run) -> bool:
+    """The held-out mean ‖z‖ at the end is below SHRUNK × its first reading."""
+    norms = [run.heldout[s]["heldout/z_mean_norm"] for s in sorted(run.heldout) if "heldout/z_mean_norm" in
+             run.heldout[s]]
+    return len(norms) >= 2 and norms[0] > 0 and norms[-1] < SHRUNK * norms[0]
+
+
 def question_row(name: str, runs: list[Run], scale: Scale, base: dict) -> str:
     cal = scale.calibration.get("z")
-    states = [head_state(r, "z", cal) for r in runs] if cal else []
+    shrunk = sum(map(z_shrank, runs))
+    states = [head_state(r, "z", cal) for r in runs if not z_shrank(r)] if cal else []
     z = "/".join(str(states.count(s)) for s in ("collapsed", "partial", "healthy")) if states else "—"
+    z += f"; {shrunk} shrank (rank not read)" if shrunk else ""
     ranks = " / ".join(_ms([window_mean(r, f"heldout/{d}_erank") for r in runs], "{:.1f}")
                        for d in ("feature", "proj_hidden", "z"))
     rep = [representation(r, base) for r in runs]
