@@ -68,6 +68,6 @@ def test_a_z_head_that_shrank_toward_zero_is_not_read_by_its_rank():
     counted as shrunk, not given a level-(b) state."""
     from types import SimpleNamespace
 
-    from siamdyn.experiments.report_questions import z_shrank
+    from siamdyn.experiments.levels import z_shrank
     run = lambda *norms: SimpleNamespace(heldout={20 * i: {"heldout/z_mean_norm": n} for i, n in enumerate(norms)})  # noqa: E731
     assert z_shrank(run(20.0, 9.0, 2.1)) and not z_shrank(run(20.0, 19.0, 18.5)) and not z_shrank(run(20.0))

@@ -105,6 +105,19 @@ def position(run: Run, head: str, cal: HeadScale | None, step: int | None = None
     return None if v is None or cal is None else cal.position(v)
 
 
+# A z head whose mean norm ends below this fraction of its random-init reading has shrunk toward 0 (an
+# L2 loss without an output BN can do that): its rank then reads the noise that is left, so level (b) is
+# not read for it (docs/open_questions.md, "Readouts").
+SHRUNK = 0.25
+
+
+def z_shrank(run: Run) -> bool:
+    """The held-out mean ‖z‖ at the end is below SHRUNK × its first reading."""
+    norms = [run.heldout[s]["heldout/z_mean_norm"] for s in sorted(run.heldout) if "heldout/z_mean_norm" in
+             run.heldout[s]]
+    return len(norms) >= 2 and norms[0] > 0 and norms[-1] < SHRUNK * norms[0]
+
+
 def head_state(run: Run, head: str, cal: HeadScale | None) -> str | None:
     pos = position(run, head, cal)
     return None if pos is None else cal.state(pos)

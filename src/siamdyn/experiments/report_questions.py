@@ -12,7 +12,8 @@ import statistics
 from siamdyn.inputs import open_input
 from siamdyn.experiments.early_warning import PREDICTORS, auc_over_time, first_separating
 from siamdyn.experiments.grids import AUGMENTATION, CROPS, FACTORIAL, SPEED_BASIN, Cell
-from siamdyn.experiments.levels import COMPLETE, completeness, head_state, representation, time_to_collapse
+from siamdyn.experiments.levels import (COMPLETE, completeness, head_state, representation, time_to_collapse,
+                                        z_shrank)
 from siamdyn.experiments.readings import Run, window_mean
 from siamdyn.experiments.report_format import mean_std as _ms
 from siamdyn.experiments.scales import Scale
@@ -49,19 +50,6 @@ def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
     history = [(h["step"], h["knn_acc"]) for h in run.summary.get("knn", []) if h.get("knn_acc") is not None]
     before = [acc for step, acc in history if t is not None and step <= t]
     return None if not before or len(history) < 2 else history[-1][1] - before[-1]
-
-
-# A z head whose mean norm ends below this fraction of its random-init reading has shrunk toward 0 (an
-# L2 loss without an output BN can do that): its rank then reads the noise that is left, so level (b) is
-# not read for it (docs/open_questions.md, "Readouts").
-SHRUNK = 0.25
-
-
-def z_shrank(run: Run) -> bool:
-    """The held-out mean ‖z‖ at the end is below SHRUNK × its first reading."""
-    norms = [run.heldout[s]["heldout/z_mean_norm"] for s in sorted(run.heldout) if "heldout/z_mean_norm" in
-             run.heldout[s]]
-    return len(norms) >= 2 and norms[0] > 0 and norms[-1] < SHRUNK * norms[0]
 
 
 def question_row(name: str, runs: list[Run], scale: Scale, base: dict) -> str:

@@ -7,7 +7,8 @@ import math
 import statistics
 
 from siamdyn.experiments.claims import CLAIMS, PAIRED
-from siamdyn.experiments.levels import HEADS, completeness, head_state, loss_as_cosine, position, representation
+from siamdyn.experiments.levels import (HEADS, completeness, head_state, loss_as_cosine, position, representation,
+                                        z_shrank)
 from siamdyn.experiments.levels import time_to_collapse as head_ttc
 from siamdyn.experiments.readings import window_mean
 from siamdyn.experiments.report_format import mean_std as _ms
@@ -133,6 +134,8 @@ def cell_row(key: str, scale: Scale, base: dict) -> str:
     cal = scale.calibration
     states = {h: [head_state(r, h, cal.get(h)) for r in runs] for h in HEADS}
     counts = {h: "/".join(str(states[h].count(x)) for x in ("collapsed", "partial", "healthy")) for h in HEADS}
+    if shrunk := sum(map(z_shrank, runs)):  # said, not removed: the controls' calibration stays as it is
+        counts["z"] += f" ({shrunk} with z shrunk below ¼ of its start)"
     ttc = {h: [t for r in runs if cal.get(h) and (t := head_ttc(r, h, cal[h])) is not None] for h in HEADS}
     rep = [representation(r, base) for r in runs]
     return (f"| {key} | {len(runs)} | {_ms([completeness(r) for r in runs])} | "
