@@ -80,8 +80,10 @@ class MultiLogger:
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Every logger gets the record at `step`."""
+        if not self.loggers:
+            return
         flat = flat_metrics(metrics)
-        if not self.loggers or not flat:  # a line without numbers (a resume's list of changes) is no record
+        if not flat:  # a line without numbers (a resume's list of changes) is no record
             return
         for logger in self.loggers:
             logger.log(flat, step)

@@ -110,14 +110,20 @@ def is_run_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, CONFIG_FILE)) or os.path.isfile(os.path.join(path, METRICS_FILE))
 
 
-def foreign_entries(out: str) -> list[str]:
-    """The entries of folder `out` that no run writes (temp files of an atomic write and per-rank
-    tracebacks count as a run's); [] for a folder that is missing, empty or unreadable."""
+def foreign_entries(out: str, own: frozenset[str] = RUN_ENTRIES, own_suffixes: tuple[str, ...] = ()) -> list[str]:
+    """The entries of folder `out` that its writer (a run: `own` = RUN_ENTRIES) does not make, temp files
+    and OS litter aside; [] for a folder that is missing, empty or unreadable."""
     try:
         names = os.listdir(out)
     except OSError:
         return []
-    return sorted(n for n in names if n not in RUN_ENTRIES and n not in OS_LITTER and not n.startswith(TEMP_PREFIXES))
+    return sorted(n for n in names if n not in own and n not in OS_LITTER and not n.startswith(TEMP_PREFIXES)
+                  and not (own_suffixes and n.endswith(own_suffixes)))
+
+
+def shown_names(names: list[str]) -> str:
+    """The first three names, and how many more: for a one-line message."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def check_run_dir(out: str, overwrite: bool, resume: bool, lock_free: bool = True) -> None:
@@ -144,9 +150,8 @@ def check_run_dir(out: str, overwrite: bool, resume: bool, lock_free: bool = Tru
         raise SiamdynError(f"--out {out} is a file, not a folder; choose another --out")
     others = [] if has_run else foreign_entries(out)
     if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise SiamdynError(f"--out {out} is a folder of other files ({shown}), not a run; a run goes into a new or "
-                           f"empty folder — choose another --out (e.g. {os.path.join(out, 'run')})")
+        raise SiamdynError(f"--out {out} is a folder of other files ({shown_names(others)}), not a run; a run goes "
+                           f"into a new or empty folder — choose another --out (e.g. {os.path.join(out, 'run')})")
 
 
 def refuse_inside_run(path: str, example: str = "") -> None:

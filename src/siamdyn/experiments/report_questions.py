@@ -54,8 +54,9 @@ def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
 
 def question_row(name: str, runs: list[Run], scale: Scale, base: dict) -> str:
     cal = scale.calibration.get("z")
-    shrunk = sum(map(z_shrank, runs))
-    states = [head_state(r, "z", cal) for r in runs if not z_shrank(r)] if cal else []
+    read = [r for r in runs if not z_shrank(r)]
+    shrunk = len(runs) - len(read)
+    states = [head_state(r, "z", cal) for r in read] if cal else []
     z = "/".join(str(states.count(s)) for s in ("collapsed", "partial", "healthy")) if states else "—"
     z += f"; {shrunk} shrank (rank not read)" if shrunk else ""
     ranks = " / ".join(_ms([window_mean(r, f"heldout/{d}_erank") for r in runs], "{:.1f}")

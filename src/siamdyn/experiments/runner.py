@@ -16,7 +16,8 @@ from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.grids import (ANALYSED, BUDGETS, EXTRA_GRIDS, FORCED, GRIDS, PROBE_EPOCHS, Cell,
                                        analysed_cells, cell_budget, grid_cells, seeds_for)
-from siamdyn.runs import CKPT_FILE, OS_LITTER, TEMP_PREFIXES, RunInUse, RunLock, atomic_write_text, is_run_dir
+from siamdyn.runs import (CKPT_FILE, RunInUse, RunLock, atomic_write_text, foreign_entries, is_run_dir,
+                          shown_names)
 
 # What an experiment writes into OUT: its session record, the lock on it and one folder per grid.
 EXPERIMENT_ENTRIES = frozenset({"experiment.json", ".experiment.lock", "controls", "features", *GRIDS, *EXTRA_GRIDS})
@@ -35,15 +36,12 @@ def check_experiment_dir(out: str) -> None:
         refuse_special(os.path.join(out, name))
     if not os.path.isdir(out) or os.path.exists(os.path.join(out, "experiment.json")):
         return
-    try:  # a temp file of an interrupted write, or the log a shell redirect made before the first run
-        others = sorted(n for n in os.listdir(out) if n not in EXPERIMENT_ENTRIES | OS_LITTER
-                        and not n.startswith(TEMP_PREFIXES) and not n.endswith(".log"))
-    except OSError:  # unreadable: the first write names the folder and the cause (RunLock)
-        return
+    # a log a shell redirect made before the first run is the experiment's too; an unreadable folder reads
+    # as empty here, and the first write names it and the cause (RunLock)
+    others = foreign_entries(out, EXPERIMENT_ENTRIES, own_suffixes=(".log",))
     if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise SiamdynError(f"--out {out} is a folder of other files ({shown}), not an experiment folder; choose a "
-                           f"new or empty one (e.g. {os.path.join(out, 'experiment')})")
+        raise SiamdynError(f"--out {out} is a folder of other files ({shown_names(others)}), not an experiment folder; "
+                           f"choose a new or empty one (e.g. {os.path.join(out, 'experiment')})")
 
 
 def cell_config(cell: Cell, budget: str, seed: int) -> Config:
