@@ -42,6 +42,10 @@ def test_open_questions_smoke_then_report(tmp_path):
     assert "Not visible in this design" in section and "| eq10 | " in section.split("crop0.9")[1]
     order = [section.index(h) for h in ("### Q1 at", "### Q2 at", "### Q3 at")]
     assert order == sorted(order) and "| f(blur x), as sharp as x̄_8 | " in section
+    assert section.count("**Answer at") == 3 and "- **Around eq10** (`Q1/eq10`: " in section  # Q1, Q2, Q3
+    assert "f(x̄_8) − the blur control" in section
+    figures = set(os.listdir(os.path.join(out, "figures", "findings")))
+    assert {"q1_depths0.png", "q2_inputs0.png"} <= figures and "![Q1 at" in section and "![Q2 at" in section
 
 
 def test_feature_choice_blur_matches_the_pixel_mean_and_the_centre_crop_is_central():

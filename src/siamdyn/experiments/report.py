@@ -158,7 +158,7 @@ def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> 
               "holds the quotes and says what could not be checked.", "", *literature_table(scales, verdicts)]
     lines += [horizon_line(scales), ""]
     from siamdyn.experiments.report_questions import questions_section
-    lines += questions_section(scales, baselines)
+    lines += questions_section(scales, baselines, fig_dir)
     for i, (s, base) in enumerate(zip(scales, baselines)):
         lines += scale_section(s, base, fig_dir, i)
     standard = next((s for s in scales if s.groups.get(f"controls/{NEGATIVE}") and s.groups.get("H5/term2-only")),

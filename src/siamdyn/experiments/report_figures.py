@@ -40,3 +40,89 @@ def plot_positions(groups: dict[str, list[Run]], calibration: dict[str, HeadScal
         ax.set_title(f"{title}: {head}", fontsize=9)
     axes[0].legend(fontsize=6, loc="lower right")
     return save_figure(fig, path)
+
+
+def _figure(rows: int, cols: int, size: tuple[float, float]):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt.subplots(rows, cols, figsize=size, squeeze=False)
+
+
+# Q1's depths over time: RankMe at the backbone, the projector's hidden layer and z, the scale of z
+# (which RankMe does not see), the prediction's |cos| between images and the backbone's kNN.
+DEPTHS = {"heldout/feature_erank": "RankMe(backbone)", "heldout/proj_hidden_erank": "RankMe(projector hidden)",
+          "heldout/z_erank": "RankMe(z)", "heldout/z_mean_norm": "mean ‖z‖", "heldout/p_abs_cos": "mean |cos| of p"}
+
+
+def _series(runs: list[Run], read) -> tuple[list[int], list[float]]:
+    """Mean over seeds at every step where any seed has the reading."""
+    by_step: dict[int, list[float]] = {}
+    for r in runs:
+        for step, value in read(r):
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    return steps, [float(np.mean(by_step[s])) for s in steps]
+
+
+def plot_depths(groups: dict[str, list[Run]], path: str, title: str) -> str:
+    """Per group, the mean over seeds of each depth's reading over the steps (log scale for RankMe
+    and ‖z‖), and the backbone's kNN at each reading."""
+    from siamdyn.plots import save_figure
+    fig, axes = _figure(2, 3, (18, 7.5))
+    for i, (name, runs) in enumerate(groups.items()):
+        style = dict(color=f"C{i % 10}", ls="-" if i < 10 else "--", lw=1.2, label=f"{name} ({len(runs)})")
+        for ax, (k, label) in zip(axes.flat, DEPTHS.items()):
+            ax.plot(*_series(runs, lambda r, k=k: [(s, h[k]) for s, h in r.heldout.items() if k in h]), **style)
+            ax.set_title(label, fontsize=9)
+            ax.set_yscale("log" if "erank" in k or "norm" in k else "linear")
+        axes[1, 2].plot(*_series(runs, lambda r: [(h["step"], h["knn_acc"]) for h in r.summary.get("knn", [])
+                                                  if h.get("knn_acc") is not None]), marker=".", **style)
+    axes[1, 2].set_title("backbone kNN (%)", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0, 2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: 15 groups
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_auc(curves: dict[str, dict], median_collapse: float | None, path: str, title: str) -> str:
+    """Each early predictor's AUC over the steps with its Hanley–McNeil band; filled marks where the
+    exact Mann–Whitney p < 0.05; the dotted line is the collapsed seeds' median collapse step."""
+    from siamdyn.plots import save_figure
+    fig, axes = _figure(1, 1, (8, 4.5))
+    ax = axes[0, 0]
+    for i, (name, curve) in enumerate(curves.items()):
+        steps = sorted(curve)
+        ax.plot(steps, [curve[s].value for s in steps], color=f"C{i}", label=name)
+        ax.fill_between(steps, [curve[s].low for s in steps], [curve[s].high for s in steps], color=f"C{i}", alpha=0.12)
+        sig = [s for s in steps if curve[s].p < 0.05]
+        ax.plot(sig, [curve[s].value for s in sig], "o", color=f"C{i}", ms=4)
+    ax.axhline(0.5, color="k", lw=0.8)
+    if median_collapse is not None:
+        ax.axvline(median_collapse, color="k", ls=":", lw=1)
+    ax.set(xlabel="step", ylabel="AUC for the final outcome (collapsed)", ylim=(0, 1), title=title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_feature_choice(diffs: dict[str, dict[str, tuple[float, float, float]]], path: str, title: str) -> str:
+    """Per encoder (one panel), each test-time input's kNN minus f(x), paired by seed: mean and its
+    Student-t 95 % interval (`diffs`: encoder → input → (mean, low, high))."""
+    from siamdyn.plots import save_figure
+    fig, axes = _figure(1, len(diffs), (3.6 * len(diffs), 4.8))
+    for ax, (encoder, rows) in zip(axes[0], diffs.items()):
+        names = list(rows)
+        means = np.array([rows[n][0] for n in names])
+        err = np.array([[m - rows[n][1], rows[n][2] - m] for n, m in zip(names, means)]).T
+        ax.barh(range(len(names)), means, xerr=np.nan_to_num(err), color="C0", alpha=0.7, capsize=2)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(names)), names if ax is axes[0, 0] else [""] * len(names), fontsize=7)
+        ax.invert_yaxis()
+        ax.set(xlabel="kNN − f(x) (points)", title=encoder)
+        ax.grid(alpha=0.3, axis="x")
+        ax.sharex(axes[0, 0]) if ax is not axes[0, 0] else None  # one scale: encoders compared by eye
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -12,3 +12,12 @@ def mean_std(xs: list[float], fmt: str = "{:.2f}") -> str:
         return "—"
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{fmt.format(statistics.mean(xs))} ± {fmt.replace('+', '').format(sd)}"
+
+
+def mean_interval(xs: list[float]) -> str:
+    """"+mean [low, high]": the Student-t 95 % interval over seeds; "+x (one seed)"; "—" for none."""
+    from siamdyn.experiments.stats import t_interval
+    if len(xs) < 2:
+        return f"{xs[0]:+.1f} (one seed)" if xs else "—"
+    mean, lo, hi = t_interval(xs)
+    return f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"

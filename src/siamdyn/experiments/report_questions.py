@@ -5,51 +5,24 @@ protocol plus the projector's hidden layer, and the backbone's kNN over time; Q3
 basin, from grid Q3 (early predictors of which seeds collapse, early_warning.py)."""
 from __future__ import annotations
 
-import json
 import os
 import statistics
 
-from siamdyn.inputs import open_input
 from siamdyn.experiments.early_warning import PREDICTORS, auc_over_time, first_separating
-from siamdyn.experiments.grids import AUGMENTATION, CROPS, FACTORIAL, SPEED_BASIN, Cell
-from siamdyn.experiments.levels import (COMPLETE, completeness, head_state, representation, time_to_collapse,
-                                        z_shrank)
+from siamdyn.experiments.grids import AUGMENTATION, CONTROLS, CROPS, FACTORIAL, SPEED_BASIN, Cell
+from siamdyn.experiments.levels import COMPLETE, head_state, representation, z_shrank
+from siamdyn.experiments.question_readouts import (factors, feature_choice, key, knn_after_head_collapse, outcomes,
+                                                   p_complete, paired_differences)
+from siamdyn.experiments.report_answers import q1_answer, q2_answer, q3_answer
+from siamdyn.experiments.report_figures import plot_auc, plot_depths, plot_feature_choice
 from siamdyn.experiments.readings import Run, window_mean
-from siamdyn.experiments.report_format import mean_std as _ms
+from siamdyn.experiments.report_format import mean_interval, mean_std as _ms
 from siamdyn.experiments.scales import Scale
-from siamdyn.experiments.stats import clopper_pearson, t_interval
+from siamdyn.experiments.stats import t_interval
 
-TARGETS = {"view_mean": "f(x̄)", "view_feature_mean": "mean_k f(T_k x)", "online": "another view", "ema": "EMA"}
 # What one-factor-at-a-time around two centres cannot see (the report says so).
 UNSEEN = ("three-way interactions; loss × target away from the two centres; the predictor with the "
           "feature-mean target; any factor at a scale or optimiser other than the one run")
-
-
-def factors(run: Run) -> str:
-    """The cell's point in the factorial: target, stop-gradient, predictor, loss, output BN, crops."""
-    c = run.cfg
-    return (f"{TARGETS.get(c.target, c.target)} | {'on' if c.grad_terms == 'predictor_branch' else 'off'} | "
-            f"{c.predictor} | {c.loss} | {'no' if c.projector.endswith('no-out-bn') else 'yes'}")
-
-
-def p_complete(runs: list[Run]) -> tuple[int, int, str]:
-    """(k complete, n read, "k/n [lo, hi]") with the Clopper–Pearson 95 % interval."""
-    values = [v for r in runs if (v := completeness(r)) is not None]
-    k, n = sum(v >= COMPLETE for v in values), len(values)
-    if not n:
-        return 0, 0, "—"
-    lo, hi = clopper_pearson(k, n)
-    return k, n, f"{k}/{n} [{lo:.2f}, {hi:.2f}]"
-
-
-def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
-    """Backbone kNN change (points) from the last reading at or before the z head's collapse to the
-    end of the run; None when z did not collapse or no kNN was read before it."""
-    cal = scale.calibration.get("z")
-    t = time_to_collapse(run, "z", cal) if cal else None
-    history = [(h["step"], h["knn_acc"]) for h in run.summary.get("knn", []) if h.get("knn_acc") is not None]
-    before = [acc for step, acc in history if t is not None and step <= t]
-    return None if not before or len(history) < 2 else history[-1][1] - before[-1]
 
 
 def question_row(name: str, runs: list[Run], scale: Scale, base: dict) -> str:
@@ -70,17 +43,14 @@ def question_row(name: str, runs: list[Run], scale: Scale, base: dict) -> str:
             f"{_ms([knn_after_head_collapse(r, scale) for r in runs], '{:+.1f}')} |")
 
 
-def _key(cell: Cell) -> str:
-    return f"{cell.grid}/{cell.name}"
-
-
 def factorial_lines(scale: Scale, base: dict) -> list[str]:
     lines = ["| cell | target | stop-grad | predictor | loss | output BN | seeds | (a) P(complete) [95 %] | "
              "(b) z: collapsed/partial/healthy | mean \\|cos\\| of p | mean ‖z‖ | RankMe backbone / projector "
-             "hidden / z | (c) kNN − random | (c) linear − random | kNN change after z collapsed |", "|---" * 15 + "|"]
-    if not any(scale.groups.get(_key(c)) for c in FACTORIAL if c.grid == "Q1"):
+             "hidden / z | (c) kNN − random | (c) linear − random | kNN change from the z collapse on |",
+             "|---" * 15 + "|"]
+    if not any(scale.groups.get(key(c)) for c in FACTORIAL if c.grid == "Q1"):
         return []  # only the cells other grids share (H6's xbar-K4, H2's no-predictor): not Q1 run here
-    rows = [question_row(c.name, scale.groups[_key(c)], scale, base) for c in FACTORIAL if scale.groups.get(_key(c))]
+    rows = [question_row(c.name, scale.groups[key(c)], scale, base) for c in FACTORIAL if scale.groups.get(key(c))]
     return lines + rows + ["", f"Not visible in this design: {UNSEEN}.", ""] if rows else []
 
 
@@ -103,31 +73,17 @@ def augmentation_lines(scale: Scale) -> list[str]:
     for name, base_cell in bases.items():
         cells = [base_cell] + [c for c in AUGMENTATION if c.name.startswith(f"{name}-") and
                                c.name[len(name) + 1:] in CROPS]
-        reads = [aug_read(scale.groups.get(_key(c), []), scale) for c in cells]
+        reads = [aug_read(scale.groups.get(key(c), []), scale) for c in cells]
         if any(r != "—" for r in reads[1:]):
             rows.append(f"| {name} | " + " | ".join(reads) + " |")
     head = ["| cell | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
     return head + rows + [""] if rows else []
 
 
-def outcomes(runs: list[Run], scale: Scale) -> tuple[list[Run], list[bool], list[int], str]:
-    """The runs with an outcome, whether each collapsed (the z head at level (b) where the scale
-    calibrates it, else complete collapse (a)), the collapsed runs' collapse steps, and the rule.
-    A run without the reading is left out, not counted as healthy."""
-    cal = scale.calibration.get("z")
-    if cal is not None and cal.separated:
-        read = [(r, s == "collapsed") for r in runs if (s := head_state(r, "z", cal)) is not None]
-        steps = [t for r, c in read if c and (t := time_to_collapse(r, "z", cal)) is not None]
-        rule = "z collapsed (b)"
-    else:
-        read = [(r, v >= COMPLETE) for r in runs if (v := completeness(r)) is not None]
-        steps, rule = [], "complete collapse (a)"
-    return [r for r, _ in read], [c for _, c in read], steps, rule
-
-
-def speed_basin_lines(scale: Scale) -> list[str]:
-    """Q3: per early predictor, its AUC at the earliest step it separates the outcomes, and the lead."""
-    runs = scale.groups.get(_key(SPEED_BASIN[0]), [])
+def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
+    """Q3: per early predictor, its AUC at the earliest step it separates the outcomes, and the lead;
+    the answer and the AUC curves' figure."""
+    runs = scale.groups.get(key(SPEED_BASIN[0]), [])
     if len(runs) < 2:
         return []
     runs, collapsed, steps, rule = outcomes(runs, scale)
@@ -137,38 +93,34 @@ def speed_basin_lines(scale: Scale) -> list[str]:
              "| early predictor | first step from which it separates (exact Mann–Whitney p < 0.05 there and later) | "
              "AUC there [Hanley–McNeil 95 %] | lead before the median collapse (steps) | "
              "AUC at the first reading |", "|---|---|---|---|---|"]
-    for name, at in PREDICTORS.items():
-        curve = auc_over_time(runs, collapsed, at)
-        if not curve:
-            continue
+    curves = {name: curve for name, at in PREDICTORS.items() if (curve := auc_over_time(runs, collapsed, at))}
+    for name, curve in curves.items():
         first = first_separating(curve)
         s0 = min(curve)
         where = (f"{first} | {curve[first].value:.2f} [{curve[first].low:.2f}, {curve[first].high:.2f}], "
                  f"p = {curve[first].p:.3g} | {statistics.median(steps) - first if steps else '—'}"
                  if first is not None else "never | — | —")
         lines.append(f"| {name} | {where} | step {s0}: {curve[s0].value:.2f} (p = {curve[s0].p:.2g}) |")
-    return lines + [""]
+    lines += ["", *q3_answer(scale)]
+    if curves:
+        name = f"q3_auc{index}.png"
+        plot_auc(curves, statistics.median(steps) if steps else None, os.path.join(fig_dir, name),
+                 f"Q3 at {scale.label}: AUC of each early predictor")
+        lines += [f"![Q3 at {scale.label}](figures/findings/{name})", ""]
+    return lines
 
 
 def paired(rows: dict[str, dict], name: str, metric: str) -> str:
     """Mean paired difference (condition − f(x)) over seeds with its Student-t 95 % interval."""
-    diffs = [r[name][metric] - r["f(x)"][metric] for r in rows.values() if name in r and "f(x)" in r]
-    if len(diffs) < 2:
-        return f"{diffs[0]:+.1f}" if diffs else "—"
-    mean, lo, hi = t_interval(diffs)
-    return f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+    return mean_interval(paired_differences(rows, name, metric))
 
 
-def feature_choice_lines(scale: Scale) -> list[str]:
-    """Q2: every test-time input against f(x), seed by seed, per encoder (kNN / linear probe points)."""
-    path = os.path.join(scale.path, "Q2", "analysis.json")
-    if not os.path.exists(path):
+def feature_choice_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
+    """Q2: every test-time input against f(x), seed by seed, per encoder (kNN / linear probe points);
+    the answer and a figure of the kNN differences."""
+    if (read := feature_choice(scale)) is None:
         return []
-    with open_input(path) as f:
-        result = json.load(f)
-    encoders: dict[str, dict[str, dict]] = {}
-    for key, row in result["runs"].items():
-        encoders.setdefault(key.rsplit("/", 1)[0], {})[key] = row
+    result, encoders = read
     names = list(next(iter(result["runs"].values())))  # the conditions, in feature_choice's order
     sigmas = sorted(result.get("blur sigma", {}).values())
     lines = [f"### Q2 at {scale.label}: f(x) or f(x̄)?", "", "Each test-time input minus f(x), paired by seed "
@@ -184,23 +136,40 @@ def feature_choice_lines(scale: Scale) -> list[str]:
         if name != "f(x)":
             lines.append(f"| {name} | " + " | ".join(f"{paired(rows, name, 'knn')} / {paired(rows, name, 'linear')}"
                                                      for rows in encoders.values()) + " |")
-    return lines + [""]
+    diffs = {encoder: {n: t_interval(d) for n in names if n != "f(x)" and (d := paired_differences(rows, n, "knn"))}
+             for encoder, rows in encoders.items()}
+    figure = f"q2_inputs{index}.png"
+    plot_feature_choice(diffs, os.path.join(fig_dir, figure), f"Q2 at {scale.label}: each input's kNN − f(x)")
+    return lines + ["", *q2_answer(scale), f"![Q2 at {scale.label}](figures/findings/{figure})", ""]
 
 
-def questions_section(scales: list[Scale], baselines: list[dict]) -> list[str]:
-    """The section for every scale that ran grid Q1 or Q1-aug; [] when none did."""
+def q1_lines(scale: Scale, base: dict, fig_dir: str, index: int) -> list[str]:
+    """Q1's table, its augmentation axis, the answer and the depths-over-time figure; [] when not run."""
+    body, aug = factorial_lines(scale, base), augmentation_lines(scale)
+    if not body and not aug:
+        return []
+    lines = [f"### Q1 at {scale.label}: does eq. (10) collapse?", "", *body]
+    lines += ["Augmentation strength: (a) P(complete collapse) [95 %]; (b) z collapsed, per crop arm:", "",
+              *aug] if aug else []
+    lines += q1_answer(scale, base)
+    groups = {k: runs for c in [CONTROLS[0], *FACTORIAL] if (runs := scale.groups.get(k := key(c)))}
+    figure = f"q1_depths{index}.png"
+    plot_depths(groups, os.path.join(fig_dir, figure), f"Q1 at {scale.label}: each depth over the steps "
+                "(mean over seeds)")
+    return lines + [f"![Q1 at {scale.label}](figures/findings/{figure})", ""]
+
+
+def questions_section(scales: list[Scale], baselines: list[dict], fig_dir: str) -> list[str]:
+    """The section for every scale that ran grid Q1, Q1-aug, Q2 or Q3, with their figures in
+    `fig_dir`; [] when none did."""
     lines: list[str] = []
-    for scale, base in zip(scales, baselines):
-        body = factorial_lines(scale, base)
-        aug = augmentation_lines(scale)
-        if body or aug:
-            lines += [f"### Q1 at {scale.label}: does eq. (10) collapse?", "", *body]
-            lines += ["Augmentation strength: (a) P(complete collapse) [95 %]; (b) z collapsed, per crop arm:", "",
-                      *aug] if aug else []
-        lines += feature_choice_lines(scale) + speed_basin_lines(scale)
+    for i, (scale, base) in enumerate(zip(scales, baselines)):
+        lines += q1_lines(scale, base, fig_dir, i) + feature_choice_lines(scale, fig_dir, i)
+        lines += speed_basin_lines(scale, fig_dir, i)
     if not lines:
         return []
     return ["## The seed's open questions", "",
             "docs/open_questions.md states the questions, the design and what each column reads; complete "
             f"collapse (a) at completeness ≥ {COMPLETE} (the loss toward its minimum: 1 − final/first for the "
-            "squared L2), with Clopper–Pearson intervals over seeds.", "", *lines]
+            "squared L2), with Clopper–Pearson intervals over seeds. Each question ends in an answer computed "
+            "from the same readings: a cell's outcome is the reading most of its seeds reached.", "", *lines]
