@@ -1,42 +1,78 @@
 """The open questions' answer paragraphs (report_answers.py) say what the readings say: which single
-factor changes eq. (10)'s outcome, and which early predictor first separates the seeds that collapse.
-Runs are built in memory with the readings a finished run records."""
+factor changes eq. (10)'s outcome, what is left unread where the controls do not calibrate, how f(x̄)
+compares with f(x) and with the blur control, and which early predictor first separates the seeds
+that collapse. Runs are built in memory with the readings a finished run records."""
 import math
 from types import SimpleNamespace
 
+from siamdyn.experiments.early_warning import PREDICTORS, SPEED, auc_over_time, first_separating
+from siamdyn.experiments.feature_choice import BLUR
 from siamdyn.experiments.levels import HeadScale
+from siamdyn.experiments.question_readouts import knn_change_from, outcomes
 from siamdyn.experiments.readings import Run
-from siamdyn.experiments.report_answers import outcome, q1_answer, q3_answer
+from siamdyn.experiments.report_answers import outcome, q1_answer, q2_answer, q3_answer
 from siamdyn.experiments.scales import Scale
 
 # log RankMe(z): 2 at the positive controls, 50 at SimSiam; collapsed below position 0.3
 CALIBRATION = {"z": HeadScale(math.log(2), math.log(50), 0.3, 0.7), "p": None}
+OVERLAP = {"z": HeadScale(math.log(2), math.log(50), 0.55, -0.1), "p": None}  # the bounds cross
 EQ10 = dict(target="view_mean", grad_terms="both", predictor="none", loss="l2", projector="simsiam",
             symmetrize="mean", optimizer="sgd", backbone_width=4)
 
 
-def run(z_rank: float, centre: float = 0.3, z_norm_end: float = 20.0, first_loss: float = 10.0, final_loss=5.0,
+def run(z_rank: float, centre: float = 0.3, z_norm_end: float = 20.0, final_loss=5.0,
         probes: list[dict] | None = None, **cfg) -> Run:
     heldout = {s: {"heldout/z_erank": z_rank if s else 200.0, "heldout/p_center_norm": centre,
                    "heldout/z_mean_norm": 20.0 if s == 0 else z_norm_end} for s in range(0, 101, 20)}
-    losses = [(s, first_loss if s < 10 else final_loss) for s in range(0, 101, 5)]
+    losses = [(s, 10.0 if s < 10 else final_loss) for s in range(0, 101, 5)]
     return Run("mem", SimpleNamespace(**{**EQ10, **cfg}), {"steps": 100}, heldout, probes or [], losses)
 
 
+def _groups() -> dict[str, list[Run]]:
+    return {"Q1/eq10": [run(3.0), run(2.5)],  # the z head collapsed (b), not completely
+            "Q1/eq10-predictor": [run(2.8, predictor="mlp"), run(3.1, predictor="mlp")],
+            "Q1/eq10-target-view": [run(2.8, target="online"), run(45.0, target="online")],  # seeds split
+            "Q1/eq10-no-out-bn": [run(60, centre=0.99, final_loss=0.0, z_norm_end=2.0, projector="simsiam-no-out-bn")
+                                  for _ in range(2)]}
+
+
 def test_the_q1_answer_names_the_factor_that_changes_the_outcome_and_those_that_leave_it():
-    groups = {"Q1/eq10": [run(3.0), run(2.5)],  # the z head collapsed (b), not completely
-              "Q1/eq10-predictor": [run(2.8, predictor="mlp"), run(3.1, predictor="mlp")],
-              "Q1/eq10-no-out-bn": [run(60, centre=0.99, final_loss=0.0, z_norm_end=2.0, projector="simsiam-no-out-bn")
-                                    for _ in range(2)]}
-    scale = Scale("mem", {}, groups, CALIBRATION)
-    assert outcome(groups["Q1/eq10"], scale).startswith("z collapsed (b) in 2/2")
-    assert outcome(groups["Q1/eq10-no-out-bn"], scale).startswith("complete collapse (a), 2/2")
+    scale = Scale("mem", {}, _groups(), CALIBRATION)
+    assert outcome(scale.groups["Q1/eq10"], scale).label == "z collapsed (b)"
+    assert outcome(scale.groups["Q1/eq10-no-out-bn"], scale).label == "complete collapse (a)"
     text = "\n".join(q1_answer(scale, {}))
     eq10 = next(line for line in text.splitlines() if line.startswith("- **Around eq10**"))
     assert "changes the outcome with: output BN no (`eq10-no-out-bn`) → complete collapse (a)" in eq10
     assert "Leaves it: predictor mlp (n = 2)." in eq10
-    assert "Around SimSiam" not in text  # its control was not run
+    assert "Undecided (seeds split): target another view (`eq10-target-view`: split at (b)" in eq10
+    assert "Around SimSiam" not in text and "Two factors" not in text  # neither was run
     assert "only the default crops" in text
+
+
+def test_where_the_controls_bounds_overlap_no_state_is_read_only_the_nearer_control():
+    scale = Scale("mem", {}, _groups(), OVERLAP)
+    o = outcome(scale.groups["Q1/eq10"], scale)
+    assert o.label == "z nearer the collapsed controls (b, uncalibrated)" and "2/2 nearer" in o.detail
+    text = "\n".join(q1_answer(scale, {}))
+    assert "z collapsed (b)" not in text and "The backbone after the head:** unread" in text
+    assert outcome(scale.groups["Q1/eq10"], Scale("mem", {}, {}, {"z": None})).label.endswith("(b) unread")
+
+
+def test_the_backbone_change_starts_at_the_last_reading_before_the_step_or_else_the_first_after():
+    knn = SimpleNamespace(summary={"knn": [{"step": 156, "knn_acc": 60.0}, {"step": 312, "knn_acc": 58.0},
+                                           {"step": 400, "knn_acc": 57.0}]})
+    assert knn_change_from(knn, 60) == -3.0 and knn_change_from(knn, 320) == -1.0
+    assert knn_change_from(knn, 400) is None  # no reading after the start
+
+
+def test_the_q2_answer_reads_each_difference_against_its_own_reference():
+    rows = {f"enc/seed{i}": {"f(x)": {"knn": 70.0 + i}, "f(x̄_8)": {"knn": 65.0 + 1.2 * i},
+                             BLUR: {"knn": 60.0 + i}, "mean_k f(T_k x), K = 8": {"knn": 70.0 + i + (-1) ** i}}
+            for i in range(4)}
+    text = " ".join(q2_answer("w4", {"enc": rows}))
+    assert "f(x̄_8) − f(x) -4.7 [" in text and "(f(x) better)" in text
+    assert "f(x̄_8) − the blur control +5.3 [" in text and "(f(x̄_8) better)" in text  # above 0: x̄ beats blur
+    assert "the feature mean − f(x) +0.0" in text and "(not separated from 0)" in text
 
 
 def _speed_probes(ratio: float) -> list[dict]:
@@ -45,14 +81,22 @@ def _speed_probes(ratio: float) -> list[dict]:
             for s in range(10, 101, 10)]
 
 
-def test_the_q3_answer_names_the_earliest_separating_predictor_and_says_when_seeds_do_not_split():
+def _q3(runs: list[Run]) -> str:
+    scale = Scale("mem", {}, {"Q3/linear-predictor": runs}, CALIBRATION)
+    runs, collapsed, steps, rule = outcomes(runs, scale)
+    curves = {n: c for n, at in PREDICTORS.items() if (c := auc_over_time(runs, collapsed, at))}
+    return " ".join(q3_answer("w4 SGD", collapsed, steps, rule, curves, {n: first_separating(c) for n, c in
+                                                                        curves.items()}))
+
+
+def test_the_q3_answer_names_the_earliest_separating_predictor_and_its_lead():
     collapsed = [run(2.2 + 0.1 * i, probes=_speed_probes(0.5 + 0.05 * i)) for i in range(5)]
     healthy = [run(45.0 + i, probes=_speed_probes(2.0 + 0.05 * i)) for i in range(5)]
-    scale = Scale("mem", {}, {"Q3/linear-predictor": collapsed + healthy}, CALIBRATION)
-    text = " ".join(q3_answer(scale))
+    text = _q3(collapsed + healthy)
     assert "5 of 10 seeds collapsed (z collapsed (b))" in text
-    # the speed ratio is read from step 10, the RankMe slope only from the second held-out reading (20)
-    assert "The best early predictor is predictor speed / encoder speed: AUC 0.00" in text
-    assert "from step 10" in text and "separates the outcomes from step 10" in text
-    unsplit = Scale("mem", {}, {"Q3/linear-predictor": healthy}, CALIBRATION)
-    assert "did not split (0 of 5 seeds collapsed)" in " ".join(q3_answer(unsplit))
+    # the speed ratio is read from step 10, the RankMe slope only from the second held-out reading (20);
+    # every collapsed run's z is collapsed from its first reading after step 0, so the median collapse is 20
+    assert f"The best early predictor is {SPEED}: AUC 0.00 [" in text
+    assert "from step 10, 10 steps before the median collapse" in text
+    assert "the predictor's relative speed separates the outcomes from step 10 (AUC 0.00)" in text
+    assert "did not split" in _q3(healthy) and "0 of 5 seeds collapsed" in _q3(healthy)

@@ -55,8 +55,9 @@ def rank_slope(run: Run, step: int) -> float | None:
     return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else None
 
 
+SPEED = "predictor speed / encoder speed"  # the seed's §3 (b) argument, named in the Q3 answer
 PREDICTORS: dict[str, Callable[[Run, int], float | None]] = {
-    "predictor speed / encoder speed": speed_ratio, "‖g2‖/‖g1‖": g2_over_g1,
+    SPEED: speed_ratio, "‖g2‖/‖g1‖": g2_over_g1,
     "DirectPred eigenvector alignment of W_p with F": eig_alignment, "slope of log RankMe(z) per 100 steps": rank_slope}
 
 

@@ -119,12 +119,24 @@ def z_shrank(run: Run) -> bool:
 
 
 def head_state(run: Run, head: str, cal: HeadScale | None) -> str | None:
-    pos = position(run, head, cal)
+    """Collapsed / partial / healthy at level (b); None where the controls do not calibrate the head
+    (missing, or their prediction bounds overlap: a state read there would depend on which bound wins)."""
+    pos = position(run, head, cal) if cal is not None and cal.separated else None
     return None if pos is None else cal.state(pos)
 
 
+def nearer_collapsed(run: Run, head: str, cal: HeadScale | None) -> bool | None:
+    """Whether the head's position is nearer the collapsed controls than the healthy one (below ½):
+    the weaker reading left where the controls' bounds overlap; None where no position is read."""
+    pos = position(run, head, cal)
+    return None if pos is None else pos < 0.5
+
+
 def time_to_collapse(run: Run, head: str, cal: HeadScale | None) -> int | None:
-    """The first held-out reading from which every later one of this head is collapsed."""
+    """The first held-out reading from which every later one of this head is collapsed; None where
+    the controls do not calibrate the head."""
+    if cal is None or not cal.separated:
+        return None
     first = None
     for s in sorted(run.heldout):
         pos = position(run, head, cal, s)

@@ -4,15 +4,26 @@ change after the z head collapsed, and a Q3 seed's outcome."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from siamdyn.experiments.grids import Cell
-from siamdyn.experiments.levels import COMPLETE, completeness, head_state, time_to_collapse
+from siamdyn.experiments.grids import CONTROLS, CROPS, FACTORIAL, Cell
+from siamdyn.experiments.levels import (COMPLETE, completeness, head_state, nearer_collapsed, time_to_collapse,
+                                        z_shrank)
 from siamdyn.experiments.readings import Run
 from siamdyn.experiments.scales import Scale
 from siamdyn.experiments.stats import clopper_pearson
 from siamdyn.inputs import read_json
 
 TARGETS = {"view_mean": "f(x̄)", "view_feature_mean": "mean_k f(T_k x)", "online": "another view", "ema": "EMA"}
+
+
+# Q1-aug's base cells, each with the crop arms beside its default (crops from 20 %, the Q1 cell itself).
+AUG_BASES = {c.name: c for c in (FACTORIAL[0], FACTORIAL[5], FACTORIAL[1], CONTROLS[0])}
+
+
+def crop_arms(base: Cell) -> list[tuple[str, Cell]]:
+    """(arm label, cell) of one base: the default crops, then grid Q1-aug's arms (grids.AUGMENTATION)."""
+    return [("crops from 20 %", base)] + [(arm, Cell("Q1-aug", f"{base.name}-{arm}", base.preset)) for arm in CROPS]
 
 
 def key(cell: Cell) -> str:
@@ -43,18 +54,21 @@ def p_complete(runs: list[Run]) -> tuple[int, int, str]:
     return k, n, f"{k}/{n} [{lo:.2f}, {hi:.2f}]"
 
 
-def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
-    """Backbone kNN change (points) over the z head's collapsed phase: from the last kNN reading at or
-    before its collapse (else the first after it: the collapse can come before the first reading) to
-    the end of the run; None when z did not collapse or no later reading exists."""
-    cal = scale.calibration.get("z")
-    t = time_to_collapse(run, "z", cal) if cal else None
+def knn_change_from(run: Run, step: int) -> float | None:
+    """Backbone kNN change (points) from the last kNN reading at or before `step` (else the first after
+    it) to the end of the run; None without a later reading."""
     history = [(h["step"], h["knn_acc"]) for h in run.summary.get("knn", []) if h.get("knn_acc") is not None]
-    if t is None or len(history) < 2:
-        return None
-    start = max((i for i, (step, _) in enumerate(history) if step <= t), default=None)
-    start = start if start is not None else next(i for i, (step, _) in enumerate(history) if step > t)
-    return history[-1][1] - history[start][1] if start < len(history) - 1 else None
+    before = [i for i, (s, _) in enumerate(history) if s <= step]
+    start = before[-1] if before else next((i for i, (s, _) in enumerate(history) if s > step), None)
+    return None if start is None or start >= len(history) - 1 else history[-1][1] - history[start][1]
+
+
+def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
+    """The backbone's kNN change over the z head's collapsed phase (from its collapse step: kNN is read
+    every few epochs, so the collapse can come before the first reading); None when z did not collapse
+    at a calibrated level (b), or shrank toward 0 (its rank is not read)."""
+    t = time_to_collapse(run, "z", scale.calibration.get("z"))
+    return None if t is None or z_shrank(run) else knn_change_from(run, t)
 
 
 def outcomes(runs: list[Run], scale: Scale) -> tuple[list[Run], list[bool], list[int], str]:
@@ -88,3 +102,40 @@ def feature_choice(scale: Scale) -> tuple[dict, dict[str, dict[str, dict]]] | No
 def paired_differences(rows: dict[str, dict], name: str, metric: str, reference: str = "f(x)") -> list[float]:
     """Per seed, input `name` minus `reference` (Q2's rows of one encoder: "encoder/seed" → input → readings)."""
     return [r[name][metric] - r[reference][metric] for r in rows.values() if name in r and reference in r]
+
+
+STATES = ("collapsed", "partial", "healthy")
+
+
+@dataclass
+class ZReading:
+    """A cell's z heads at level (b): the runs that shrank toward 0 (rank not read); among the rest,
+    the states where the scale's controls calibrate z, else, where their bounds overlap, how many sit
+    nearer the collapsed controls than SimSiam (position below ½: the weaker reading)."""
+    runs: int
+    shrunk: int
+    states: dict[str, int] | None = None
+    nearer_collapsed: int | None = None
+    read: int = 0
+
+    def __str__(self) -> str:
+        if self.states is not None:
+            text = "/".join(str(self.states[s]) for s in STATES)
+        elif self.nearer_collapsed is not None and self.read:
+            text = f"bounds overlap: {self.nearer_collapsed}/{self.read} nearer the collapsed controls"
+        else:
+            text = "—"
+        return text + (f"; {self.shrunk} shrank (rank not read)" if self.shrunk else "")
+
+
+def z_reading(runs: list[Run], scale: Scale) -> ZReading:
+    cal = scale.calibration.get("z")
+    kept = [r for r in runs if not z_shrank(r)]
+    out = ZReading(len(runs), len(runs) - len(kept))
+    if cal is not None and cal.separated:
+        states = [s for r in kept if (s := head_state(r, "z", cal)) is not None]
+        out.states, out.read = {s: states.count(s) for s in STATES}, len(states)
+    elif cal is not None:
+        sides = [v for r in kept if (v := nearer_collapsed(r, "z", cal)) is not None]
+        out.nearer_collapsed, out.read = sum(sides), len(sides)
+    return out

@@ -5,114 +5,131 @@ reading most of its seeds reached; the sentences restate measured counts and int
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 
+from siamdyn.experiments.early_warning import AUC, SPEED
 from siamdyn.experiments.feature_choice import BLUR, REFERENCE_K
-from siamdyn.experiments.early_warning import PREDICTORS, auc_over_time, first_separating
-from siamdyn.experiments.grids import CROPS, FACTORIAL, SPEED_BASIN, Cell
-from siamdyn.experiments.levels import head_state, representation, z_shrank
+from siamdyn.experiments.grids import FACTORIAL
+from siamdyn.experiments.levels import head_state, representation, time_to_collapse, z_shrank
+from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factor_values, key, knn_after_head_collapse,
+                                                   knn_change_from, p_complete, paired_differences, z_reading)
 from siamdyn.experiments.readings import Run
 from siamdyn.experiments.report_format import mean_interval
-from siamdyn.experiments.question_readouts import (factor_values, feature_choice, key, knn_after_head_collapse,
-                                                   outcomes, p_complete, paired_differences)
 from siamdyn.experiments.scales import Scale
 from siamdyn.experiments.stats import t_interval
 
 CENTRES = {"eq10": "Q1/eq10", "SimSiam": "controls/simsiam"}
 
 
-def outcome(runs: list[Run], scale: Scale) -> str:
-    """The reading most seeds reached, with its level: complete collapse (a), z shrunk toward 0, the z
-    head collapsed / partial / healthy at level (b); "split" with the counts when no reading has a majority."""
-    k, n_read, text = p_complete(runs)
-    if n_read and 2 * k > n_read:
-        return f"complete collapse (a), {text}"
-    shrunk = sum(z_shrank(r) for r in runs)
-    if 2 * shrunk > len(runs):
-        return f"z shrank toward 0 in {shrunk}/{len(runs)} (complete collapse (a) {text})"
-    cal = scale.calibration.get("z")
-    states = [s for r in runs if not z_shrank(r) and (s := head_state(r, "z", cal)) is not None] if cal else []
-    for state in ("collapsed", "partial", "healthy"):
-        if 2 * states.count(state) > len(runs):
-            return f"z {state} (b) in {states.count(state)}/{len(runs)}, complete collapse (a) {text}"
-    counts = "/".join(str(states.count(s)) for s in ("collapsed", "partial", "healthy"))
-    return f"split: z collapsed/partial/healthy {counts} (b), complete collapse (a) {text}"
+@dataclass
+class Outcome:
+    """What most of a cell's seeds reached (`label`, compared between cells) and the counts behind it."""
+    label: str
+    detail: str
+    n: int
+
+    @property
+    def decided(self) -> bool:  # a cell whose seeds split has no outcome to compare
+        return not self.label.startswith("split")
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.detail}; n = {self.n})"
 
 
-def kind(text: str) -> str:
-    """The outcome without its counts, to compare two cells' outcomes."""
-    return text.split(" in ")[0].split(",")[0].split(":")[0]
+def outcome(runs: list[Run], scale: Scale) -> Outcome:
+    """Complete collapse (a), z shrunk toward 0, or the z head's reading at level (b) — its state where
+    the controls calibrate z, else which control it sits nearer — each when more than half the seeds
+    reached it; "split" otherwise. Every majority is over all the cell's runs."""
+    n = len(runs)
+    k, _, complete = p_complete(runs)
+    z = z_reading(runs, scale)
+    detail = f"(a) complete {complete}; (b) z {z}"
+    if 2 * k > n:
+        return Outcome("complete collapse (a)", detail, n)
+    if 2 * z.shrunk > n:
+        return Outcome("z shrank toward 0", detail, n)
+    if z.states is not None:
+        top = max(z.states, key=z.states.get)
+        return Outcome(f"z {top} (b)" if 2 * z.states[top] > n else "split at (b)", detail, n)
+    if z.nearer_collapsed is not None:
+        near, far = z.nearer_collapsed, z.read - z.nearer_collapsed
+        label = ("z nearer the collapsed controls (b, uncalibrated)" if 2 * near > n else
+                 "z nearer SimSiam (b, uncalibrated)" if 2 * far > n else "split at (b, uncalibrated)")
+        return Outcome(label, detail, n)
+    return Outcome("no complete collapse (a); (b) unread", detail, n)
 
 
-def backbone(runs: list[Run], base: dict) -> str:
+def knn_over_random(runs: list[Run], base: dict) -> str:
     vals = [x for r in runs if (x := representation(r, base)["knn_over_random"]) is not None]
-    return interval(vals, "kNN − random init") if vals else "kNN not read"
-
-
-def interval(values: list[float], what: str) -> str:
-    """"what +m [lo, hi]" (Student-t 95 % over seeds), or the single value."""
-    return f"{what} {mean_interval(values)}"
+    return f"backbone kNN − random init {mean_interval(vals)}" if vals else "backbone kNN not read"
 
 
 def sign(values: list[float]) -> str:
-    """Which way a paired difference goes: below or above 0 with its 95 % interval, else neither."""
+    """Which way a paired difference goes: below or above 0 by its 95 % interval, else neither."""
     if len(values) < 2:
-        return "unread (one seed)"
+        return "unread" if not values else "unread (one seed)"
     _, lo, hi = t_interval(values)
     return "below 0" if hi < 0 else "above 0" if lo > 0 else "not separated from 0"
 
 
 def changed(cell_runs: list[Run], centre_runs: list[Run]) -> list[str]:
-    """"factor = value" for each factor in which a cell differs from a centre."""
+    """"factor value" for each factor in which a cell differs from a centre."""
     a, b = factor_values(cell_runs[0]), factor_values(centre_runs[0])
     return [f"{name} {a[name]}" for name in a if a[name] != b[name]]
 
 
 def around(centre: str, scale: Scale, base: dict) -> list[str]:
     """One bullet for a centre: its outcome, the single factors that change it (with what they lead
-    to) and those that leave it."""
+    to), those that leave it, and those whose seeds split."""
     ref = scale.groups.get(CENTRES[centre], [])
     if not ref:
         return []
     ref_outcome = outcome(ref, scale)
-    moved, kept = [], []
+    moved, kept, split = [], [], []
     for cell in FACTORIAL:
         runs = scale.groups.get(key(cell), [])
         if not runs or key(cell) == CENTRES[centre] or len(diff := changed(runs, ref)) != 1:
             continue
         o = outcome(runs, scale)
-        if kind(o) != kind(ref_outcome):
-            moved.append(f"{diff[0]} (`{cell.name}`) → {o}; {backbone(runs, base)}")
+        if not o.decided or not ref_outcome.decided:
+            split.append(f"{diff[0]} (`{cell.name}`: {o})")
+        elif o.label != ref_outcome.label:
+            moved.append(f"{diff[0]} (`{cell.name}`) → {o}; {knn_over_random(runs, base)}")
         else:
-            kept.append(f"{diff[0]} (n = {len(runs)})")
-    change = "changes the outcome with: " + "; ".join(moved) if moved else "never changes the outcome"
-    return [f"- **Around {centre}** (`{CENTRES[centre]}`: {ref_outcome}; {backbone(ref, base)}). "
-            f"Changing one factor {change}." + (f" Leaves it: {', '.join(kept)}." if kept else "")]
+            kept.append(f"{diff[0]} (n = {o.n})")
+    change = "changes the outcome with: " + "; ".join(moved) if moved else "changes the outcome with no factor"
+    return [f"- **Around {centre}** (`{CENTRES[centre]}`: {ref_outcome}; {knn_over_random(ref, base)}). "
+            f"Changing one factor {change}." + (f" Leaves it: {', '.join(kept)}." if kept else "")
+            + (f" Undecided (seeds split): {'; '.join(split)}." if split else "")]
 
 
 def after_head_collapse(scale: Scale) -> str:
-    """Whether the backbone's kNN falls after the z head collapsed, over every Q1 run that has it."""
+    """The backbone's kNN while the z head is collapsed, beside Q1 runs whose head did not collapse read
+    over the same steps (from the collapsed runs' median collapse step): training goes on in both."""
     runs = [r for c in FACTORIAL for r in scale.groups.get(key(c), [])]
-    values = [d for r in runs if (d := knn_after_head_collapse(r, scale)) is not None]
-    if not values:
-        return ("- **The backbone after the head:** no Q1 run whose z head collapsed had two kNN readings from "
-                "its collapse on, so whether the backbone degrades after it is unread.")
-    way = {"below 0": "falls", "above 0": "rises", "unread (one seed)": "changes"}.get(sign(values),
-                                                                                      "does not move measurably")
-    return (f"- **The backbone after the head:** once the z head collapsed, its kNN {way} "
-            f"({interval(values, 'change')} points from the kNN reading at or next after the collapse to the end, over "
-            f"{len(values)} run(s)).")
+    cal = scale.calibration.get("z")
+    collapsed = [(d, t) for r in runs if (d := knn_after_head_collapse(r, scale)) is not None
+                 and (t := time_to_collapse(r, "z", cal)) is not None]
+    if not collapsed:
+        return ("- **The backbone after the head:** unread — it needs z collapsed at a calibrated level (b) and two "
+                "kNN readings from the collapse on.")
+    start = statistics.median(t for _, t in collapsed)
+    others = [d for r in runs if not z_shrank(r) and head_state(r, "z", cal) != "collapsed"
+              and (d := knn_change_from(r, start)) is not None]
+    values = [d for d, _ in collapsed]
+    return (f"- **The backbone after the head:** from the z head's collapse to the end, backbone kNN changes "
+            f"{mean_interval(values)} points ({len(values)} runs: {sign(values)}); runs whose z head did not "
+            f"collapse, from step {start:g}: {mean_interval(others)} ({len(others)} runs).")
 
 
 def crop_sentence(scale: Scale) -> str:
-    """Per eq.-(10) cell: the outcome at each crop strength (crops from 20 % is its Q1 cell)."""
+    """Per base cell: the outcome at each crop strength (crops from 20 % is its Q1 cell)."""
     parts = []
-    for base_cell in (FACTORIAL[0], FACTORIAL[5], FACTORIAL[1]):
-        arms = [("crops from 20 %", base_cell)] + [(f"{arm}", Cell("Q1-aug", f"{base_cell.name}-{arm}", ""))
-                                                  for arm in CROPS]
-        read = [(label, kind(outcome(runs, scale)), len(runs)) for label, c in arms
+    for name, base_cell in AUG_BASES.items():
+        read = [f"{label} {outcome(runs, scale).label} (n = {len(runs)})" for label, c in crop_arms(base_cell)
                 if (runs := scale.groups.get(key(c), []))]
         if len(read) > 1:
-            parts.append(f"`{base_cell.name}`: " + ", ".join(f"{label} {o} (n = {n})" for label, o, n in read))
+            parts.append(f"`{name}`: " + ", ".join(read))
     if not parts:
         return "- **Crop strength:** only the default crops (from 20 % of the image) were run."
     return ("- **Crop strength** (crop0.9 / crop0.6: crops from 90 % / 60 % of the image; no-crop: flip and jitter "
@@ -120,58 +137,53 @@ def crop_sentence(scale: Scale) -> str:
 
 
 def q1_answer(scale: Scale, base: dict) -> list[str]:
-    if not scale.groups.get(CENTRES["eq10"]):
-        return []
-    two = [c for c in FACTORIAL if scale.groups.get(key(c))
-           and all(len(changed(scale.groups[key(c)], scale.groups[ref])) > 1 for ref in CENTRES.values()
-                   if scale.groups.get(ref))]
-    pairs = "; ".join(f"`{c.name}` ({', '.join(changed(scale.groups[key(c)], scale.groups[CENTRES['eq10']]))}): "
-                      f"{outcome(scale.groups[key(c)], scale)}" for c in two)
+    """Around each centre, then the cells two factors from eq. (10), the backbone, the crop strengths."""
     text = around("eq10", scale, base) + around("SimSiam", scale, base)
-    text += [f"- **Two factors changed from eq. (10):** {pairs}." if pairs else "", after_head_collapse(scale),
-             crop_sentence(scale)]
+    if not text:
+        return []
+    if eq10 := scale.groups.get(CENTRES["eq10"]):
+        two = [(c, d) for c in FACTORIAL if (runs := scale.groups.get(key(c))) and len(d := changed(runs, eq10)) == 2]
+        if two:
+            text.append("- **Two factors changed from eq. (10):** " + "; ".join(
+                f"`{c.name}` ({', '.join(d)}): {outcome(scale.groups[key(c)], scale)}" for c, d in two) + ".")
+    text += [after_head_collapse(scale), crop_sentence(scale)]
     return [f"**Answer at {scale.label}** (this scale only; the table's last line says what the design cannot "
-            "see):", "", *[t for t in text if t], ""]
+            "see; a cell with fewer than 3 seeds is provisional):", "", *text, ""]
 
 
-def q3_answer(scale: Scale) -> list[str]:
-    """The best early predictor (the earliest to separate the outcomes for good, then the largest
-    |AUC − ½|) and how the seed's speed argument fares."""
-    runs = scale.groups.get(key(SPEED_BASIN[0]), [])
-    runs, collapsed, steps, rule = outcomes(runs, scale) if len(runs) > 1 else ([], [], [], "")
-    if not runs or all(collapsed) or not any(collapsed):
-        return [f"**Answer at {scale.label}.** The outcomes did not split ({sum(collapsed)} of {len(runs)} seeds "
-                "collapsed), so no early predictor can be read.", ""] if runs else []
-    found = []
-    for name, at in PREDICTORS.items():
-        curve = auc_over_time(runs, collapsed, at)
-        if curve and (first := first_separating(curve)) is not None:
-            found.append((first, -abs(curve[first].value - 0.5), name, curve[first]))
-    head = f"**Answer at {scale.label}.** {sum(collapsed)} of {len(runs)} seeds collapsed ({rule}). "
+def q2_answer(label: str, encoders: dict[str, dict[str, dict]]) -> list[str]:
+    """Per encoder: f(x̄_8) against f(x) and against the blur control, and the feature mean against f(x),
+    each paired by seed on kNN (`encoders`: question_readouts.feature_choice's rows)."""
+    xbar, mean_f = f"f(x̄_{REFERENCE_K})", f"mean_k f(T_k x), K = {REFERENCE_K}"
+    word = {"below 0": "{b} better", "above 0": "{a} better"}
+    parts = []
+    for encoder, rows in encoders.items():
+        terms = [(xbar, "f(x)", paired_differences(rows, xbar, "knn")),
+                 (xbar, "the blur control", paired_differences(rows, xbar, "knn", reference=BLUR)),
+                 ("the feature mean", "f(x)", paired_differences(rows, mean_f, "knn"))]
+        parts.append(f"{encoder}: " + "; ".join(
+            f"{a} − {b} {mean_interval(d)} ({word.get(sign(d), sign(d)).format(a=a, b=b)})" for a, b, d in terms))
+    return [f"**Answer at {label}** (kNN points, paired by seed, t 95 %): " + ". ".join(parts) + ".", ""]
+
+
+def q3_answer(label: str, collapsed: list[bool], steps: list[int], rule: str, curves: dict[str, dict[int, AUC]],
+              first: dict[str, int | None]) -> list[str]:
+    """The best early predictor — the earliest to separate the outcomes for good, then the largest
+    |AUC − ½| — its lead on the collapsed seeds' median collapse, and how the speed argument fares."""
+    head = f"**Answer at {label}.** {sum(collapsed)} of {len(collapsed)} seeds collapsed ({rule}). "
+    if all(collapsed) or not any(collapsed):
+        return [head + "The outcomes did not split, so no early predictor can be read.", ""]
+    found = sorted((s, -abs(curves[n][s].value - 0.5), n) for n, s in first.items() if s is not None)
     if not found:
         return [head + "No early predictor separates the outcomes (exact Mann–Whitney p < 0.05 from some step on); "
                 "neither speed nor any other early reading tells the seeds apart at this sample size.", ""]
-    first, _, name, a = min(found)
-    lead = f", {statistics.median(steps) - first:g} steps before the median collapse" if steps else ""
-    speed = next((f for f in found if f[2] == "predictor speed / encoder speed"), None)
+    step, _, name = found[0]
+    a = curves[name][step]
+    lead = statistics.median(steps) - step if steps else None
+    when = ("" if lead is None else f", {lead:g} steps before the median collapse" if lead > 0 else
+            f", {-lead:g} steps after the median collapse (a reading of the collapse, not a warning)")
+    speed = first.get(SPEED)
     return [head + f"The best early predictor is {name}: AUC {a.value:.2f} [{a.low:.2f}, {a.high:.2f}] from step "
-            f"{first}{lead}. The seed's speed argument (§3 (b)): the predictor's relative speed "
-            + (f"separates the outcomes from step {speed[0]} (AUC {speed[3].value:.2f})." if speed
+            f"{step}{when}. The seed's speed argument (§3 (b)): the predictor's relative speed "
+            + (f"separates the outcomes from step {speed} (AUC {curves[SPEED][speed].value:.2f})." if speed is not None
                else "does not separate the outcomes (at no step does p < 0.05 hold from there to the end)."), ""]
-
-
-def q2_answer(scale: Scale) -> list[str]:
-    """Per encoder: f(x̄_8) against f(x), against the blur control, and the feature mean against f(x),
-    each paired by seed on kNN."""
-    if (read := feature_choice(scale)) is None:
-        return []
-    xbar, mean_f = f"f(x̄_{REFERENCE_K})", f"mean_k f(T_k x), K = {REFERENCE_K}"
-    parts = []
-    for encoder, rows in read[1].items():
-        d_xbar = paired_differences(rows, xbar, "knn")
-        beyond = paired_differences(rows, xbar, "knn", reference=BLUR)
-        parts.append(f"{encoder}: {interval(d_xbar, f'{xbar} − f(x)')} ({sign(d_xbar)}); "
-                     f"{interval(beyond, f'{xbar} − the blur control')} ({sign(beyond)}); "
-                     f"{interval(paired_differences(rows, mean_f, 'knn'), 'the feature mean − f(x)')}")
-    return [f"**Answer at {scale.label}** (kNN points, paired by seed, t 95 %). " + "; ".join(parts) + ". Below 0 "
-            "means f(x) is the better feature; the blur control says how much of the gap is blur alone.", ""]

@@ -9,10 +9,11 @@ import os
 import statistics
 
 from siamdyn.experiments.early_warning import PREDICTORS, auc_over_time, first_separating
-from siamdyn.experiments.grids import AUGMENTATION, CONTROLS, CROPS, FACTORIAL, SPEED_BASIN, Cell
-from siamdyn.experiments.levels import COMPLETE, head_state, representation, z_shrank
-from siamdyn.experiments.question_readouts import (factors, feature_choice, key, knn_after_head_collapse, outcomes,
-                                                   p_complete, paired_differences)
+from siamdyn.experiments.grids import CONTROLS, FACTORIAL, SPEED_BASIN
+from siamdyn.experiments.levels import COMPLETE, head_state, representation
+from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factors, feature_choice, key,
+                                                   knn_after_head_collapse, outcomes, p_complete, paired_differences,
+                                                   z_reading)
 from siamdyn.experiments.report_answers import q1_answer, q2_answer, q3_answer
 from siamdyn.experiments.report_figures import plot_auc, plot_depths, plot_feature_choice
 from siamdyn.experiments.readings import Run, window_mean
@@ -26,12 +27,7 @@ UNSEEN = ("three-way interactions; loss × target away from the two centres; the
 
 
 def question_row(name: str, runs: list[Run], scale: Scale, base: dict) -> str:
-    cal = scale.calibration.get("z")
-    read = [r for r in runs if not z_shrank(r)]
-    shrunk = len(runs) - len(read)
-    states = [head_state(r, "z", cal) for r in read] if cal else []
-    z = "/".join(str(states.count(s)) for s in ("collapsed", "partial", "healthy")) if states else "—"
-    z += f"; {shrunk} shrank (rank not read)" if shrunk else ""
+    z = z_reading(runs, scale)
     ranks = " / ".join(_ms([window_mean(r, f"heldout/{d}_erank") for r in runs], "{:.1f}")
                        for d in ("feature", "proj_hidden", "z"))
     rep = [representation(r, base) for r in runs]
@@ -55,27 +51,23 @@ def factorial_lines(scale: Scale, base: dict) -> list[str]:
 
 
 def aug_read(runs: list[Run], scale: Scale) -> str:
-    """"k/n [lo, hi]; z collapsed m/n": complete collapse (a) and the z head at level (b)."""
+    """"k/n [lo, hi]; z collapsed m/n": complete collapse (a) and the z head at level (b) where calibrated."""
     cal = scale.calibration.get("z")
     if not runs:
         return "—"
-    z = sum(head_state(r, "z", cal) == "collapsed" for r in runs) if cal else None
+    z = sum(head_state(r, "z", cal) == "collapsed" for r in runs) if cal and cal.separated else None
     return p_complete(runs)[2] + (f"; z collapsed {z}/{len(runs)}" if z is not None else "")
 
 
 def augmentation_lines(scale: Scale) -> list[str]:
     """Per base cell and crop arm (the default arm, crops from 20 %, is Q1's cell): complete collapse
     (a) with its Clopper–Pearson interval, and the z head collapsed (b)."""
-    bases = {FACTORIAL[0].name: FACTORIAL[0], "xbar-K4": FACTORIAL[5], FACTORIAL[1].name: FACTORIAL[1],
-             "simsiam": Cell("controls", "simsiam", "simsiam")}
-    arms = ["crops from 20 %"] + list(CROPS)
     rows = []
-    for name, base_cell in bases.items():
-        cells = [base_cell] + [c for c in AUGMENTATION if c.name.startswith(f"{name}-") and
-                               c.name[len(name) + 1:] in CROPS]
-        reads = [aug_read(scale.groups.get(key(c), []), scale) for c in cells]
+    for name, base in AUG_BASES.items():
+        reads = [aug_read(scale.groups.get(key(c), []), scale) for _, c in crop_arms(base)]
         if any(r != "—" for r in reads[1:]):
             rows.append(f"| {name} | " + " | ".join(reads) + " |")
+    arms = [label for label, _ in crop_arms(FACTORIAL[0])]
     head = ["| cell | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
     return head + rows + [""] if rows else []
 
@@ -91,17 +83,17 @@ def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
              f"{len(runs)} seeds collapsed "
              f"({rule}); median collapse step {statistics.median(steps) if steps else '—'}.", "",
              "| early predictor | first step from which it separates (exact Mann–Whitney p < 0.05 there and later) | "
-             "AUC there [Hanley–McNeil 95 %] | lead before the median collapse (steps) | "
+             "AUC there [Hanley–McNeil 95 %] | lead: median collapse step − that step (< 0: after the collapse) | "
              "AUC at the first reading |", "|---|---|---|---|---|"]
     curves = {name: curve for name, at in PREDICTORS.items() if (curve := auc_over_time(runs, collapsed, at))}
+    firsts = {name: first_separating(curve) for name, curve in curves.items()}
     for name, curve in curves.items():
-        first = first_separating(curve)
-        s0 = min(curve)
+        first, s0 = firsts[name], min(curve)
         where = (f"{first} | {curve[first].value:.2f} [{curve[first].low:.2f}, {curve[first].high:.2f}], "
                  f"p = {curve[first].p:.3g} | {statistics.median(steps) - first if steps else '—'}"
                  if first is not None else "never | — | —")
         lines.append(f"| {name} | {where} | step {s0}: {curve[s0].value:.2f} (p = {curve[s0].p:.2g}) |")
-    lines += ["", *q3_answer(scale)]
+    lines += ["", *q3_answer(scale.label, collapsed, steps, rule, curves, firsts)]
     if curves:
         name = f"q3_auc{index}.png"
         plot_auc(curves, statistics.median(steps) if steps else None, os.path.join(fig_dir, name),
@@ -118,7 +110,7 @@ def paired(rows: dict[str, dict], name: str, metric: str) -> str:
 def feature_choice_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
     """Q2: every test-time input against f(x), seed by seed, per encoder (kNN / linear probe points);
     the answer and a figure of the kNN differences."""
-    if (read := feature_choice(scale)) is None:
+    if (read := feature_choice(scale)) is None or not read[1]:
         return []
     result, encoders = read
     names = list(next(iter(result["runs"].values())))  # the conditions, in feature_choice's order
@@ -136,11 +128,12 @@ def feature_choice_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
         if name != "f(x)":
             lines.append(f"| {name} | " + " | ".join(f"{paired(rows, name, 'knn')} / {paired(rows, name, 'linear')}"
                                                      for rows in encoders.values()) + " |")
-    diffs = {encoder: {n: t_interval(d) for n in names if n != "f(x)" and (d := paired_differences(rows, n, "knn"))}
-             for encoder, rows in encoders.items()}
+    diffs = {f"{encoder} ({len(rows)} seeds)": {n: t_interval(d) for n in names
+                                                if n != "f(x)" and (d := paired_differences(rows, n, "knn"))}
+             for encoder, rows in encoders.items()}  # one seed: no interval, the panel title says so
     figure = f"q2_inputs{index}.png"
     plot_feature_choice(diffs, os.path.join(fig_dir, figure), f"Q2 at {scale.label}: each input's kNN − f(x)")
-    return lines + ["", *q2_answer(scale), f"![Q2 at {scale.label}](figures/findings/{figure})", ""]
+    return lines + ["", *q2_answer(scale.label, encoders), f"![Q2 at {scale.label}](figures/findings/{figure})", ""]
 
 
 def q1_lines(scale: Scale, base: dict, fig_dir: str, index: int) -> list[str]:

@@ -133,7 +133,8 @@ def cell_row(key: str, scale: Scale, base: dict) -> str:
     runs = scale.groups.get(key, [])
     cal = scale.calibration
     states = {h: [head_state(r, h, cal.get(h)) for r in runs] for h in HEADS}
-    counts = {h: "/".join(str(states[h].count(x)) for x in ("collapsed", "partial", "healthy")) for h in HEADS}
+    counts = {h: "/".join(str(states[h].count(x)) for x in ("collapsed", "partial", "healthy"))
+              if cal.get(h) and cal[h].separated else "— (not calibrated)" for h in HEADS}
     if shrunk := sum(map(z_shrank, runs)):  # said, not removed: the controls' calibration stays as it is
         counts["z"] += f" ({shrunk} with z shrunk below ¼ of its start)"
     ttc = {h: [t for r in runs if cal.get(h) and (t := head_ttc(r, h, cal[h])) is not None] for h in HEADS}
@@ -164,7 +165,7 @@ def critical_lr_lines(scales: list[Scale]) -> list[str]:
         for head in HEADS:
             pairs = [(x, head_state(r, head, s.calibration.get(head)) == "collapsed")
                      for x, cell in zip(ladder.rungs, ladder.cells) for r in s.groups.get(cell, [])]
-            if len({x for x, _ in pairs}) < 3 or s.calibration.get(head) is None:
+            if len({x for x, _ in pairs}) < 3 or not (s.calibration.get(head) and s.calibration[head].separated):
                 continue
             fit = logistic_critical([x for x, _ in pairs], [e for _, e in pairs])
             counts = ", ".join(f"λ = {x:g}: {sum(e for y, e in pairs if y == x)}/{sum(y == x for y, _ in pairs)}"
