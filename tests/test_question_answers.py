@@ -93,10 +93,19 @@ def test_the_q3_answer_names_the_earliest_separating_predictor_and_its_lead():
     collapsed = [run(2.2 + 0.1 * i, probes=_speed_probes(0.5 + 0.05 * i)) for i in range(5)]
     healthy = [run(45.0 + i, probes=_speed_probes(2.0 + 0.05 * i)) for i in range(5)]
     text = _q3(collapsed + healthy)
-    assert "5 of 10 seeds collapsed (z collapsed (b))" in text
+    assert "5 of 10 seeds collapsed (complete collapse (a) or z collapsed (b))" in text
     # the speed ratio is read from step 10, the RankMe slope only from the second held-out reading (20);
     # every collapsed run's z is collapsed from its first reading after step 0, so the median collapse is 20
     assert f"The best early predictor is {SPEED}: AUC 0.00 [" in text
     assert "from step 10, 10 steps before the median collapse" in text
     assert "the predictor's relative speed separates the outcomes from step 10 (AUC 0.00)" in text
     assert "did not split" in _q3(healthy) and "0 of 5 seeds collapsed" in _q3(healthy)
+
+
+def test_a_q3_seed_that_collapsed_completely_counts_as_collapsed_whatever_its_z_rank():
+    complete = run(45.0, centre=0.99, final_loss=0.0)  # p collapsed to one point from the first reading on
+    scale = Scale("mem", {}, {}, CALIBRATION)
+    runs, collapsed, steps, rule = outcomes([complete, run(45.0), run(2.5)], scale)
+    assert collapsed == [True, False, True] and steps == [0, 20] and rule.startswith("complete collapse (a) or")
+    _, collapsed, _, rule = outcomes([complete, run(45.0)], Scale("mem", {}, {}, OVERLAP))
+    assert collapsed == [True, False] and rule == "complete collapse (a); z not calibrated"

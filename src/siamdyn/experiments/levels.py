@@ -145,6 +145,16 @@ def time_to_collapse(run: Run, head: str, cal: HeadScale | None) -> int | None:
     return first
 
 
+def time_to_complete(run: Run) -> int | None:
+    """The first held-out reading from which p's centre-vector norm stays at or above COMPLETE (the
+    per-reading half of readout (a); the loss half is read once, at the end)."""
+    first = None
+    for s in sorted(run.heldout):
+        complete = run.heldout[s].get("heldout/p_center_norm", 0.0) >= COMPLETE
+        first = (s if first is None else first) if complete else None
+    return first
+
+
 def representation(run: Run, random_init: dict) -> dict[str, float | None]:
     """Readout (c): backbone RankMe, and kNN / linear probe in points above the random-init
     encoder of the same width (`random_init`: its baseline.json)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from siamdyn.experiments.grids import CONTROLS, CROPS, FACTORIAL, Cell
 from siamdyn.experiments.levels import (COMPLETE, completeness, head_state, nearer_collapsed, time_to_collapse,
-                                        z_shrank)
+                                        time_to_complete, z_shrank)
 from siamdyn.experiments.readings import Run
 from siamdyn.experiments.scales import Scale
 from siamdyn.experiments.stats import clopper_pearson
@@ -72,17 +72,23 @@ def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
 
 
 def outcomes(runs: list[Run], scale: Scale) -> tuple[list[Run], list[bool], list[int], str]:
-    """The runs with an outcome, whether each collapsed (the z head at level (b) where the scale
-    calibrates it, else complete collapse (a)), the collapsed runs' collapse steps, and the rule.
-    A run without the reading is left out, not counted as healthy."""
+    """The runs with an outcome, whether each collapsed, the collapsed runs' collapse steps, and the rule.
+    Collapsed: complete collapse (a), or the z head collapsed at level (b) where the scale's controls
+    calibrate it — either, because a head can collapse completely while z keeps its rank (SimSiam under
+    SGD at `q-sgd-w4`, seed 1: p's centre norm 0.99 at RankMe(z) 39). A run without a reading is left
+    out, not counted as healthy; its step is the earlier of the two readouts' collapse steps."""
     cal = scale.calibration.get("z")
-    if cal is not None and cal.separated:
-        read = [(r, s == "collapsed") for r in runs if (s := head_state(r, "z", cal)) is not None]
-        steps = [t for r, c in read if c and (t := time_to_collapse(r, "z", cal)) is not None]
-        rule = "z collapsed (b)"
-    else:
-        read = [(r, v >= COMPLETE) for r in runs if (v := completeness(r)) is not None]
-        steps, rule = [], "complete collapse (a)"
+    calibrated = cal is not None and cal.separated
+    read, steps = [], []
+    for r in runs:
+        complete, state = completeness(r), head_state(r, "z", cal) if calibrated else None
+        if complete is None and state is None:
+            continue
+        collapsed = (complete is not None and complete >= COMPLETE) or state == "collapsed"
+        read.append((r, collapsed))
+        times = [t for t in (time_to_complete(r), time_to_collapse(r, "z", cal)) if t is not None]
+        steps += [min(times)] if collapsed and times else []
+    rule = "complete collapse (a) or z collapsed (b)" if calibrated else "complete collapse (a); z not calibrated"
     return [r for r, _ in read], [c for _, c in read], steps, rule
 
 
