@@ -74,9 +74,9 @@ def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
 def outcomes(runs: list[Run], scale: Scale) -> tuple[list[Run], list[bool], list[int], str]:
     """The runs with an outcome, whether each collapsed, the collapsed runs' collapse steps, and the rule.
     Collapsed: complete collapse (a), or the z head collapsed at level (b) where the scale's controls
-    calibrate it — either, because a head can collapse completely while z keeps its rank (SimSiam under
-    SGD at `q-sgd-w4`, seed 1: p's centre norm 0.99 at RankMe(z) 39). A run without a reading is left
-    out, not counted as healthy; its step is the earlier of the two readouts' collapse steps."""
+    calibrate it — either, because a run can collapse completely while z's rank reads high (eq. (10)
+    without output BN at `q-w4`: completeness 0.97, RankMe(z) 60 on a z shrunk to a tenth). A run without
+    a reading is left out, not counted as healthy; its step is the earlier of the two readouts' steps."""
     cal = scale.calibration.get("z")
     calibrated = cal is not None and cal.separated
     read, steps = [], []
