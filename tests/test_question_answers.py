@@ -109,3 +109,22 @@ def test_a_q3_seed_that_collapsed_completely_counts_as_collapsed_whatever_its_z_
     assert collapsed == [True, False, True] and steps == [0, 20] and rule.startswith("complete collapse (a) or")
     _, collapsed, _, rule = outcomes([complete, run(45.0)], Scale("mem", {}, {}, OVERLAP))
     assert collapsed == [True, False] and rule == "complete collapse (a); z not calibrated"
+
+
+def test_the_continuous_reading_names_the_earliest_correlated_predictor_without_any_split():
+    from siamdyn.experiments.early_warning import first_correlated, rho_over_time
+    from siamdyn.experiments.levels import log_rank
+    from siamdyn.experiments.report_answers import rho_answer
+    # no seed collapses, but the final rank grows with the early speed ratio (and nothing else does)
+    runs = [run(10.0 + 4 * i, probes=_speed_probes(0.5 + 0.2 * i)) for i in range(8)]
+    final = [log_rank(r, "z") for r in runs]
+    rhos = {n: c for n, at in PREDICTORS.items() if (c := rho_over_time(runs, final, at))}
+    firsts = {n: first_correlated(c) for n, c in rhos.items()}
+    assert firsts[SPEED] == 10 and rhos[SPEED][10][0] == 1.0
+    text = rho_answer(rhos, firsts, len(runs))
+    assert f"{SPEED} correlates earliest: ρ +1.00 [" in text and "from step 10" in text
+    flat = [run(30.0, probes=_speed_probes(1.0 + 0.3 * ((-1) ** i) * (i % 3))) for i in range(8)]
+    flat_final = [log_rank(r, "z") for r in flat]
+    flat_rhos = {n: c for n, at in PREDICTORS.items() if (c := rho_over_time(flat, flat_final, at))}
+    assert "no early predictor's Spearman ρ excludes 0" in rho_answer(flat_rhos, {n: first_correlated(c) for n, c in
+                                                                                  flat_rhos.items()}, 8)

@@ -18,6 +18,7 @@ from typing import Callable
 from scipy import stats as st
 
 from siamdyn.experiments.readings import Run
+from siamdyn.experiments.stats import first_from, spearman_interval
 
 ENCODER_GROUPS = ("stem", "stage1", "stage2", "stage3", "stage4", "projector")
 
@@ -102,7 +103,23 @@ def first_separating(curve: dict[int, AUC], alpha: float = 0.05) -> int | None:
     """The first step from which the predictor separates the outcomes at *every* later reading.
     "The first step with p < α" would be a multiple test over ~40 readings: a predictor unrelated
     to the outcome passes it at some step in a third of 10/10 splits (a random walk) or more."""
-    first = None
-    for s, a in sorted(curve.items()):
-        first = (s if first is None else first) if a.p < alpha else None
-    return first
+    return first_from(list(curve), lambda s: curve[s].p < alpha)
+
+
+def rho_over_time(runs: list[Run], final: list[float], at: Callable[[Run, int], float | None]
+                  ) -> dict[int, tuple[float, float, float]]:
+    """Spearman's ρ with its Fisher-z 95 % interval between the predictor at each step and each run's
+    final degree of collapse (`final`, e.g. log RankMe(z)): the continuous outcome, which needs no
+    calibration and no split of the seeds. Steps where fewer than 4 runs have a value are left out."""
+    steps = sorted({s for r in runs for s in [*r.heldout, *(p["step"] for p in r.probes)]})
+    out = {}
+    for s in steps:
+        pairs = [(v, f) for r, f in zip(runs, final) if (v := at(r, s)) is not None]
+        if len(pairs) >= 4:
+            out[s] = spearman_interval([v for v, _ in pairs], [f for _, f in pairs])
+    return out
+
+
+def first_correlated(curve: dict[int, tuple[float, float, float]]) -> int | None:
+    """The first step from which ρ's interval excludes 0 at every later reading (as first_separating)."""
+    return first_from(list(curve), lambda s: curve[s][1] > 0 or curve[s][2] < 0)

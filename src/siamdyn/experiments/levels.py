@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 from siamdyn.experiments.readings import Run, window_mean
-from siamdyn.experiments.stats import prediction_interval
+from siamdyn.experiments.stats import first_from, prediction_interval
 
 COMPLETE = 0.9
 HEADS = ("z", "p")
@@ -137,22 +137,14 @@ def time_to_collapse(run: Run, head: str, cal: HeadScale | None) -> int | None:
     the controls do not calibrate the head."""
     if cal is None or not cal.separated:
         return None
-    first = None
-    for s in sorted(run.heldout):
-        pos = position(run, head, cal, s)
-        collapsed = pos is not None and pos < cal.collapsed_below
-        first = (s if first is None else first) if collapsed else None
-    return first
+    return first_from(list(run.heldout), lambda s: (pos := position(run, head, cal, s)) is not None
+                      and pos < cal.collapsed_below)
 
 
 def time_to_complete(run: Run) -> int | None:
     """The first held-out reading from which p's centre-vector norm stays at or above COMPLETE (the
     per-reading half of readout (a); the loss half is read once, at the end)."""
-    first = None
-    for s in sorted(run.heldout):
-        complete = run.heldout[s].get("heldout/p_center_norm", 0.0) >= COMPLETE
-        first = (s if first is None else first) if complete else None
-    return first
+    return first_from(list(run.heldout), lambda s: run.heldout[s].get("heldout/p_center_norm", 0.0) >= COMPLETE)
 
 
 def representation(run: Run, random_init: dict) -> dict[str, float | None]:

@@ -87,24 +87,30 @@ def plot_depths(groups: dict[str, list[Run]], path: str, title: str) -> str:
     return save_figure(fig, path)
 
 
-def plot_auc(curves: dict[str, dict], median_collapse: float | None, path: str, title: str) -> str:
-    """Each early predictor's AUC over the steps with its Hanley–McNeil band; filled marks where the
-    exact Mann–Whitney p < 0.05; the dotted line is the collapsed seeds' median collapse step."""
+def plot_early_warning(curves: dict[str, dict], rhos: dict[str, dict], median_collapse: float | None, path: str,
+                       title: str) -> str:
+    """Left: each early predictor's AUC for the final outcome over the steps, with its Hanley–McNeil band,
+    filled marks where the exact Mann–Whitney p < 0.05, the dotted line at the collapsed seeds' median
+    collapse step. Right: its Spearman ρ with the final log RankMe(z), with the Fisher-z band."""
     from siamdyn.plots import save_figure
-    fig, axes = _figure(1, 1, (8, 4.5))
-    ax = axes[0, 0]
-    for i, (name, curve) in enumerate(curves.items()):
-        steps = sorted(curve)
-        ax.plot(steps, [curve[s].value for s in steps], color=f"C{i}", label=name)
-        ax.fill_between(steps, [curve[s].low for s in steps], [curve[s].high for s in steps], color=f"C{i}", alpha=0.12)
-        sig = [s for s in steps if curve[s].p < 0.05]
-        ax.plot(sig, [curve[s].value for s in sig], "o", color=f"C{i}", ms=4)
-    ax.axhline(0.5, color="k", lw=0.8)
+    fig, axes = _figure(1, 2, (13, 4.5))
+    panels = [(axes[0, 0], curves, lambda v: (v.value, v.low, v.high), "AUC for the final outcome (collapsed)", 0.5),
+              (axes[0, 1], rhos, lambda v: v, "Spearman ρ with the final log RankMe(z)", 0.0)]
+    for ax, data, read, label, null in panels:
+        for i, (name, curve) in enumerate(data.items()):
+            steps = sorted(curve)
+            mid, low, high = zip(*(read(curve[s]) for s in steps))
+            ax.plot(steps, mid, color=f"C{i}", label=name)
+            ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.12)
+        ax.axhline(null, color="k", lw=0.8)
+        ax.set(xlabel="step", ylabel=label, ylim=(0, 1) if null else (-1, 1), title=f"{title}: {label}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7) if data else None
+    for i, curve in enumerate(curves.values()):
+        sig = [s for s in sorted(curve) if curve[s].p < 0.05]
+        axes[0, 0].plot(sig, [curve[s].value for s in sig], "o", color=f"C{i}", ms=4)
     if median_collapse is not None:
-        ax.axvline(median_collapse, color="k", ls=":", lw=1)
-    ax.set(xlabel="step", ylabel="AUC for the final outcome (collapsed)", ylim=(0, 1), title=title)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+        axes[0, 0].axvline(median_collapse, color="k", ls=":", lw=1)
     return save_figure(fig, path)
 
 

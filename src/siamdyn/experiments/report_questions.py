@@ -8,14 +8,15 @@ from __future__ import annotations
 import os
 import statistics
 
-from siamdyn.experiments.early_warning import PREDICTORS, auc_over_time, first_separating
+from siamdyn.experiments.early_warning import (PREDICTORS, auc_over_time, first_correlated, first_separating,
+                                               rho_over_time)
 from siamdyn.experiments.grids import CONTROLS, FACTORIAL, SPEED_BASIN
-from siamdyn.experiments.levels import COMPLETE, head_state, representation
+from siamdyn.experiments.levels import COMPLETE, head_state, log_rank, representation, z_shrank
 from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factors, feature_choice, key,
                                                    knn_after_head_collapse, outcomes, p_complete, paired_differences,
                                                    z_reading)
-from siamdyn.experiments.report_answers import q1_answer, q2_answer, q3_answer
-from siamdyn.experiments.report_figures import plot_auc, plot_depths, plot_feature_choice
+from siamdyn.experiments.report_answers import q1_answer, q2_answer, q3_answer, rho_answer
+from siamdyn.experiments.report_figures import plot_depths, plot_early_warning, plot_feature_choice
 from siamdyn.experiments.readings import Run, window_mean
 from siamdyn.experiments.report_format import mean_interval, mean_std as _ms
 from siamdyn.experiments.scales import Scale
@@ -72,32 +73,55 @@ def augmentation_lines(scale: Scale) -> list[str]:
     return head + rows + [""] if rows else []
 
 
-def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
-    """Q3: per early predictor, its AUC at the earliest step it separates the outcomes, and the lead;
-    the answer and the AUC curves' figure."""
-    runs = scale.groups.get(key(SPEED_BASIN[0]), [])
-    if len(runs) < 2:
-        return []
-    runs, collapsed, steps, rule = outcomes(runs, scale)
-    lines = [f"### Q3 at {scale.label}: speed or basin?", "", f"`{SPEED_BASIN[0].name}`: {sum(collapsed)} of "
-             f"{len(runs)} seeds collapsed "
-             f"({rule}); median collapse step {statistics.median(steps) if steps else '—'}.", "",
-             "| early predictor | first step from which it separates (exact Mann–Whitney p < 0.05 there and later) | "
+def auc_table(curves: dict[str, dict], firsts: dict[str, int | None], steps: list[int]) -> list[str]:
+    """Per early predictor: the first step from which it separates the outcomes, its AUC there, the lead."""
+    lines = ["| early predictor | first step from which it separates (exact Mann–Whitney p < 0.05 there and later) | "
              "AUC there [Hanley–McNeil 95 %] | lead: median collapse step − that step (< 0: after the collapse) | "
              "AUC at the first reading |", "|---|---|---|---|---|"]
-    curves = {name: curve for name, at in PREDICTORS.items() if (curve := auc_over_time(runs, collapsed, at))}
-    firsts = {name: first_separating(curve) for name, curve in curves.items()}
     for name, curve in curves.items():
         first, s0 = firsts[name], min(curve)
         where = (f"{first} | {curve[first].value:.2f} [{curve[first].low:.2f}, {curve[first].high:.2f}], "
                  f"p = {curve[first].p:.3g} | {statistics.median(steps) - first if steps else '—'}"
                  if first is not None else "never | — | —")
         lines.append(f"| {name} | {where} | step {s0}: {curve[s0].value:.2f} (p = {curve[s0].p:.2g}) |")
-    lines += ["", *q3_answer(scale.label, collapsed, steps, rule, curves, firsts)]
-    if curves:
+    return lines + [""] if curves else []
+
+
+def rho_table(rhos: dict[str, dict], firsts: dict[str, int | None]) -> list[str]:
+    """Per early predictor: Spearman's ρ with the final log RankMe(z), from the first step it holds on."""
+    lines = ["| early predictor | first step from which ρ with the final log RankMe(z) excludes 0 (95 %, there and "
+             "later) | ρ there [Fisher-z 95 %] | ρ at the first reading |", "|---|---|---|---|"]
+    for name, curve in rhos.items():
+        first, s0 = firsts[name], min(curve)
+        where = f"{first} | {curve[first][0]:+.2f} [{curve[first][1]:+.2f}, {curve[first][2]:+.2f}]" \
+            if first is not None else "never | —"
+        lines.append(f"| {name} | {where} | step {s0}: {curve[s0][0]:+.2f} |")
+    return lines + [""] if rhos else []
+
+
+def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
+    """Q3: per early predictor, its AUC for the binary outcome and its ρ with the final log RankMe(z) (the
+    continuous outcome: no calibration, no split needed), from the earliest step each holds on; the
+    answer and the curves' figure."""
+    cell_runs = scale.groups.get(key(SPEED_BASIN[0]), [])
+    if len(cell_runs) < 2:
+        return []
+    runs, collapsed, steps, rule = outcomes(cell_runs, scale)
+    curves = {name: curve for name, at in PREDICTORS.items() if (curve := auc_over_time(runs, collapsed, at))}
+    firsts = {name: first_separating(curve) for name, curve in curves.items()}
+    kept = [r for r in cell_runs if not z_shrank(r) and log_rank(r, "z") is not None]
+    rhos = {name: c for name, at in PREDICTORS.items()
+            if (c := rho_over_time(kept, [log_rank(r, "z") for r in kept], at))}
+    rho_firsts = {name: first_correlated(curve) for name, curve in rhos.items()}
+    lines = [f"### Q3 at {scale.label}: speed or basin?", "", f"`{SPEED_BASIN[0].name}`: {sum(collapsed)} of "
+             f"{len(runs)} seeds collapsed ({rule}); median collapse step "
+             f"{statistics.median(steps) if steps else '—'}.", "", *auc_table(curves, firsts, steps),
+             *rho_table(rhos, rho_firsts), *q3_answer(scale.label, collapsed, steps, rule, curves, firsts)]
+    lines += [rho_answer(rhos, rho_firsts, len(kept)), ""] if rhos else []
+    if curves or rhos:
         name = f"q3_auc{index}.png"
-        plot_auc(curves, statistics.median(steps) if steps else None, os.path.join(fig_dir, name),
-                 f"Q3 at {scale.label}: AUC of each early predictor")
+        plot_early_warning(curves, rhos, statistics.median(steps) if steps else None, os.path.join(fig_dir, name),
+                           f"Q3 at {scale.label}")
         lines += [f"![Q3 at {scale.label}](figures/findings/{name})", ""]
     return lines
 

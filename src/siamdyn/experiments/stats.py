@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import stats as st
 
 LEVEL = 0.95
+
+
+def first_from(steps: list[int], holds: Callable[[int], bool]) -> int | None:
+    """The first step from which `holds` is true at that step and every later one ("the first step
+    where it holds" would be a multiple test over the readings, which noise passes by chance)."""
+    first = None
+    for s in sorted(steps):
+        first = (s if first is None else first) if holds(s) else None
+    return first
 
 
 def t_interval(values: list[float], level: float = LEVEL) -> tuple[float, float, float]:
