@@ -128,3 +128,18 @@ def test_the_continuous_reading_names_the_earliest_correlated_predictor_without_
     flat_rhos = {n: c for n, at in PREDICTORS.items() if (c := rho_over_time(flat, flat_final, at))}
     assert "no early predictor's Spearman ρ excludes 0" in rho_answer(flat_rhos, {n: first_correlated(c) for n, c in
                                                                                   flat_rhos.items()}, 8)
+
+
+def test_the_backbone_after_a_collapse_is_read_beside_runs_that_did_not_collapse_over_the_same_steps():
+    from siamdyn.experiments.report_answers import after_head_collapse
+
+    def with_knn(r: Run, accs: list[float]) -> Run:
+        r.summary["knn"] = [{"step": s, "knn_acc": a} for s, a in zip((30, 60, 100), accs)]
+        return r
+    gone = [with_knn(run(45.0, centre=0.99, final_loss=0.0), [50.0, 49.0 - i, 48.0 - i]) for i in range(3)]
+    alive = [with_knn(run(45.0, target="online"), [50.0, 52.0 + i, 53.0 + i]) for i in range(3)]
+    scale = Scale("mem", {}, {"Q1/eq10": gone, "Q1/eq10-target-view": alive}, OVERLAP)
+    text = after_head_collapse(scale)
+    # p's centre norm is complete from step 0, so each collapsed run reads from its first kNN reading (30)
+    assert "backbone kNN changes -3.0 [" in text and "(3 runs: below 0)" in text
+    assert "runs that did not collapse, from step 0: +4.0 [" in text and "(3 runs: above 0)" in text

@@ -63,32 +63,42 @@ def knn_change_from(run: Run, step: int) -> float | None:
     return None if start is None or start >= len(history) - 1 else history[-1][1] - history[start][1]
 
 
+def collapsed(run: Run, scale: Scale) -> bool | None:
+    """Complete collapse (a), or the z head collapsed at level (b) where the scale's controls calibrate
+    it — either, because a run can collapse completely while z's rank reads high (eq. (10) without output
+    BN at `q-w4`: completeness 0.97, RankMe(z) 60 on a z shrunk to a tenth). None without either reading."""
+    cal = scale.calibration.get("z")
+    complete = completeness(run)
+    state = head_state(run, "z", cal)  # None where z is not calibrated
+    if complete is None and state is None:
+        return None
+    return (complete is not None and complete >= COMPLETE) or state == "collapsed"
+
+
+def collapse_step(run: Run, scale: Scale) -> int | None:
+    """Where a collapsed run collapsed: the earlier of the first reading from which p's centre norm stays
+    complete and the first from which z stays collapsed (b); None for a run that did not collapse."""
+    cal = scale.calibration.get("z")
+    times = [t for t in (time_to_complete(run), time_to_collapse(run, "z", cal)) if t is not None]
+    return min(times) if collapsed(run, scale) and times else None
+
+
 def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
-    """The backbone's kNN change over the z head's collapsed phase (from its collapse step: kNN is read
-    every few epochs, so the collapse can come before the first reading); None when z did not collapse
-    at a calibrated level (b), or shrank toward 0 (its rank is not read)."""
-    t = time_to_collapse(run, "z", scale.calibration.get("z"))
-    return None if t is None or z_shrank(run) else knn_change_from(run, t)
+    """The backbone's kNN change from the head's collapse (collapse_step) to the end of the run: kNN is
+    read every few epochs, so the collapse can come before the first reading (knn_change_from); None for
+    a run that did not collapse."""
+    t = collapse_step(run, scale)
+    return None if t is None else knn_change_from(run, t)
 
 
 def outcomes(runs: list[Run], scale: Scale) -> tuple[list[Run], list[bool], list[int], str]:
-    """The runs with an outcome, whether each collapsed, the collapsed runs' collapse steps, and the rule.
-    Collapsed: complete collapse (a), or the z head collapsed at level (b) where the scale's controls
-    calibrate it — either, because a run can collapse completely while z's rank reads high (eq. (10)
-    without output BN at `q-w4`: completeness 0.97, RankMe(z) 60 on a z shrunk to a tenth). A run without
-    a reading is left out, not counted as healthy; its step is the earlier of the two readouts' steps."""
+    """The runs with an outcome (`collapsed`; a run without a reading is left out, not counted as
+    healthy), whether each collapsed, the collapsed runs' collapse steps, and the rule."""
+    read = [(r, c) for r in runs if (c := collapsed(r, scale)) is not None]
+    steps = [t for r, c in read if c and (t := collapse_step(r, scale)) is not None]
     cal = scale.calibration.get("z")
-    calibrated = cal is not None and cal.separated
-    read, steps = [], []
-    for r in runs:
-        complete, state = completeness(r), head_state(r, "z", cal) if calibrated else None
-        if complete is None and state is None:
-            continue
-        collapsed = (complete is not None and complete >= COMPLETE) or state == "collapsed"
-        read.append((r, collapsed))
-        times = [t for t in (time_to_complete(r), time_to_collapse(r, "z", cal)) if t is not None]
-        steps += [min(times)] if collapsed and times else []
-    rule = "complete collapse (a) or z collapsed (b)" if calibrated else "complete collapse (a); z not calibrated"
+    rule = ("complete collapse (a) or z collapsed (b)" if cal is not None and cal.separated
+            else "complete collapse (a); z not calibrated")
     return [r for r, _ in read], [c for _, c in read], steps, rule
 
 

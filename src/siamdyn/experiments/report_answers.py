@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from siamdyn.experiments.early_warning import AUC, SPEED
 from siamdyn.experiments.feature_choice import BLUR, REFERENCE_K
 from siamdyn.experiments.grids import FACTORIAL
-from siamdyn.experiments.levels import head_state, representation, time_to_collapse, z_shrank
-from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factor_values, key, knn_after_head_collapse,
-                                                   knn_change_from, p_complete, paired_differences, z_reading)
+from siamdyn.experiments.levels import representation
+from siamdyn.experiments.question_readouts import (AUG_BASES, collapse_step, collapsed, crop_arms, factor_values, key,
+                                                   knn_after_head_collapse, knn_change_from, p_complete,
+                                                   paired_differences, z_reading)
 from siamdyn.experiments.readings import Run
 from siamdyn.experiments.report_format import mean_interval
 from siamdyn.experiments.scales import Scale
@@ -104,22 +105,20 @@ def around(centre: str, scale: Scale, base: dict) -> list[str]:
 
 
 def after_head_collapse(scale: Scale) -> str:
-    """The backbone's kNN while the z head is collapsed, beside Q1 runs whose head did not collapse read
-    over the same steps (from the collapsed runs' median collapse step): training goes on in both."""
+    """The backbone's kNN from the head's collapse on (complete collapse (a) or z collapsed (b)), beside
+    Q1 runs that did not collapse read over the same steps (from the collapsed runs' median collapse
+    step): training goes on in both."""
     runs = [r for c in FACTORIAL for r in scale.groups.get(key(c), [])]
-    cal = scale.calibration.get("z")
-    collapsed = [(d, t) for r in runs if (d := knn_after_head_collapse(r, scale)) is not None
-                 and (t := time_to_collapse(r, "z", cal)) is not None]
-    if not collapsed:
-        return ("- **The backbone after the head:** unread — it needs z collapsed at a calibrated level (b) and two "
-                "kNN readings from the collapse on.")
-    start = statistics.median(t for _, t in collapsed)
-    others = [d for r in runs if not z_shrank(r) and head_state(r, "z", cal) != "collapsed"
-              and (d := knn_change_from(r, start)) is not None]
-    values = [d for d, _ in collapsed]
-    return (f"- **The backbone after the head:** from the z head's collapse to the end, backbone kNN changes "
-            f"{mean_interval(values)} points ({len(values)} runs: {sign(values)}); runs whose z head did not "
-            f"collapse, from step {start:g}: {mean_interval(others)} ({len(others)} runs).")
+    after = [(d, collapse_step(r, scale)) for r in runs if (d := knn_after_head_collapse(r, scale)) is not None]
+    if not after:
+        return ("- **The backbone after the head:** unread — no Q1 run collapsed (complete collapse (a), or z "
+                "at a calibrated level (b)) with two kNN readings from the collapse on.")
+    start = statistics.median(t for _, t in after)
+    others = [d for r in runs if collapsed(r, scale) is False and (d := knn_change_from(r, start)) is not None]
+    values = [d for d, _ in after]
+    return (f"- **The backbone after the head:** from the head's collapse to the end, backbone kNN changes "
+            f"{mean_interval(values)} points ({len(values)} runs: {sign(values)}); runs that did not collapse, "
+            f"from step {start:g}: {mean_interval(others)} ({len(others)} runs: {sign(others)}).")
 
 
 def crop_sentence(scale: Scale) -> str:

@@ -43,7 +43,7 @@ def question_row(name: str, runs: list[Run], scale: Scale, base: dict) -> str:
 def factorial_lines(scale: Scale, base: dict) -> list[str]:
     lines = ["| cell | target | stop-grad | predictor | loss | output BN | seeds | (a) P(complete) [95 %] | "
              "(b) z: collapsed/partial/healthy | mean \\|cos\\| of p | mean ‖z‖ | RankMe backbone / projector "
-             "hidden / z | (c) kNN − random | (c) linear − random | kNN change from the z collapse on |",
+             "hidden / z | (c) kNN − random | (c) linear − random | kNN change from the collapse on ((a) or z (b)) |",
              "|---" * 15 + "|"]
     if not any(scale.groups.get(key(c)) for c in FACTORIAL if c.grid == "Q1"):
         return []  # only the cells other grids share (H6's xbar-K4, H2's no-predictor): not Q1 run here
