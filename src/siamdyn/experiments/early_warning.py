@@ -107,19 +107,20 @@ def first_separating(curve: dict[int, AUC], alpha: float = 0.05) -> int | None:
 
 
 def rho_over_time(runs: list[Run], final: list[float], at: Callable[[Run, int], float | None]
-                  ) -> dict[int, tuple[float, float, float]]:
-    """Spearman's ρ with its Fisher-z 95 % interval between the predictor at each step and each run's
-    final degree of collapse (`final`, e.g. log RankMe(z)): the continuous outcome, which needs no
-    calibration and no split of the seeds. Steps where fewer than 4 runs have a value are left out."""
+                  ) -> dict[int, tuple[float, float, float, int]]:
+    """(ρ, low, high, n): Spearman's ρ with its Fisher-z 95 % interval, over the n runs read, between the
+    predictor at each step and each run's final degree of collapse (`final`, e.g. log RankMe(z)): the
+    continuous outcome, which needs no calibration and no split of the seeds. Steps where fewer than 4
+    runs have a value are left out."""
     steps = sorted({s for r in runs for s in [*r.heldout, *(p["step"] for p in r.probes)]})
     out = {}
     for s in steps:
         pairs = [(v, f) for r, f in zip(runs, final) if (v := at(r, s)) is not None]
         if len(pairs) >= 4:
-            out[s] = spearman_interval([v for v, _ in pairs], [f for _, f in pairs])
+            out[s] = (*spearman_interval([v for v, _ in pairs], [f for _, f in pairs]), len(pairs))
     return out
 
 
-def first_correlated(curve: dict[int, tuple[float, float, float]]) -> int | None:
+def first_correlated(curve: dict[int, tuple[float, float, float, int]]) -> int | None:
     """The first step from which ρ's interval excludes 0 at every later reading (as first_separating)."""
     return first_from(list(curve), lambda s: curve[s][1] > 0 or curve[s][2] < 0)

@@ -66,21 +66,27 @@ def knn_change_from(run: Run, step: int) -> float | None:
 def collapsed(run: Run, scale: Scale) -> bool | None:
     """Complete collapse (a), or the z head collapsed at level (b) where the scale's controls calibrate
     it — either, because a run can collapse completely while z's rank reads high (eq. (10) without output
-    BN at `q-w4`: completeness 0.97, RankMe(z) 60 on a z shrunk to a tenth). None without either reading."""
-    cal = scale.calibration.get("z")
+    BN at `q-w4`: completeness 0.97, RankMe(z) 60 on a z shrunk to a tenth). A z that shrank toward 0 is
+    read by (a) alone: its rank reads noise. None without either reading."""
     complete = completeness(run)
-    state = head_state(run, "z", cal)  # None where z is not calibrated
+    # None where z is not calibrated, or shrank toward 0 (its rank then reads noise)
+    state = None if z_shrank(run) else head_state(run, "z", scale.calibration.get("z"))
     if complete is None and state is None:
         return None
     return (complete is not None and complete >= COMPLETE) or state == "collapsed"
 
 
 def collapse_step(run: Run, scale: Scale) -> int | None:
-    """Where a collapsed run collapsed: the earlier of the first reading from which p's centre norm stays
-    complete and the first from which z stays collapsed (b); None for a run that did not collapse."""
-    cal = scale.calibration.get("z")
-    times = [t for t in (time_to_complete(run), time_to_collapse(run, "z", cal)) if t is not None]
-    return min(times) if collapsed(run, scale) and times else None
+    """Where a collapsed run collapsed: the earlier of the readouts that say it did — the first reading from
+    which p's centre norm stays complete (a), the first from which z stays collapsed (b); None for a run
+    that did not collapse."""
+    if not collapsed(run, scale):
+        return None
+    cal, complete = scale.calibration.get("z"), completeness(run)
+    z_collapsed = not z_shrank(run) and head_state(run, "z", cal) == "collapsed"
+    times = [time_to_complete(run) if complete is not None and complete >= COMPLETE else None,
+             time_to_collapse(run, "z", cal) if z_collapsed else None]
+    return min((t for t in times if t is not None), default=None)
 
 
 def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:

@@ -86,7 +86,8 @@ def scale_section(scale: Scale, base: dict, fig_dir: str, index: int) -> list[st
            for h in HEADS}
     lines = [f"## {scale.label}", "",
              "Positive controls collapse (level b) by step " + ", ".join(
-                 f"{max(ttc[h]) if ttc[h] else '—'} ({h})" for h in HEADS)
+                 f"{max(ttc[h]) if ttc[h] else '—'} ({h})" if (c := scale.calibration.get(h)) and c.separated
+                 else f"— ({h}: not calibrated)" for h in HEADS)
              + f" of {scale.controls[0].steps if scale.controls else '?'}. Raw-pixel kNN on this bank "
              f"{base.get('raw_pixels_weighted_knn', float('nan')):.1f} %.", "", *CELL_HEAD]
     keys = [k for k, runs in scale.groups.items() if runs]

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from siamdyn.experiments.early_warning import AUC, SPEED
 from siamdyn.experiments.feature_choice import BLUR, REFERENCE_K
 from siamdyn.experiments.grids import FACTORIAL
-from siamdyn.experiments.levels import representation
+from siamdyn.experiments.levels import (COMPLETE, completeness, head_state, nearer_collapsed, representation,
+                                        z_shrank)
 from siamdyn.experiments.question_readouts import (AUG_BASES, collapse_step, collapsed, crop_arms, factor_values, key,
                                                    knn_after_head_collapse, knn_change_from, p_complete,
-                                                   paired_differences, z_reading)
+                                                   paired_differences)
 from siamdyn.experiments.readings import Run
 from siamdyn.experiments.report_format import mean_interval
 from siamdyn.experiments.scales import Scale
@@ -37,27 +38,29 @@ class Outcome:
         return f"{self.label} ({self.detail}; n = {self.n})"
 
 
+def run_reading(run: Run, scale: Scale) -> str:
+    """One run's reading, first that applies: complete collapse (a); z shrunk toward 0; the z head's state
+    at level (b) where the controls calibrate z, else which control it sits nearer; else (b) unread."""
+    cal = scale.calibration.get("z")
+    if (c := completeness(run)) is not None and c >= COMPLETE:
+        return "complete collapse (a)"
+    if z_shrank(run):
+        return "z shrank toward 0"
+    if (state := head_state(run, "z", cal)) is not None:
+        return f"z {state} (b)"
+    if (near := nearer_collapsed(run, "z", cal)) is not None and not (cal is not None and cal.separated):
+        return f"z nearer {'the collapsed controls' if near else 'SimSiam'} (b, uncalibrated)"
+    return "(b) unread"
+
+
 def outcome(runs: list[Run], scale: Scale) -> Outcome:
-    """Complete collapse (a), z shrunk toward 0, or the z head's reading at level (b) — its state where
-    the controls calibrate z, else which control it sits nearer — each when more than half the seeds
-    reached it; "split" otherwise. Every majority is over all the cell's runs."""
-    n = len(runs)
-    k, _, complete = p_complete(runs)
-    z = z_reading(runs, scale)
-    detail = f"(a) complete {complete}; (b) z {z}"
-    if 2 * k > n:
-        return Outcome("complete collapse (a)", detail, n)
-    if 2 * z.shrunk > n:
-        return Outcome("z shrank toward 0", detail, n)
-    if z.states is not None:
-        top = max(z.states, key=z.states.get)
-        return Outcome(f"z {top} (b)" if 2 * z.states[top] > n else "split at (b)", detail, n)
-    if z.nearer_collapsed is not None:
-        near, far = z.nearer_collapsed, z.read - z.nearer_collapsed
-        label = ("z nearer the collapsed controls (b, uncalibrated)" if 2 * near > n else
-                 "z nearer SimSiam (b, uncalibrated)" if 2 * far > n else "split at (b, uncalibrated)")
-        return Outcome(label, detail, n)
-    return Outcome("no complete collapse (a); (b) unread", detail, n)
+    """The reading more than half of the cell's runs have (run_reading: one per run, so a run collapsed
+    completely is never also counted at (b)); "split" otherwise, with the counts."""
+    readings = [run_reading(r, scale) for r in runs]
+    counts = {x: readings.count(x) for x in dict.fromkeys(readings)}
+    detail = ", ".join(f"{k} {v}/{len(runs)}" for k, v in counts.items()) + f"; (a) complete {p_complete(runs)[2]}"
+    top = max(counts, key=counts.get) if counts else None
+    return Outcome(top if top is not None and 2 * counts[top] > len(runs) else "split", detail, len(runs))
 
 
 def knn_over_random(runs: list[Run], base: dict) -> str:
@@ -180,24 +183,30 @@ def q3_answer(label: str, collapsed: list[bool], steps: list[int], rule: str, cu
     a = curves[name][step]
     lead = statistics.median(steps) - step if steps else None
     when = ("" if lead is None else f", {lead:g} steps before the median collapse" if lead > 0 else
-            f", {-lead:g} steps after the median collapse (a reading of the collapse, not a warning)")
+            f", {'at' if lead == 0 else f'{-lead:g} steps after'} the median collapse (a reading of the collapse, "
+            "not a warning)")
     speed = first.get(SPEED)
+    late = steps and speed is not None and speed >= statistics.median(steps)
     return [head + f"The best early predictor is {name}: AUC {a.value:.2f} [{a.low:.2f}, {a.high:.2f}] from step "
             f"{step}{when}. The seed's speed argument (§3 (b)): the predictor's relative speed "
-            + (f"separates the outcomes from step {speed} (AUC {curves[SPEED][speed].value:.2f})." if speed is not None
+            + (f"separates the outcomes from step {speed} (AUC {curves[SPEED][speed].value:.2f})"
+               + (", no earlier than the median collapse: a reading of it, not a warning." if late else ".")
+               if speed is not None
                else "does not separate the outcomes (at no step does p < 0.05 hold from there to the end)."), ""]
 
 
-def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float]]], firsts: dict[str, int | None], n: int) -> str:
+def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float, int]]], firsts: dict[str, int | None],
+               n: int) -> str:
     """The continuous reading: which early predictor correlates with the final log RankMe(z) earliest."""
     found = sorted((s, -abs(rhos[name][s][0]), name) for name, s in firsts.items() if s is not None)
     if not found:
         return (f"Against the final log RankMe(z) of the {n} seeds (a continuous outcome: no calibration, no split "
                 "needed), no early predictor's Spearman ρ excludes 0 from any step on.")
     step, _, name = found[0]
-    rho, lo, hi = rhos[name][step]
+    rho, lo, hi, read = rhos[name][step]
     speed = firsts.get(SPEED)
     return (f"Against the final log RankMe(z) of the {n} seeds (a continuous outcome: no calibration, no split "
-            f"needed), {name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}] from step {step}; the "
+            f"needed), {name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}] from step {step} ({read} "
+            "seeds read there); the "
             "predictor's relative speed " + (f"from step {speed} (ρ {rhos[SPEED][speed][0]:+.2f})." if speed is not None
                                             else "at no step from which it holds to the end."))

@@ -94,21 +94,23 @@ def plot_early_warning(curves: dict[str, dict], rhos: dict[str, dict], median_co
     collapse step. Right: its Spearman ρ with the final log RankMe(z), with the Fisher-z band."""
     from siamdyn.plots import save_figure
     fig, axes = _figure(1, 2, (13, 4.5))
-    panels = [(axes[0, 0], curves, lambda v: (v.value, v.low, v.high), "AUC for the final outcome (collapsed)", 0.5),
-              (axes[0, 1], rhos, lambda v: v, "Spearman ρ with the final log RankMe(z)", 0.0)]
-    for ax, data, read, label, null in panels:
-        for i, (name, curve) in enumerate(data.items()):
+    color = {name: f"C{i}" for i, name in enumerate(dict.fromkeys([*curves, *rhos]))}  # one per predictor
+    panels = [(axes[0, 0], curves, lambda v: (v.value, v.low, v.high), "AUC for the final outcome (collapsed)",
+               0.5, (0, 1)),
+              (axes[0, 1], rhos, lambda v: v[:3], "Spearman ρ with the final log RankMe(z)", 0.0, (-1, 1))]
+    for ax, data, read, label, null, limits in panels:
+        for name, curve in data.items():
             steps = sorted(curve)
             mid, low, high = zip(*(read(curve[s]) for s in steps))
-            ax.plot(steps, mid, color=f"C{i}", label=name)
-            ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.12)
+            ax.plot(steps, mid, color=color[name], label=name)
+            ax.fill_between(steps, low, high, color=color[name], alpha=0.12)
         ax.axhline(null, color="k", lw=0.8)
-        ax.set(xlabel="step", ylabel=label, ylim=(0, 1) if null else (-1, 1), title=f"{title}: {label}")
+        ax.set(xlabel="step", ylabel=label, ylim=limits, title=f"{title}: {label}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7) if data else None
-    for i, curve in enumerate(curves.values()):
+    for name, curve in curves.items():
         sig = [s for s in sorted(curve) if curve[s].p < 0.05]
-        axes[0, 0].plot(sig, [curve[s].value for s in sig], "o", color=f"C{i}", ms=4)
+        axes[0, 0].plot(sig, [curve[s].value for s in sig], "o", color=color[name], ms=4)
     if median_collapse is not None:
         axes[0, 0].axvline(median_collapse, color="k", ls=":", lw=1)
     return save_figure(fig, path)

@@ -11,7 +11,7 @@ import statistics
 from siamdyn.experiments.early_warning import (PREDICTORS, auc_over_time, first_correlated, first_separating,
                                                rho_over_time)
 from siamdyn.experiments.grids import CONTROLS, FACTORIAL, SPEED_BASIN
-from siamdyn.experiments.levels import COMPLETE, head_state, log_rank, representation, z_shrank
+from siamdyn.experiments.levels import COMPLETE, log_rank, representation, z_shrank
 from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factors, feature_choice, key,
                                                    knn_after_head_collapse, outcomes, p_complete, paired_differences,
                                                    z_reading)
@@ -53,11 +53,10 @@ def factorial_lines(scale: Scale, base: dict) -> list[str]:
 
 def aug_read(runs: list[Run], scale: Scale) -> str:
     """"k/n [lo, hi]; z collapsed m/n": complete collapse (a) and the z head at level (b) where calibrated."""
-    cal = scale.calibration.get("z")
     if not runs:
         return "—"
-    z = sum(head_state(r, "z", cal) == "collapsed" for r in runs) if cal and cal.separated else None
-    return p_complete(runs)[2] + (f"; z collapsed {z}/{len(runs)}" if z is not None else "")
+    z = z_reading(runs, scale)
+    return p_complete(runs)[2] + (f"; z collapsed {z.states['collapsed']}/{len(runs)}" if z.states else "")
 
 
 def augmentation_lines(scale: Scale) -> list[str]:
