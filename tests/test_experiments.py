@@ -57,6 +57,24 @@ def test_plan_runs_controls_first_and_each_directory_once():
     assert all(s < 3 for c, s in jobs if c.kind == "ladder") and max(s for _, s in jobs) == 4
 
 
+def test_status_counts_finished_running_and_to_do_runs_and_the_time_left(tmp_path, capsys):
+    """`siamdyn experiment --status` reads a folder workers are training into, and trains nothing."""
+    from siamdyn.cli import main
+    from siamdyn.runs import RunLock
+    out = tmp_path / "exp"
+    done = out / "controls" / "simsiam" / "seed0"
+    done.mkdir(parents=True)
+    (done / "summary.json").write_text('{"wall_time_s": 360.0}')
+    with RunLock(str(out / "controls" / "simsiam-no-sg" / "seed0")):  # a worker training it
+        assert main(["experiment", "H1", "--budget", "smoke", "--out", str(out), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == ["controls/simsiam: 1/1 done", "controls/simsiam-no-sg: 0/1 done, 1 running",
+                         "controls/siamese: 0/1 done"]
+    assert lines[3] == (f"H1 (smoke) in {out}: 1/3 runs done; ≈ 0.2 h of one worker left at the finished runs' "
+                        "wall times")  # the two runs not done, at the one finished run's 360 s
+    assert not (out / "controls" / "siamese").exists()  # nothing trained, nothing created
+
+
 def test_verdicts_are_three_valued():
     assert threshold_verdict([0.05, 0.1, 0.08], 0.3, True, "x").value == "supported"
     assert threshold_verdict([0.9, 1.1, 1.0], 0.3, True, "x").value == "contradicted"

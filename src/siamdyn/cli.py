@@ -191,7 +191,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from siamdyn.experiments.runner import run_experiment
+    from siamdyn.experiments.runner import experiment_status, run_experiment
+    if args.status:  # reads only: safe beside the workers training into the same --out
+        print("\n".join(experiment_status(args.name, args.budget, args.seeds, args.out)))
+        return 0
     meta = run_experiment(args.name, args.budget, args.seeds, args.out, progress=not args.no_progress)
     print(f"{args.name} ({args.budget}) in {meta['sessions'][-1]['wall_time_s'] / 60:.1f} min; "
           f"write the findings with `siamdyn report {args.out}`")
@@ -234,6 +237,8 @@ def _add_findings_parsers(sub: argparse._SubParsersAction) -> None:
                    help="seeds per cell, in [1, 1000] (default: the budget's: 5 per binary cell, 3 per ladder rung)")
     p.add_argument("--out", default="runs/experiments")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--status", action="store_true", help="print each cell's finished / running / to-do runs and "
+                   "the time left, train nothing (safe beside running workers)")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("report", help="write findings.md (+ figures) from an experiment's run directories")

@@ -291,6 +291,21 @@ class RunLock:
             self._f = None
 
 
+def run_in_use(out: str) -> bool:
+    """Whether a live process holds the run directory's lock (a probe that creates nothing: no lock file,
+    or one that is not a regular file, reads as free)."""
+    import fcntl
+    path = os.path.join(out, LOCK_FILE)
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+    return False
+
+
 class RunInUse(SiamdynError):
     """Another process holds the run directory's lock."""
 

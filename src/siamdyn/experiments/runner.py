@@ -17,7 +17,7 @@ from siamdyn.errors import SiamdynError
 from siamdyn.experiments.grids import (ANALYSED, BUDGETS, EXTRA_GRIDS, FORCED, GRIDS, PROBE_EPOCHS, Cell,
                                        analysed_cells, cell_budget, grid_cells, seeds_for)
 from siamdyn.runs import (CKPT_FILE, RunInUse, RunLock, atomic_write_text, foreign_entries, is_run_dir,
-                          shown_names)
+                          run_in_use, shown_names)
 
 # What an experiment writes into OUT: its session record, the lock on it and one folder per grid.
 EXPERIMENT_ENTRIES = frozenset({"experiment.json", ".experiment.lock", "controls", "features", *GRIDS, *EXTRA_GRIDS})
@@ -111,6 +111,35 @@ def save_session(out: str, session: dict, **fields: object) -> dict:
         meta["sessions"] = [s for s in meta["sessions"] if s.get("id") != session["id"]] + [session]
         atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return meta
+
+
+def experiment_status(name: str, budget: str, seeds: int | None, out: str) -> list[str]:
+    """Per cell of the plan: finished / being trained (its lock held) / to do, and the time left at the
+    mean wall time of the finished runs (the cell's own, else all of them): what a worker faces."""
+    if budget not in BUDGETS:
+        raise SiamdynError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
+    cells: dict[str, list[str]] = {}
+    times: dict[str, list[float]] = {}
+    for cell, seed in plan(list(GRIDS) if name == "all" else [name], budget, seeds):
+        run_dir, label = cell.run_dir(out, seed), f"{cell.grid}/{cell.name}"
+        summary = os.path.join(run_dir, "summary.json")
+        done = os.path.exists(summary) and os.path.exists(os.path.join(run_dir, "eval.json")) or (
+            os.path.exists(summary) and not PROBE_EPOCHS.get(cell_budget(cell, budget), 0))
+        state = "done" if done else "running" if run_in_use(run_dir) else "to do"
+        cells.setdefault(label, []).append(state)
+        if done:
+            times.setdefault(label, []).append(read_json(summary).get("wall_time_s", 0.0))
+    every = [t for ts in times.values() for t in ts]
+    mean = sum(every) / len(every) if every else None
+    left = sum(sum(times[k]) / len(times[k]) if times.get(k) else (mean or 0.0)
+               for k, states in cells.items() for s in states if s != "done")
+    lines = [f"{k}: {states.count('done')}/{len(states)} done" + (f", {states.count('running')} running"
+             if "running" in states else "") for k, states in cells.items()]
+    total = sum(len(v) for v in cells.values())
+    finished = sum(v.count("done") for v in cells.values())
+    eta = f"≈ {left / 3600:.1f} h of one worker left at the finished runs' wall times" if mean else \
+        "no run finished yet"
+    return lines + [f"{name} ({budget}) in {out}: {finished}/{total} runs done; {eta}"]
 
 
 def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress: bool = True) -> dict:
