@@ -71,6 +71,9 @@ SEEDS["smoke-sgd"] = SEEDS["smoke"]
 SEEDS["smoke-q"] = dict(SEEDS["smoke"])
 for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("standard", 5), ("sgd", 5), ("w16", 3)):
     SEEDS[_budget]["question"] = _n
+# Q1-aug's arms: 3 seeds at q-w4 (60 runs at 5 would take ≈ 8 worker-hours); every Q1 cell's seeds read
+# alike there (48 runs, 2026-12-05), so 3 seeds tell an arm's outcome. Elsewhere a binary cell's count.
+SEEDS["q-w4"]["aug"] = 3
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
             "standard": dict(images=512, views=16, draws=8, probe_epochs=20)}
 ANALYSIS["features"] = ANALYSIS["q-w4"] = ANALYSIS["standard"]
@@ -161,7 +164,7 @@ SPEED_BASIN = [Cell("Q3", "linear-predictor", "simsiam", {"predictor": "linear"}
 # control), BYOL (its recipe, cosine τ) and the best of eq. (10)'s family by final kNN, beside random init.
 BYOL_Q2 = Cell("Q2", "byol", "byol", dict(BYOL_RECIPE), "question")
 Q2_EQ10 = [FACTORIAL[0], FACTORIAL[1], XBAR_K4]
-AUGMENTATION = [Cell("Q1-aug", f"{base.name}-{arm}", base.preset, {**base.overrides, **crop}, "question")
+AUGMENTATION = [Cell("Q1-aug", f"{base.name}-{arm}", base.preset, {**base.overrides, **crop}, "aug")
                 for base in (FACTORIAL[0], XBAR_K4, FACTORIAL[1], CONTROLS[0]) for arm, crop in CROPS.items()]
 
 

@@ -25,17 +25,24 @@ CENTRES = {"eq10": "Q1/eq10", "SimSiam": "controls/simsiam"}
 
 @dataclass
 class Outcome:
-    """What most of a cell's seeds reached (`label`, compared between cells) and the counts behind it."""
+    """What most of a cell's seeds reached (`label`, compared between cells), every run's reading counted,
+    and P(complete collapse) with its interval."""
     label: str
-    detail: str
+    counts: dict[str, int]
     n: int
+    complete: str
 
     @property
     def decided(self) -> bool:  # a cell whose seeds split has no outcome to compare
-        return not self.label.startswith("split")
+        return self.label != "split"
+
+    @property
+    def detail(self) -> str:
+        return ", ".join(f"{k} {v}/{self.n}" for k, v in self.counts.items())
 
     def __str__(self) -> str:
-        return f"{self.label} ({self.detail}; n = {self.n})"
+        shown = f"in {self.counts[self.label]}/{self.n} runs" if self.decided else self.detail
+        return f"{self.label} ({shown}; (a) P(complete) {self.complete})"
 
 
 def run_reading(run: Run, scale: Scale) -> str:
@@ -58,9 +65,9 @@ def outcome(runs: list[Run], scale: Scale) -> Outcome:
     completely is never also counted at (b)); "split" otherwise, with the counts."""
     readings = [run_reading(r, scale) for r in runs]
     counts = {x: readings.count(x) for x in dict.fromkeys(readings)}
-    detail = ", ".join(f"{k} {v}/{len(runs)}" for k, v in counts.items()) + f"; (a) complete {p_complete(runs)[2]}"
     top = max(counts, key=counts.get) if counts else None
-    return Outcome(top if top is not None and 2 * counts[top] > len(runs) else "split", detail, len(runs))
+    label = top if top is not None and 2 * counts[top] > len(runs) else "split"
+    return Outcome(label, counts, len(runs), p_complete(runs)[2])
 
 
 def knn_over_random(runs: list[Run], base: dict) -> str:
