@@ -3,6 +3,7 @@ re-running skips finished runs, an interrupted run resumes, and the report opens
 scale's calibration, then three-valued verdicts per scale, the literature table and a
 section per scale; a folder of scales (width and optimiser axes) reports as columns."""
 import os
+import subprocess
 
 import pytest
 
@@ -105,7 +106,6 @@ def test_experiment_cli_rejects_bad_names(tmp_path, capsys):
 def test_scales_report_as_columns_with_the_gpu_smoke(tmp_path):
     """bench/gpu_findings.sh's CPU smoke (pilot, parallel workers, archive) gives a scale that
     `siamdyn report` reads beside another: one column per scale, each calibrated by its own controls."""
-    import subprocess
     import sys
     import tarfile
     gpu = tmp_path / "gpu"
@@ -155,3 +155,26 @@ def test_the_gpu_budget_builds_a_valid_config_for_every_core_cell(monkeypatch):
     for cell in grid_cells("core"):
         cfg = cell_config(cell, "gpu-test", 0)
         assert (cfg.optimizer, cfg.backbone_width, cfg.limit, cfg.device) == ("sgd", 64, 0, "cuda"), cell
+
+
+def test_questions_script_copies_the_records_of_finished_runs_only(tmp_path):
+    """bench/questions.sh's last stage: finished runs' records (no checkpoints, no half-trained run)
+    and the folders' experiment.json / analysis.json go to RECORDS/<budget> (the report is not run
+    here: SIAMDYN=true)."""
+    src = tmp_path / "runs"
+    done, half = src / "q-w4" / "Q1" / "eq10" / "seed0", src / "q-w4" / "Q1" / "eq10" / "seed1"
+    for d in (done / "ckpt", half / "ckpt", src / "q-w4" / "Q2"):
+        d.mkdir(parents=True)
+    for d in (done, half):
+        for name in ("config.yaml", "metrics.jsonl", "ckpt/last.pt"):
+            (d / name).write_text("x")
+    for f in (done / "summary.json", done / "eval.json", src / "q-w4" / "experiment.json",
+              src / "q-w4" / "Q2" / "analysis.json"):
+        f.write_text("{}")
+    env = {**os.environ, "STAGE": "report", "SIAMDYN": "true"}
+    subprocess.run(["bash", "bench/questions.sh", str(src), str(tmp_path / "rec"), str(tmp_path / "docs")], env=env,
+                   check=True, timeout=60)
+    copied = sorted(str(p.relative_to(tmp_path / "rec")) for p in (tmp_path / "rec").rglob("*") if p.is_file())
+    assert copied == ["q-w4/Q1/eq10/seed0/config.yaml", "q-w4/Q1/eq10/seed0/eval.json",
+                      "q-w4/Q1/eq10/seed0/metrics.jsonl", "q-w4/Q1/eq10/seed0/summary.json",
+                      "q-w4/Q2/analysis.json", "q-w4/experiment.json"]

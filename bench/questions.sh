@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The seed's open questions (docs/open_questions.md), run or resumed with one command:
+#   bash bench/questions.sh [OUT=runs/questions] [RECORDS=bench/results/findings-v3] [DOCS=docs]
+# Two `siamdyn experiment` workers per grid share its folder, one per core at one thread each, in the
+# order the answers need them: Q1 (the eq. (10) factorial), Q3 (speed against basin, SGD), Q2 (f(x)
+# against f(x̄): trains BYOL, then reads Q1's encoders), Q1-aug (crop strength). Finished runs are
+# skipped, so a cut-short session resumes where it stopped; `siamdyn experiment G --budget B --out
+# OUT/B --status` says what is left. At the end (or with STAGE=report alone) the run records —
+# config.yaml, metrics.jsonl, summary.json, eval.json and the folders' experiment.json and
+# analysis.json, no checkpoints — are copied into RECORDS/<budget> and the report is written.
+set -eu
+out=${1:-runs/questions}
+records=${2:-bench/results/findings-v3}
+docs=${3:-docs}
+SIAMDYN=${SIAMDYN:-siamdyn}
+cores=$(nproc)
+mkdir -p "$out"
+if [ "${STAGE:-all}" != report ]; then
+  for spec in Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4; do
+    grid=${spec%%:*} budget=${spec##*:}
+    pids=()
+    for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do
+      OMP_NUM_THREADS=1 taskset -c $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" \
+        --out "$out/$budget" --no-progress >> "$out/$grid.$budget.worker$i.log" 2>&1 &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    $SIAMDYN experiment "$grid" --budget "$budget" --out "$out/$budget" --status | tail -n 1
+  done
+fi
+for budget in q-w4 q-sgd-w4; do
+  [ -d "$out/$budget" ] || continue
+  (cd "$out/$budget" && find . -path '*/ckpt' -prune -o -type f \( -name config.yaml -o -name metrics.jsonl \
+    -o -name summary.json -o -name eval.json -o -name experiment.json -o -name analysis.json \) -print) |
+  while read -r f; do
+    d=$(dirname "$f")
+    # a run's records only once it finished (summary.json): a half-trained run would read as finished
+    [ "$d" = . ] || [ -f "$out/$budget/$d/summary.json" ] || [ "$(basename "$f")" = analysis.json ] || continue
+    mkdir -p "$records/$budget/$d" && cp "$out/$budget/$f" "$records/$budget/$d/"
+  done
+done
+$SIAMDYN report "$records" --out "$docs"
