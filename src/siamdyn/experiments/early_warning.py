@@ -106,17 +106,22 @@ def first_separating(curve: dict[int, AUC], alpha: float = 0.05) -> int | None:
     return first_from(list(curve), lambda s: curve[s].p < alpha)
 
 
+# Fewest runs for a ρ reading: Bonett & Wright's interval is too narrow near |ρ| = 1 at small n (4 seeds
+# give ρ = ±1 by chance one time in 12, and the interval then reads [0.99, 1]).
+MIN_RHO_RUNS = 10
+
+
 def rho_over_time(runs: list[Run], final: list[float], at: Callable[[Run, int], float | None]
                   ) -> dict[int, tuple[float, float, float, int]]:
     """(ρ, low, high, n): Spearman's ρ with its Fisher-z 95 % interval, over the n runs read, between the
     predictor at each step and each run's final degree of collapse (`final`, e.g. log RankMe(z)): the
-    continuous outcome, which needs no calibration and no split of the seeds. Steps where fewer than 4
-    runs have a value are left out."""
+    continuous outcome, which needs no calibration and no split of the seeds. Steps where fewer than
+    MIN_RHO_RUNS runs have a value are left out."""
     steps = sorted({s for r in runs for s in [*r.heldout, *(p["step"] for p in r.probes)]})
     out = {}
     for s in steps:
         pairs = [(v, f) for r, f in zip(runs, final) if (v := at(r, s)) is not None]
-        if len(pairs) >= 4:
+        if len(pairs) >= MIN_RHO_RUNS:
             out[s] = (*spearman_interval([v for v, _ in pairs], [f for _, f in pairs]), len(pairs))
     return out
 
