@@ -3,7 +3,8 @@
 #   bash bench/questions.sh [OUT=runs/questions] [RECORDS=bench/results/findings-v3] [DOCS=docs]
 # Two `siamdyn experiment` workers per grid share its folder, one per core at one thread each, in the
 # order the answers need them: Q1 (the eq. (10) factorial), Q3 (speed against basin, SGD), Q2 (f(x)
-# against f(x̄): trains BYOL, then reads Q1's encoders), Q1-aug (crop strength). Finished runs are
+# against f(x̄): trains BYOL, then reads Q1's encoders), Q1-aug (crop strength), Q2 again under SGD (its
+# second scale: the encoders trained there). Finished runs are
 # skipped, so a cut-short session resumes where it stopped; `siamdyn experiment G --budget B --out
 # OUT/B --status` says what is left. At the end (or with STAGE=report alone) the run records —
 # config.yaml, metrics.jsonl, summary.json, eval.json and the folders' experiment.json and
@@ -16,7 +17,7 @@ SIAMDYN=${SIAMDYN:-siamdyn}
 cores=$(nproc)
 mkdir -p "$out"
 if [ "${STAGE:-all}" != report ]; then
-  for spec in Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4; do
+  for spec in Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4; do
     grid=${spec%%:*} budget=${spec##*:}
     pids=()
     for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do
