@@ -64,7 +64,7 @@ FEATURE_BUDGET = {"smoke": "smoke", "standard": "features", "features": "feature
 SEEDS = {"smoke": {"binary": 1, "ladder": 1, "bimodal": 2}, "standard": {"binary": 5, "ladder": 3, "bimodal": 5},
          "features": {"binary": 3, "ladder": 3, "bimodal": 3}, "w4": {"binary": 3, "ladder": 3, "bimodal": 20},
          "w16": {"binary": 3, "ladder": 3, "bimodal": 3}, "sgd": {"binary": 3, "ladder": 3, "bimodal": 3},
-         "w4-long": {"binary": 2, "ladder": 2, "bimodal": 2}, "q-w4": {"binary": 3, "ladder": 5, "bimodal": 20},
+         "w4-long": {"binary": 2, "ladder": 2, "bimodal": 2}, "q-w4": {"binary": 5, "ladder": 5, "bimodal": 20},
          "q-sgd-w4": {"binary": 3, "ladder": 3, "bimodal": 20}}
 SEEDS["smoke-sgd"] = SEEDS["smoke"]
 # The seed's open questions read P(complete collapse) per cell: ≥ 5 seeds where they run.
