@@ -2,7 +2,7 @@
 Fashion-MNIST images with the papers' SGD recipe, several seeds as parallel processes on one
 GPU, sized from a pilot to fit a wall-clock budget, archived for `siamdyn report`.
 
-    python bench/gpu_findings.py OUT [--minutes 8] [--workers 6] [--seeds 3]
+    python bench/gpu_findings.py OUT [--minutes 8] [--workers 6] [--seeds 3] [--grid core|Qgpu]
     (bench/gpu_findings.sh wraps it; --dry: the CPU smoke the test suite runs)
 
 Phases: (1) a pilot — the negative control for `--pilot-steps` steps in every worker slot at
@@ -37,7 +37,19 @@ DRY = dict(BUDGETS["smoke"], device="cpu", threads=1, **SGD_RECIPE)
 def budget_for(args: argparse.Namespace, steps: int) -> dict:
     base = DRY if args.dry else GPU
     every = max(1, steps // 24)  # ≈ 24 held-out readings per run, as the CPU scales
-    return {**base, "max_steps": steps, "heldout_every": every}
+    # Q3's early predictors read the gradient probes: every 10 steps, as its CPU budget (q-sgd-w4)
+    probes = dict(probe_every=10, probe_first=10) if getattr(args, "grid", "core") == "Qgpu" else {}
+    return {**base, "max_steps": steps, "heldout_every": every, **probes}
+
+
+def register(name: str, budget: dict, args: argparse.Namespace) -> None:
+    """Make `name` a budget the runner knows, with this script's seeds (Q3's bimodal cell its own count)."""
+    from siamdyn.experiments import grids
+    BUDGETS[name] = budget
+    grids.FORCED[name] = SGD_RECIPE  # BYOL's cells keep their crops and λ, not their AdamW
+    grids.SEEDS[name] = {"binary": args.seeds, "ladder": args.seeds, "question": args.seeds,
+                         "bimodal": args.bimodal_seeds or args.seeds}
+    grids.PROBE_EPOCHS[name] = 2 if args.dry else 10
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -45,12 +57,8 @@ def worker(args: argparse.Namespace) -> None:
     from siamdyn.experiments.runner import plan, run_cell
     with open(os.path.join(args.out, "budget.json")) as f:
         spec = json.load(f)
-    BUDGETS[spec["name"]] = spec["budget"]
-    from siamdyn.experiments import grids
-    grids.FORCED[spec["name"]] = SGD_RECIPE  # BYOL's cells keep their crops and λ, not their AdamW
-    grids.SEEDS[spec["name"]] = {"binary": args.seeds, "ladder": args.seeds, "bimodal": args.seeds}
-    grids.PROBE_EPOCHS[spec["name"]] = 2 if args.dry else 10
-    for cell, seed in plan(["core"], spec["name"], args.seeds):
+    register(spec["name"], spec["budget"], args)
+    for cell, seed in plan([args.grid], spec["name"], None):
         if time.time() > spec["deadline"]:
             break
         run_dir, what = run_cell(cell, spec["name"], seed, spec["scale_dir"], progress=False)
@@ -58,7 +66,8 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def spawn(args: argparse.Namespace, n: int) -> list[subprocess.Popen]:
-    cmd = [sys.executable, os.path.abspath(__file__), args.out, "--seeds", str(args.seeds)]
+    cmd = [sys.executable, os.path.abspath(__file__), args.out, "--seeds", str(args.seeds), "--grid", args.grid,
+           "--bimodal-seeds", str(args.bimodal_seeds or args.seeds)]
     cmd += ["--dry"] if args.dry else []
     return [subprocess.Popen(cmd + ["--worker", str(i)]) for i in range(n)]
 
@@ -103,6 +112,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of the whole script")
     ap.add_argument("--workers", type=int, default=6, help="parallel runs on the one device")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--grid", default="core", choices=("core", "Qgpu"),
+                    help="core: findings v3's conditions; Qgpu: the open questions' GPU cells (Q3 and five Q1 cells)")
+    ap.add_argument("--bimodal-seeds", type=int, default=None, help="seeds of a bimodal cell (default --seeds)")
     ap.add_argument("--pilot-steps", type=int, default=60)
     ap.add_argument("--dry", action="store_true", help="CPU smoke at toy sizes (the test suite)")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -112,12 +124,16 @@ def main() -> None:
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
     per_step = pilot(args)
-    n_runs = 9 * args.seeds  # controls (3) and core conditions (6), each with every seed
+    scale = ("gpu-w64-sgd" if args.grid == "core" else "gpu-q-w64-sgd") if not args.dry else \
+        ("dry-sgd" if args.grid == "core" else "dry-q-sgd")
+    register(scale, budget_for(args, 10), args)  # the plan's size, before the steps are known
+    from siamdyn.experiments.runner import plan
+    n_runs = len(plan([args.grid], scale, None))
     left = args.minutes * 60 - (time.time() - start) - (20 if args.dry else 75)  # archive, eval, start-up
     rounds = -(-n_runs // args.workers)
-    steps = max(10, int(left / rounds / per_step / 1.15) // 10 * 10)  # 15 %: held-out readings, kNN, probe
+    overhead = 1.35 if args.grid == "Qgpu" else 1.15  # held-out readings, kNN, the final probe; Qgpu: probes
+    steps = max(10, int(left / rounds / per_step / overhead) // 10 * 10)  # every 10 steps (≈ 2 steps each)
     steps = min(steps, 12) if args.dry else steps  # the smoke tests the pipeline, not the sizing's result
-    scale = "gpu-w64-sgd" if not args.dry else "dry-sgd"
     spec = {"name": scale, "budget": budget_for(args, steps), "deadline": start + args.minutes * 60 - 60,
             "scale_dir": os.path.join(args.out, scale)}
     with open(os.path.join(args.out, "budget.json"), "w") as f:
@@ -126,8 +142,8 @@ def main() -> None:
     for p in spawn(args, args.workers):
         p.wait()
     os.makedirs(spec["scale_dir"], exist_ok=True)
-    meta = {"budget": scale, "seeds": args.seeds, "sessions": [{"grids": ["core"], "wall_time_s": time.time() - start,
-                                                                 "runs": {}}], "gpu_budget": spec["budget"]}
+    session = {"grids": [args.grid], "wall_time_s": time.time() - start, "runs": {}}
+    meta = {"budget": scale, "seeds": args.seeds, "sessions": [session], "gpu_budget": spec["budget"]}
     with open(os.path.join(spec["scale_dir"], "experiment.json"), "w") as f:
         json.dump(meta, f, indent=2)
     done = sum(os.path.exists(os.path.join(d, "summary.json")) for d, _, _ in os.walk(spec["scale_dir"]))

@@ -155,6 +155,16 @@ def test_the_gpu_budget_builds_a_valid_config_for_every_core_cell(monkeypatch):
     for cell in grid_cells("core"):
         cfg = cell_config(cell, "gpu-test", 0)
         assert (cfg.optimizer, cfg.backbone_width, cfg.limit, cfg.device) == ("sgd", 64, 0, "cuda"), cell
+    # `questions`: the open questions' GPU cells, Q3's early predictors read from probes every 10 steps
+    args = argparse.Namespace(dry=False, grid="Qgpu", seeds=3, bimodal_seeds=20)
+    for table in (grids.BUDGETS, grids.FORCED, grids.SEEDS, grids.PROBE_EPOCHS):
+        monkeypatch.setitem(table, "gpu-q-test", None)  # so that the entries register adds are removed after
+    gpu.register("gpu-q-test", gpu.budget_for(args, 1000), args)
+    jobs = plan(["Qgpu"], "gpu-q-test", None)
+    assert sum(c.grid == "Q3" for c, _ in jobs) == 20 and len(jobs) == 9 + 20 + 5 * 3
+    for cell, _ in jobs:
+        cfg = cell_config(cell, "gpu-q-test", 0)
+        assert (cfg.optimizer, cfg.backbone_width, cfg.device, cfg.probe_every) == ("sgd", 64, "cuda", 10), cell
 
 
 def test_questions_script_copies_the_records_of_finished_runs_only(tmp_path):

@@ -168,6 +168,12 @@ AUGMENTATION = [Cell("Q1-aug", f"{base.name}-{arm}", base.preset, {**base.overri
                 for base in (FACTORIAL[0], XBAR_K4, FACTORIAL[1], CONTROLS[0]) for arm, crop in CROPS.items()]
 
 
+# The open questions on a lent GPU (`bash bench/gpu_findings.sh OUT questions`): Q3's cell and the Q1 cells
+# whose outcomes differ most — eq. (10) as written, without its output BN, with the cosine, its feature-mean
+# neighbour, SimSiam with the x̄ target — at the GPU column's scale (width 64, all images, SGD).
+GPU_QUESTIONS = [*SPEED_BASIN, FACTORIAL[0], FACTORIAL[6], XBAR_K4, FACTORIAL[1], FACTORIAL[7]]
+
+
 def grid_cells(grid: str) -> list[Cell]:
     """The runs a grid needs: the controls and its own cells (H7–H9 analyse trained runs)."""
     own = {
@@ -186,6 +192,7 @@ def grid_cells(grid: str) -> list[Cell]:
         "H7": FEATURES, "H8": FEATURES[:2], "H9": FEATURES[:1],
         "core": CORE, "long": [CORE[0], CORE[4]],  # fixed random predictor, BYOL τ = 0 at λ = 1
         "Q1": FACTORIAL, "Q1-aug": AUGMENTATION, "Q3": SPEED_BASIN, "Q2": [BYOL_Q2, *Q2_EQ10],
+        "Qgpu": GPU_QUESTIONS,
     }
     if grid not in own:
         raise ConfigError(f"unknown experiment {grid!r}; choose one of: {', '.join(GRIDS + EXTRA_GRIDS)} or all")
@@ -209,5 +216,6 @@ def seeds_for(cell: Cell, budget: str, seeds: int | None = None) -> int:
 
 
 GRIDS = tuple(f"H{i}" for i in range(1, 10))
-EXTRA_GRIDS = ("core", "long", "Q1", "Q1-aug", "Q2", "Q3")  # beyond H1–H9: findings v3's and the open questions'
+# beyond H1–H9: findings v3's grids and the open questions' (Qgpu: their GPU cells)
+EXTRA_GRIDS = ("core", "long", "Q1", "Q1-aug", "Q2", "Q3", "Qgpu")
 ANALYSED = ("H7", "H8", "H9", "Q2")  # grids with a post-hoc analysis of their encoders: OUT/<grid>/analysis.json
