@@ -16,16 +16,18 @@ docs=${3:-docs}
 SIAMDYN=${SIAMDYN:-siamdyn}
 cores=$(nproc)
 mkdir -p "$out"
+pin() { if command -v taskset > /dev/null && taskset -c "$1" true 2> /dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 if [ "${STAGE:-all}" != report ]; then
   for spec in Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4; do
     grid=${spec%%:*} budget=${spec##*:}
     pids=()
     for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do
-      OMP_NUM_THREADS=1 taskset -c $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" \
+      OMP_NUM_THREADS=1 pin $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" \
         --out "$out/$budget" --no-progress >> "$out/$grid.$budget.worker$i.log" 2>&1 &
       pids+=($!)
     done
-    for p in "${pids[@]}"; do wait "$p"; done
+    # a worker that fails says why in its log; the other grids, the copy and the report still run
+    for p in "${pids[@]}"; do wait "$p" || echo "questions: a $grid worker failed; see $out/$grid.$budget.worker*.log" >&2; done
     $SIAMDYN experiment "$grid" --budget "$budget" --out "$out/$budget" --status | tail -n 1
   done
 fi

@@ -72,7 +72,7 @@ def test_status_counts_finished_running_and_to_do_runs_and_the_time_left(tmp_pat
     assert lines[:3] == ["controls/simsiam: 1/1 done", "controls/simsiam-no-sg: 0/1 done, 1 running",
                          "controls/siamese: 0/1 done"]
     assert lines[3] == (f"H1 (smoke) in {out}: 1/3 runs done; ≈ 0.2 h of one worker left at the finished runs' "
-                        "wall times")  # the two runs not done, at the one finished run's 360 s
+                        "training wall times (a running run counted whole, the linear probe not)")  # 2 × 360 s
     assert not (out / "controls" / "siamese").exists()  # nothing trained, nothing created
 
 

@@ -291,21 +291,6 @@ class RunLock:
             self._f = None
 
 
-def run_in_use(out: str) -> bool:
-    """Whether a live process holds the run directory's lock (a probe that creates nothing: no lock file,
-    or one that is not a regular file, reads as free)."""
-    import fcntl
-    path = os.path.join(out, LOCK_FILE)
-    if not os.path.isfile(path):
-        return False
-    with open(path) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-    return False
-
-
 class RunInUse(SiamdynError):
     """Another process holds the run directory's lock."""
 
@@ -324,8 +309,8 @@ def _lock_or_refuse(f: Any, path: str, shared: bool = False, then: str = "or cho
 
 def check_not_in_use(out: str) -> None:
     """Refuse, naming the PID, when another process holds OUT's lock (nothing is created). The
-    probe takes a shared lock, which only an exclusive holder refuses, so a writer taking the
-    lock at the same moment is not turned away by the probe."""
+    probe takes a shared lock for an instant, which only an exclusive holder refuses; a writer
+    asking for the lock in that instant is refused once (RunLock's callers retry: runner.run_cell)."""
     path = os.path.join(out, LOCK_FILE)
     if not os.path.isfile(path):
         return
@@ -335,3 +320,13 @@ def check_not_in_use(out: str) -> None:
         return
     _lock_or_refuse(f, path, shared=True)
     f.close()  # nobody held it exclusively: let the shared lock go again
+
+
+def run_in_use(out: str) -> bool:
+    """Whether a live process holds the run directory's lock (check_not_in_use's probe: it creates
+    nothing; a missing, special or unreadable lock file reads as free)."""
+    try:
+        check_not_in_use(out)
+    except RunInUse:
+        return True
+    return False

@@ -58,6 +58,14 @@ def probe_encoder(run_dir: str, budget: str) -> None:
         evaluate_run(run_dir, epochs=epochs, lock_held=True)  # run_cell holds the run's lock
 
 
+def run_finished(run_dir: str, budget: str) -> bool:
+    """Trained (summary.json) and probed where it can be: eval.json, or a budget without a probe, or no
+    checkpoint to probe (records copied without one) — what run_cell leaves alone."""
+    def has(name: str) -> bool:
+        return os.path.exists(os.path.join(run_dir, name))
+    return has("summary.json") and (has("eval.json") or not PROBE_EPOCHS.get(budget, 0) or not has(CKPT_FILE))
+
+
 def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tuple[str, str]:
     """Train one run unless it is finished; (run dir, what happened)."""
     from siamdyn.train import train
@@ -66,8 +74,12 @@ def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tu
         return run_dir, "done before"
     try:
         lock = RunLock(run_dir).__enter__()
-    except RunInUse:  # another `siamdyn experiment` on the same OUT is training it: theirs to finish
-        return run_dir, "in use"
+    except RunInUse:  # another `siamdyn experiment` on the same OUT is training it: theirs to finish,
+        time.sleep(1.0)  # unless the holder was a `--status` probe, whose shared lock lasts an instant
+        try:
+            lock = RunLock(run_dir).__enter__()
+        except RunInUse:
+            return run_dir, "in use"
     try:  # decided under the lock, so no other worker can finish (or start) it in between
         if os.path.exists(os.path.join(run_dir, "summary.json")):
             what = "done before"
@@ -113,41 +125,43 @@ def save_session(out: str, session: dict, **fields: object) -> dict:
     return meta
 
 
+def check_budget(budget: str, seeds: int | None) -> None:
+    if budget not in BUDGETS:
+        raise SiamdynError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
+    if seeds is not None and seeds < 1:
+        raise SiamdynError("--seeds must be >= 1")
+
+
 def experiment_status(name: str, budget: str, seeds: int | None, out: str) -> list[str]:
     """Per cell of the plan: finished / being trained (its lock held) / to do, and the time left at the
     mean wall time of the finished runs (the cell's own, else all of them): what a worker faces."""
-    if budget not in BUDGETS:
-        raise SiamdynError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
+    check_budget(budget, seeds)
     cells: dict[str, list[str]] = {}
     times: dict[str, list[float]] = {}
     for cell, seed in plan(list(GRIDS) if name == "all" else [name], budget, seeds):
         run_dir, label = cell.run_dir(out, seed), f"{cell.grid}/{cell.name}"
-        summary = os.path.join(run_dir, "summary.json")
-        done = os.path.exists(summary) and os.path.exists(os.path.join(run_dir, "eval.json")) or (
-            os.path.exists(summary) and not PROBE_EPOCHS.get(cell_budget(cell, budget), 0))
+        done = run_finished(run_dir, cell_budget(cell, budget))
         state = "done" if done else "running" if run_in_use(run_dir) else "to do"
         cells.setdefault(label, []).append(state)
         if done:
-            times.setdefault(label, []).append(read_json(summary).get("wall_time_s", 0.0))
+            summary = read_json(os.path.join(run_dir, "summary.json"))
+            times.setdefault(label, []).append(summary.get("wall_time_s", 0.0))
     every = [t for ts in times.values() for t in ts]
-    mean = sum(every) / len(every) if every else None
-    left = sum(sum(times[k]) / len(times[k]) if times.get(k) else (mean or 0.0)
+    mean = sum(every) / len(every) if every else 0.0
+    left = sum(sum(times[k]) / len(times[k]) if times.get(k) else mean
                for k, states in cells.items() for s in states if s != "done")
     lines = [f"{k}: {states.count('done')}/{len(states)} done" + (f", {states.count('running')} running"
              if "running" in states else "") for k, states in cells.items()]
     total = sum(len(v) for v in cells.values())
     finished = sum(v.count("done") for v in cells.values())
-    eta = f"≈ {left / 3600:.1f} h of one worker left at the finished runs' wall times" if mean else \
-        "no run finished yet"
+    eta = (f"≈ {left / 3600:.1f} h of one worker left at the finished runs' training wall times (a running run "
+           "counted whole, the linear probe not)" if every else "no run finished yet")
     return lines + [f"{name} ({budget}) in {out}: {finished}/{total} runs done; {eta}"]
 
 
 def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress: bool = True) -> dict:
     """Train every run of grid `name` (or all) that is not finished, then the analyses."""
-    if budget not in BUDGETS:
-        raise SiamdynError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
-    if seeds is not None and seeds < 1:
-        raise SiamdynError("--seeds must be >= 1")
+    check_budget(budget, seeds)
     names = list(GRIDS) if name == "all" else [name]  # "core": findings v3's conditions at a scale
     for n in names:
         grid_cells(n)  # unknown names fail before anything runs
