@@ -41,7 +41,8 @@ def _groups() -> dict[str, list[Run]]:
 
 def test_the_q1_answer_names_the_factor_that_changes_the_outcome_and_those_that_leave_it():
     scale = Scale("mem", {}, _groups(), CALIBRATION)
-    assert str(outcome(scale.groups["Q1/eq10"], scale)) == "z collapsed (b) (in 2/2 runs; (a) P(complete) 0/2 [0.00, 0.84])"
+    text = str(outcome(scale.groups["Q1/eq10"], scale))
+    assert text == "z collapsed (b) (in 2/2 runs; (a) P(complete) 0/2 [0.00, 0.84])"
     assert outcome(scale.groups["Q1/eq10-no-out-bn"], scale).label == "complete collapse (a)"
     text = "\n".join(q1_answer(scale, {}))
     eq10 = next(line for line in text.splitlines() if line.startswith("- **Around eq10**"))
