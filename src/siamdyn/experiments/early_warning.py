@@ -114,7 +114,7 @@ MIN_RHO_RUNS = 10
 def rho_over_time(runs: list[Run], final: list[float], at: Callable[[Run, int], float | None]
                   ) -> dict[int, tuple[float, float, float, int]]:
     """(ρ, low, high, n): Spearman's ρ with its Fisher-z 95 % interval, over the n runs read, between the
-    predictor at each step and each run's final degree of collapse (`final`, e.g. log RankMe(z)): the
+    predictor at each step and each run's final degree of collapse (`final`, e.g. completeness (a)): the
     continuous outcome, which needs no calibration and no split of the seeds. Steps where fewer than
     MIN_RHO_RUNS runs have a value are left out."""
     steps = sorted({s for r in runs for s in [*r.heldout, *(p["step"] for p in r.probes)]})

@@ -204,15 +204,15 @@ def q3_answer(label: str, collapsed: list[bool], steps: list[int], rule: str, cu
 
 def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float, int]]], firsts: dict[str, int | None],
                n: int) -> str:
-    """The continuous reading: which early predictor correlates with the final log RankMe(z) earliest."""
+    """The continuous reading: which early predictor correlates with the final completeness (a) earliest."""
     found = sorted((s, -abs(rhos[name][s][0]), name) for name, s in firsts.items() if s is not None)
     if not found:
-        return (f"Against the final log RankMe(z) of the {n} seeds (a continuous outcome: no calibration, no split "
+        return (f"Against the final completeness (a) of the {n} seeds (a continuous outcome: no calibration, no split "
                 "needed), no early predictor's Spearman ρ excludes 0 from any step on.")
     step, _, name = found[0]
     rho, lo, hi, read = rhos[name][step]
     speed = firsts.get(SPEED)
-    return (f"Against the final log RankMe(z) of the {n} seeds (a continuous outcome: no calibration, no split "
+    return (f"Against the final completeness (a) of the {n} seeds (a continuous outcome: no calibration, no split "
             f"needed), {name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}] from step {step} ({read} "
             "seeds read there); the "
             "predictor's relative speed " + (f"from step {speed} (ρ {rhos[SPEED][speed][0]:+.2f})." if speed is not None

@@ -91,13 +91,13 @@ def plot_early_warning(curves: dict[str, dict], rhos: dict[str, dict], median_co
                        title: str) -> str:
     """Left: each early predictor's AUC for the final outcome over the steps, with its Hanley–McNeil band,
     filled marks where the exact Mann–Whitney p < 0.05, the dotted line at the collapsed seeds' median
-    collapse step. Right: its Spearman ρ with the final log RankMe(z), with the Fisher-z band."""
+    collapse step. Right: its Spearman ρ with the final completeness (a), with the Fisher-z band."""
     from siamdyn.plots import save_figure
     fig, axes = _figure(1, 2, (13, 4.5))
     color = {name: f"C{i}" for i, name in enumerate(dict.fromkeys([*curves, *rhos]))}  # one per predictor
     panels = [(axes[0, 0], curves, lambda v: (v.value, v.low, v.high), "AUC for the final outcome (collapsed)",
                0.5, (0, 1)),
-              (axes[0, 1], rhos, lambda v: v[:3], "Spearman ρ with the final log RankMe(z)", 0.0, (-1, 1))]
+              (axes[0, 1], rhos, lambda v: v[:3], "Spearman ρ with the final completeness (a)", 0.0, (-1, 1))]
     for ax, data, read, label, null, limits in panels:
         for name, curve in data.items():
             steps = sorted(curve)
@@ -113,6 +113,8 @@ def plot_early_warning(curves: dict[str, dict], rhos: dict[str, dict], median_co
         axes[0, 0].plot(sig, [curve[s].value for s in sig], "o", color=color[name], ms=4)
     if median_collapse is not None:
         axes[0, 0].axvline(median_collapse, color="k", ls=":", lw=1)
+    if not curves:  # every seed had the same outcome
+        axes[0, 0].text(0.5, 0.5, "the outcomes did not split: no AUC", ha="center", transform=axes[0, 0].transAxes)
     return save_figure(fig, path)
 
 

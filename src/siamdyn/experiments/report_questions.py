@@ -11,7 +11,7 @@ import statistics
 from siamdyn.experiments.early_warning import (PREDICTORS, auc_over_time, first_correlated, first_separating,
                                                rho_over_time)
 from siamdyn.experiments.grids import CONTROLS, FACTORIAL, SPEED_BASIN
-from siamdyn.experiments.levels import COMPLETE, log_rank, representation, z_shrank
+from siamdyn.experiments.levels import COMPLETE, completeness, representation
 from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factors, feature_choice, key,
                                                    knn_after_head_collapse, outcomes, p_complete, paired_differences,
                                                    z_reading)
@@ -87,8 +87,8 @@ def auc_table(curves: dict[str, dict], firsts: dict[str, int | None], steps: lis
 
 
 def rho_table(rhos: dict[str, dict], firsts: dict[str, int | None]) -> list[str]:
-    """Per early predictor: Spearman's ρ with the final log RankMe(z), from the first step it holds on."""
-    lines = ["| early predictor | first step from which ρ with the final log RankMe(z) excludes 0 (95 %, there and "
+    """Per early predictor: Spearman's ρ with the final completeness (a), from the first step it holds on."""
+    lines = ["| early predictor | first step from which ρ with the final completeness (a) excludes 0 (95 %, there and "
              "later) | ρ there [Fisher-z 95 %] | ρ at the first reading |", "|---|---|---|---|"]
     for name, curve in rhos.items():
         first, s0 = firsts[name], min(curve)
@@ -99,7 +99,7 @@ def rho_table(rhos: dict[str, dict], firsts: dict[str, int | None]) -> list[str]
 
 
 def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
-    """Q3: per early predictor, its AUC for the binary outcome and its ρ with the final log RankMe(z) (the
+    """Q3: per early predictor, its AUC for the binary outcome and its ρ with the final completeness (a) (the
     continuous outcome: no calibration, no split needed), from the earliest step each holds on; the
     answer and the curves' figure."""
     cell_runs = scale.groups.get(key(SPEED_BASIN[0]), [])
@@ -108,9 +108,11 @@ def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
     runs, collapsed, steps, rule = outcomes(cell_runs, scale)
     curves = {name: curve for name, at in PREDICTORS.items() if (curve := auc_over_time(runs, collapsed, at))}
     firsts = {name: first_separating(curve) for name, curve in curves.items()}
-    kept = [r for r in cell_runs if not z_shrank(r) and log_rank(r, "z") is not None]
+    # completeness, not RankMe(z): it is read for every run (a z that shrank toward 0 has a noise rank, and
+    # leaving such runs out drops the most collapsed seeds)
+    kept = [r for r in cell_runs if completeness(r) is not None]
     rhos = {name: c for name, at in PREDICTORS.items()
-            if (c := rho_over_time(kept, [log_rank(r, "z") for r in kept], at))}
+            if (c := rho_over_time(kept, [completeness(r) for r in kept], at))}
     rho_firsts = {name: first_correlated(curve) for name, curve in rhos.items()}
     lines = [f"### Q3 at {scale.label}: speed or basin?", "", f"`{SPEED_BASIN[0].name}`: {sum(collapsed)} of "
              f"{len(runs)} seeds collapsed ({rule}); median collapse step "
