@@ -63,29 +63,50 @@ def knn_change_from(run: Run, step: int) -> float | None:
     return None if start is None or start >= len(history) - 1 else history[-1][1] - history[start][1]
 
 
+STATES = ("collapsed", "partial", "healthy")
+
+
+def z_state(run: Run, scale: Scale) -> str | None:
+    """One run's z head at level (b): "shrank" (toward 0: its rank reads noise, so it is not read); its
+    state where the scale's controls calibrate z; where their bounds overlap, "nearer collapsed" or
+    "nearer healthy" (position below or above ½: the weaker reading); None where nothing is read."""
+    if z_shrank(run):
+        return "shrank"
+    cal = scale.calibration.get("z")
+    if (state := head_state(run, "z", cal)) is not None:
+        return state
+    if cal is not None and not cal.separated and (near := nearer_collapsed(run, "z", cal)) is not None:
+        return "nearer collapsed" if near else "nearer healthy"
+    return None
+
+
+def _collapsed_by(run: Run, scale: Scale) -> tuple[bool, bool] | None:
+    """(complete collapse (a), z collapsed at a calibrated level (b)); None without either reading."""
+    complete = completeness(run)
+    state = s if (s := z_state(run, scale)) in STATES else None
+    if complete is None and state is None:
+        return None
+    return complete is not None and complete >= COMPLETE, state == "collapsed"
+
+
 def collapsed(run: Run, scale: Scale) -> bool | None:
     """Complete collapse (a), or the z head collapsed at level (b) where the scale's controls calibrate
     it — either, because a run can collapse completely while z's rank reads high (eq. (10) without output
     BN at `q-w4`: completeness 0.97, RankMe(z) 60 on a z shrunk to a tenth). A z that shrank toward 0 is
     read by (a) alone: its rank reads noise. None without either reading."""
-    complete = completeness(run)
-    # None where z is not calibrated, or shrank toward 0 (its rank then reads noise)
-    state = None if z_shrank(run) else head_state(run, "z", scale.calibration.get("z"))
-    if complete is None and state is None:
-        return None
-    return (complete is not None and complete >= COMPLETE) or state == "collapsed"
+    by = _collapsed_by(run, scale)
+    return None if by is None else any(by)
 
 
 def collapse_step(run: Run, scale: Scale) -> int | None:
     """Where a collapsed run collapsed: the earlier of the readouts that say it did — the first reading from
     which p's centre norm stays complete (a), the first from which z stays collapsed (b); None for a run
     that did not collapse."""
-    if not collapsed(run, scale):
+    by = _collapsed_by(run, scale)
+    if not by or not any(by):
         return None
-    cal, complete = scale.calibration.get("z"), completeness(run)
-    z_collapsed = not z_shrank(run) and head_state(run, "z", cal) == "collapsed"
-    times = [time_to_complete(run) if complete is not None and complete >= COMPLETE else None,
-             time_to_collapse(run, "z", cal) if z_collapsed else None]
+    times = [time_to_complete(run) if by[0] else None,
+             time_to_collapse(run, "z", scale.calibration.get("z")) if by[1] else None]
     return min((t for t in times if t is not None), default=None)
 
 
@@ -126,9 +147,6 @@ def paired_differences(rows: dict[str, dict], name: str, metric: str, reference:
     return [r[name][metric] - r[reference][metric] for r in rows.values() if name in r and reference in r]
 
 
-STATES = ("collapsed", "partial", "healthy")
-
-
 @dataclass
 class ZReading:
     """A cell's z heads at level (b): the runs that shrank toward 0 (rank not read); among the rest,
@@ -151,13 +169,12 @@ class ZReading:
 
 
 def z_reading(runs: list[Run], scale: Scale) -> ZReading:
-    cal = scale.calibration.get("z")
-    kept = [r for r in runs if not z_shrank(r)]
-    out = ZReading(len(runs), len(runs) - len(kept))
+    states = [z_state(r, scale) for r in runs]
+    out, cal = ZReading(len(runs), states.count("shrank")), scale.calibration.get("z")
     if cal is not None and cal.separated:
-        states = [s for r in kept if (s := head_state(r, "z", cal)) is not None]
-        out.states, out.read = {s: states.count(s) for s in STATES}, len(states)
+        out.states = {s: states.count(s) for s in STATES}
+        out.read = sum(out.states.values())
     elif cal is not None:
-        sides = [v for r in kept if (v := nearer_collapsed(r, "z", cal)) is not None]
-        out.nearer_collapsed, out.read = sum(sides), len(sides)
+        out.nearer_collapsed = states.count("nearer collapsed")
+        out.read = out.nearer_collapsed + states.count("nearer healthy")
     return out

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from siamdyn.experiments.early_warning import AUC, SPEED
 from siamdyn.experiments.feature_choice import BLUR, REFERENCE_K
 from siamdyn.experiments.grids import FACTORIAL
-from siamdyn.experiments.levels import (COMPLETE, completeness, head_state, nearer_collapsed, representation,
-                                        z_shrank)
+from siamdyn.experiments.levels import COMPLETE, completeness, representation
 from siamdyn.experiments.question_readouts import (AUG_BASES, collapse_step, collapsed, crop_arms, factor_values, key,
-                                                   knn_after_head_collapse, knn_change_from, p_complete,
-                                                   paired_differences)
+                                                   knn_change_from, p_complete, paired_differences, z_state)
 from siamdyn.experiments.readings import Run
 from siamdyn.experiments.report_format import mean_interval
 from siamdyn.experiments.scales import Scale
@@ -45,19 +43,19 @@ class Outcome:
         return f"{self.label} ({shown}; (a) P(complete) {self.complete})"
 
 
+# How a run's z reading (question_readouts.z_state) reads in an answer; a state reads "z <state> (b)".
+Z_WORDS = {"shrank": "z shrank toward 0", None: "(b) unread",
+           "nearer collapsed": "z nearer the collapsed controls (b, uncalibrated)",
+           "nearer healthy": "z nearer SimSiam (b, uncalibrated)"}
+
+
 def run_reading(run: Run, scale: Scale) -> str:
     """One run's reading, first that applies: complete collapse (a); z shrunk toward 0; the z head's state
     at level (b) where the controls calibrate z, else which control it sits nearer; else (b) unread."""
-    cal = scale.calibration.get("z")
     if (c := completeness(run)) is not None and c >= COMPLETE:
         return "complete collapse (a)"
-    if z_shrank(run):
-        return "z shrank toward 0"
-    if (state := head_state(run, "z", cal)) is not None:
-        return f"z {state} (b)"
-    if (near := nearer_collapsed(run, "z", cal)) is not None and not (cal is not None and cal.separated):
-        return f"z nearer {'the collapsed controls' if near else 'SimSiam'} (b, uncalibrated)"
-    return "(b) unread"
+    z = z_state(run, scale)
+    return Z_WORDS.get(z, f"z {z} (b)")
 
 
 def outcome(runs: list[Run], scale: Scale) -> Outcome:
@@ -119,7 +117,8 @@ def after_head_collapse(scale: Scale) -> str:
     Q1 runs that did not collapse read over the same steps (from the collapsed runs' median collapse
     step): training goes on in both."""
     runs = [r for c in FACTORIAL for r in scale.groups.get(key(c), [])]
-    after = [(d, collapse_step(r, scale)) for r in runs if (d := knn_after_head_collapse(r, scale)) is not None]
+    after = [(d, t) for r in runs if (t := collapse_step(r, scale)) is not None
+             and (d := knn_change_from(r, t)) is not None]  # knn_after_head_collapse, its step kept
     if not after:
         return ("- **The backbone after the head:** unread — no Q1 run collapsed (complete collapse (a), or z "
                 "at a calibrated level (b)) with two kNN readings from the collapse on.")

@@ -19,12 +19,9 @@ def plot_positions(groups: dict[str, list[Run]], calibration: dict[str, HeadScal
                    title: str) -> str:
     """Per group, mean over seeds (line) and min–max (band) of the position of z (left) and p
     (right); dotted: collapsed below, dashed: healthy above."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from siamdyn.plots import save_figure
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, grid = _figure(1, 2, (11, 4))
+    axes = grid[0]
     for ax, head in zip(axes, HEADS):
         cal = calibration.get(head)
         if cal is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import statistics
 
+from siamdyn.experiments.stats import t_interval
+
 
 def mean_std(xs: list[float], fmt: str = "{:.2f}") -> str:
     """"mean ± std" over seeds (std 0 for one value); "—" when nothing was measured."""
@@ -16,7 +18,6 @@ def mean_std(xs: list[float], fmt: str = "{:.2f}") -> str:
 
 def mean_interval(xs: list[float]) -> str:
     """"+mean [low, high]": the Student-t 95 % interval over seeds; "+x (one seed)"; "—" for none."""
-    from siamdyn.experiments.stats import t_interval
     if len(xs) < 2:
         return f"{xs[0]:+.1f} (one seed)" if xs else "—"
     mean, lo, hi = t_interval(xs)

@@ -70,7 +70,7 @@ def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tu
     """Train one run unless it is finished; (run dir, what happened)."""
     from siamdyn.train import train
     run_dir = cell.run_dir(out, seed)
-    if os.path.exists(os.path.join(run_dir, "summary.json")) and os.path.exists(os.path.join(run_dir, "eval.json")):
+    if run_finished(run_dir, cell_budget(cell, budget)):
         return run_dir, "done before"
     try:
         lock = RunLock(run_dir).__enter__()
