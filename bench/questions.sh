@@ -18,7 +18,8 @@ cores=$(nproc)
 mkdir -p "$out"
 pin() { if command -v taskset > /dev/null && taskset -c "$1" true 2> /dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 if [ "${STAGE:-all}" != report ]; then
-  for spec in Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4; do
+  # SPECS reorders or narrows the grids (GRID:BUDGET, space-separated), e.g. to finish one answer first
+  for spec in ${SPECS:-Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4}; do
     grid=${spec%%:*} budget=${spec##*:}
     pids=()
     for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do

@@ -56,6 +56,11 @@ def test_plan_runs_controls_first_and_each_directory_once():
     n_controls = sum(c.grid == "controls" for c, _ in jobs)
     assert n_controls == 15 and all(c.grid == "controls" for c, _ in jobs[:n_controls])
     assert all(s < 3 for c, s in jobs if c.kind == "ladder") and max(s for _, s in jobs) == 4
+    # under Q3's SGD the controls run 5 seeds (3 did not separate their bounds), the other cells 3
+    sgd = plan(["Q2"], "q-sgd-w4", None)
+    assert {c.name: sum(d.name == c.name for d, _ in sgd) for c, _ in sgd} == {
+        "simsiam": 5, "simsiam-no-sg": 5, "siamese": 5, "byol": 3, "eq10": 3, "eq10-target-feature-mean": 3,
+        "xbar-K4": 3}
 
 
 def test_status_counts_finished_running_and_to_do_runs_and_the_time_left(tmp_path, capsys):

@@ -74,6 +74,9 @@ for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("stan
 # Q1-aug's arms: 3 seeds at q-w4 (60 runs at 5 would take ≈ 8 worker-hours); every Q1 cell's seeds read
 # alike there (48 runs, 2026-12-05), so 3 seeds tell an arm's outcome. Elsewhere a binary cell's count.
 SEEDS["q-w4"]["aug"] = 3
+# Controls run a binary cell's count, except under Q3's SGD: at 3 seeds their prediction bounds for
+# RankMe(z) crossed (2026-12-05), and at q-w4 5 seeds separated them, so Q3's z reading needs 5 there.
+SEEDS["q-sgd-w4"]["control"] = 5
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
             "standard": dict(images=512, views=16, draws=8, probe_epochs=20)}
 ANALYSIS["features"] = ANALYSIS["q-w4"] = ANALYSIS["standard"]
@@ -97,8 +100,9 @@ class Cell:
         return f"{out}/{self.grid}/{self.name}/seed{seed}"
 
 
-CONTROLS = [Cell("controls", "simsiam", "simsiam"), Cell("controls", "simsiam-no-sg", "simsiam-no-sg"),
-            Cell("controls", "siamese", "siamese")]
+CONTROLS = [Cell("controls", "simsiam", "simsiam", kind="control"),
+            Cell("controls", "simsiam-no-sg", "simsiam-no-sg", kind="control"),
+            Cell("controls", "siamese", "siamese", kind="control")]
 NEGATIVE, POSITIVE = "simsiam", ("simsiam-no-sg", "siamese")
 
 
