@@ -48,7 +48,7 @@ def test_the_q1_answer_names_the_factor_that_changes_the_outcome_and_those_that_
     eq10 = next(line for line in text.splitlines() if line.startswith("- **Around eq10**"))
     assert "changes the outcome with: output BN no (`eq10-no-out-bn`) → complete collapse (a)" in eq10
     assert "Leaves it: predictor mlp (n = 2)." in eq10
-    assert ("Undecided (seeds split): target another view (`eq10-target-view`: split (z collapsed (b) 1/2, "
+    assert ("Undecided (seeds split or unread): target another view (`eq10-target-view`: split (z collapsed (b) 1/2, "
             "z healthy (b) 1/2;") in eq10
     assert "Around SimSiam" not in text and "Two factors" not in text  # neither was run
     assert "only the default crops" in text
@@ -59,7 +59,28 @@ def test_where_the_controls_bounds_overlap_no_state_is_read_only_the_nearer_cont
     o = outcome(scale.groups["Q1/eq10"], scale)
     assert o.label == "z nearer the collapsed controls (b, uncalibrated)" and "(b, uncalibrated) 2/2" in o.detail
     assert "z collapsed (b)" not in "\n".join(q1_answer(scale, {}))
-    assert outcome(scale.groups["Q1/eq10"], Scale("mem", {}, {}, {"z": None})).label.endswith("(b) unread")
+    unread = outcome(scale.groups["Q1/eq10"], Scale("mem", {}, {}, {"z": None}))
+    assert unread.label == "unread" and not unread.decided and "(b) unread 2/2" in unread.detail
+
+
+def test_an_unread_or_split_cell_is_compared_with_nothing():
+    groups = _groups()
+    groups["Q1/eq10-predictor"] = [run(45.0, predictor="mlp") for _ in range(2)]
+    uncalibrated = Scale("mem", {}, groups, {"z": None})
+    # z unread at the centre: nothing is compared with it
+    eq10 = next(x for x in q1_answer(uncalibrated, {}) if x.startswith("- **Around eq10**"))
+    assert "The centre has no outcome (unread)" in eq10 and "Leaves it" not in eq10
+    # a centre read by (a), a neighbour whose z is unread: undecided, neither leaving nor changing it
+    groups["Q1/eq10"] = [run(45.0, centre=0.99, final_loss=0.0) for _ in range(2)]
+    eq10 = next(x for x in q1_answer(uncalibrated, {}) if x.startswith("- **Around eq10**"))
+    undecided = eq10.split("Undecided (seeds split or unread): ")[1]
+    assert "predictor mlp (`eq10-predictor`: unread" in undecided and "predictor mlp" not in eq10.split("Undecided")[0]
+    assert "Leaves it: output BN no (n = 2)." in eq10
+    # a centre whose seeds split
+    groups["Q1/eq10"] = [run(3.0), run(45.0)]
+    eq10 = next(x for x in q1_answer(Scale("mem", {}, groups, CALIBRATION), {}) if x.startswith("- **Around eq10**"))
+    assert "The centre has no outcome (split), so no factor is compared with it" in eq10
+    assert "changes the outcome" not in eq10 and "predictor mlp (`eq10-predictor`: z healthy (b)" in eq10
 
 
 def test_the_backbone_change_starts_at_the_last_reading_before_the_step_or_else_the_first_after():
@@ -129,7 +150,7 @@ def test_the_continuous_reading_names_the_earliest_correlated_predictor_without_
     assert firsts[SPEED] == 10 and rhos[SPEED][10][0] == pytest.approx(1.0) and rhos[SPEED][10][3] == 10
     text = rho_answer(rhos, firsts, len(runs))
     assert f"{SPEED} correlates earliest: ρ +1.00 [" in text and "from step 10" in text
-    # the final rank varies, barely with the speed ratio: ρ +0.09 [-0.57, +0.68] on these 10 seeds
+    # the final rank varies, barely with the speed ratio: ρ +0.09 on these 10 seeds
     flat = [run(20.0 + 3 * i, probes=_speed_probes(1.0 + 0.1 * [3, 9, 0, 6, 1, 8, 4, 2, 7, 5][i])) for i in range(10)]
     flat_final = [log_rank(r, "z") for r in flat]
     flat_rhos = {n: c for n, at in PREDICTORS.items() if (c := rho_over_time(flat, flat_final, at))}
@@ -144,13 +165,16 @@ def test_the_backbone_after_a_collapse_is_read_beside_runs_that_did_not_collapse
     def with_knn(r: Run, accs: list[float]) -> Run:
         r.summary["knn"] = [{"step": s, "knn_acc": a} for s, a in zip((30, 60, 100), accs)]
         return r
-    gone = [with_knn(run(45.0, centre=0.99, final_loss=0.0), [50.0, 49.0 - i, 48.0 - i]) for i in range(3)]
+    gone = [with_knn(run(45.0, centre=0.99, final_loss=0.0), [50.0, 50.0, 50.0 - d]) for d in (2, 4, 2, 4)]
     alive = [with_knn(run(45.0, target="online"), [50.0, 52.0 + i, 53.0 + i]) for i in range(3)]
-    scale = Scale("mem", {}, {"Q1/eq10": gone, "Q1/eq10-target-view": alive}, OVERLAP)
-    text = after_head_collapse(scale)
-    # p's centre norm is complete from step 0, so each collapsed run reads from its first kNN reading (30)
-    assert "backbone kNN changes -3.0 [" in text and "(3 runs: below 0)" in text
-    assert "runs that did not collapse, from step 0: +4.0 [" in text and "(3 runs: above 0)" in text
+    # runs of one cell are not independent draws across cells: each cell's mean is one unit
+    groups = {"Q1/eq10": gone[:2], "Q1/eq10-predictor": gone[2:3], "Q1/eq10-target-feature-mean": gone[3:],
+              "Q1/simsiam-l2": alive[:1], "Q1/simsiam-no-out-bn": alive[1:2], "Q1/simsiam-target-xbar": alive[2:]}
+    text = after_head_collapse(Scale("mem", {}, groups, OVERLAP))
+    # p's centre norm is complete from step 0, so each collapsed run reads from its first kNN reading (30);
+    # cell means -3, -2, -4
+    assert "backbone kNN changes -3.0 [" in text and "(mean over 3 cells of their runs' means, 4 runs: below 0)" in text
+    assert "runs that did not collapse, from step 0: +4.0 [" in text and "(3 cells, 3 runs: above 0)" in text
 
 
 def test_one_reading_per_run_so_a_complete_collapse_is_not_also_counted_healthy_at_b():
@@ -165,5 +189,35 @@ def test_the_collapse_step_comes_from_the_readout_that_says_the_run_collapsed():
     scale = Scale("mem", {}, {}, CALIBRATION)
     only_b = run(2.5, centre=0.99, final_loss=5.0)  # p's centre norm high from step 0, but completeness 0.5
     assert collapsed(only_b, scale) and collapse_step(only_b, scale) == 20  # z collapsed from its first reading
-    shrunk_noise = run(45.0, z_norm_end=2.0)  # z shrank toward 0: its rank (noise) is not read
-    assert collapsed(shrunk_noise, scale) is False and collapsed(run(2.5, z_norm_end=2.0), scale) is False
+    shrunk_noise = run(45.0, z_norm_end=2.0)  # z shrank toward 0: a high rank may be noise, so it is not read
+    assert collapsed(shrunk_noise, scale) is False
+    # ... but noise never reads low: a shrunk z with a collapsed rank is collapsed, like the positive controls
+    assert collapsed(run(2.5, z_norm_end=2.0), scale) is True
+
+
+def test_a_run_collapsed_by_its_window_mean_keeps_a_collapse_step_when_its_last_reading_dips():
+    from siamdyn.experiments.question_readouts import collapse_step, collapsed
+    dips = run(45.0, centre=0.99, final_loss=0.0)
+    dips.heldout[100]["heldout/p_center_norm"] = 0.85  # window (steps 80, 100) mean 0.92: complete
+    scale = Scale("mem", {}, {}, CALIBRATION)
+    assert collapsed(dips, scale) and collapse_step(dips, scale) == 80  # the window's first step
+
+
+def test_the_complete_step_is_the_first_from_which_the_centre_norm_stays_complete():
+    from siamdyn.experiments.levels import time_to_complete
+    r = run(45.0)
+    for s, v in {0: 0.5, 20: 0.95, 40: 0.5, 60: 0.95, 80: 0.97, 100: 0.99}.items():
+        r.heldout[s]["heldout/p_center_norm"] = v
+    assert time_to_complete(r) == 60  # complete at 20 too, but not from there on
+
+
+def test_the_q3_section_reads_rho_against_each_runs_final_completeness(tmp_path):
+    from siamdyn.experiments.report_questions import speed_basin_lines
+    # no seed collapses; the final completeness (p's centre norm, below the loss half 0.5) grows with the
+    # early speed ratio, which the section must read from the runs' own completeness
+    runs = [run(45.0, centre=0.1 + 0.04 * i, probes=_speed_probes(0.5 + 0.2 * i)) for i in range(10)]
+    text = "\n".join(speed_basin_lines(Scale("mem", {}, {"Q3/linear-predictor": runs}, CALIBRATION), str(tmp_path), 0))
+    row = next(x for x in text.splitlines() if x.startswith(f"| {SPEED} |") and "ρ" not in x and "+1.00" in x)
+    assert row.startswith(f"| {SPEED} | 10 | +1.00 [")
+    assert f"{SPEED} correlates earliest: ρ +1.00 [" in text and "of the 10 seeds" in text
+    assert (tmp_path / "q3_auc0.png").exists()

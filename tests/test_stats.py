@@ -7,8 +7,8 @@ import pytest
 from siamdyn.config import Config
 from siamdyn.experiments.levels import calibrate, completeness, head_state, position
 from siamdyn.experiments.readings import Run
-from siamdyn.experiments.stats import (clopper_pearson, logistic_critical, prediction_interval, sign_test,
-                                       spearman_interval, t_interval)
+from siamdyn.experiments.stats import (clopper_pearson, first_from, logistic_critical, prediction_interval,
+                                       sign_test, spearman_interval, t_interval)
 
 
 def test_intervals_match_their_textbook_values():
@@ -22,6 +22,7 @@ def test_intervals_match_their_textbook_values():
     assert sign_test([1, -1, 0])[:2] == (1, 2)  # ties dropped
     rho, lo, hi = spearman_interval(list(range(10)), [x ** 2 for x in range(10)])
     assert rho == pytest.approx(1.0) and lo > 0.8
+    assert all(math.isnan(v) for v in spearman_interval([1.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0]))  # constant: no ρ
     assert math.isnan(t_interval([1.0])[1])
 
 
@@ -92,3 +93,9 @@ def test_early_predictors_read_probes_and_heldout_and_find_the_first_separating_
     assert curve[1].p > 0.05 and curve[10].value == 0.0 and first_separating(curve) == 10
     slope = auc_over_time(runs, collapsed, rank_slope)
     assert first_separating(slope) == 20 and slope[20].value == 0.0
+
+
+def test_first_from_starts_again_after_a_break():
+    # holds at 1–2, breaks at 3, holds from 4 on: the first step from which it holds for good is 4
+    assert first_from([5, 1, 4, 2, 3], lambda s: s != 3) == 4
+    assert first_from([1, 2, 3], lambda s: s != 3) is None and first_from([1, 2], lambda s: True) == 1

@@ -6,7 +6,7 @@ AUC for the final outcome (collapsed or not) is the Mann–Whitney statistic U /
 Hanley & McNeil's (1982) 95 % interval and the exact two-sided Mann–Whitney p-value; the
 interval is too narrow near AUC 0 or 1 at small n, so "separates" is read from the p-value.
 The lead of a predictor is the median collapse step of the collapsed runs minus the first step
-from which it separates the outcomes (p < 0.05 at that reading and every later one).
+from which it separates the outcomes (p < FAMILY_ALPHA at that reading and every later one).
 """
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ SPEED = "predictor speed / encoder speed"  # the seed's §3 (b) argument, named 
 PREDICTORS: dict[str, Callable[[Run, int], float | None]] = {
     SPEED: speed_ratio, "‖g2‖/‖g1‖": g2_over_g1,
     "DirectPred eigenvector alignment of W_p with F": eig_alignment, "slope of log RankMe(z) per 100 steps": rank_slope}
+# The predictors are read against one outcome and the earliest is named: each is tested at 0.05 over their
+# number (Bonferroni), and its intervals are read at the matching level, so the pick is not the luckiest.
+FAMILY_ALPHA = 0.05 / len(PREDICTORS)
+FAMILY_LEVEL = 1 - FAMILY_ALPHA
+FAMILY_TEXT = f"{100 * FAMILY_LEVEL:g} % (95 % over the {len(PREDICTORS)} predictors, Bonferroni)"
 
 
 @dataclass
@@ -72,8 +77,8 @@ class AUC:
     n_healthy: int
 
 
-def auc(collapsed: list[float], healthy: list[float]) -> AUC | None:
-    """P(a collapsed run's value > a healthy run's), ties ½, with Hanley–McNeil's interval and
+def auc(collapsed: list[float], healthy: list[float], level: float = FAMILY_LEVEL) -> AUC | None:
+    """P(a collapsed run's value > a healthy run's), ties ½, with Hanley–McNeil's interval at `level` and
     the exact Mann–Whitney p-value. None unless both outcomes have a value."""
     n1, n0 = len(collapsed), len(healthy)
     if not n1 or not n0:
@@ -84,22 +89,33 @@ def auc(collapsed: list[float], healthy: list[float]) -> AUC | None:
     se = math.sqrt(max(0.0, a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
     p = float(st.mannwhitneyu(collapsed, healthy, alternative="two-sided",
                               method="exact" if n1 + n0 <= 50 else "asymptotic").pvalue)
-    return AUC(a, max(0.0, a - 1.96 * se), min(1.0, a + 1.96 * se), p, n1, n0)
+    zq = st.norm.ppf(0.5 + level / 2)
+    return AUC(a, max(0.0, a - zq * se), min(1.0, a + zq * se), p, n1, n0)
+
+
+def read_steps(runs: list[Run]) -> list[int]:
+    """Every step at which some run has a held-out reading or a probe: where a predictor can be read."""
+    return sorted({s for r in runs for s in [*r.heldout, *(p["step"] for p in r.probes)]})
+
+
+def value_at(at: Callable[[Run, int], float | None], run: Run, step: int) -> float | None:
+    """The predictor's value, None where it is not read or not finite (a NaN would rank as a number)."""
+    v = at(run, step)
+    return v if v is not None and math.isfinite(v) else None
 
 
 def auc_over_time(runs: list[Run], collapsed: list[bool], at: Callable[[Run, int], float | None]) -> dict[int, AUC]:
-    """The predictor's AUC at every step where some run has a value."""
-    steps = sorted({s for r in runs for s in [*r.heldout, *(p["step"] for p in r.probes)]})
+    """The predictor's AUC at every step where some run of each outcome has a value."""
     out = {}
-    for s in steps:
-        vals = [(at(r, s), c) for r, c in zip(runs, collapsed)]
+    for s in read_steps(runs):
+        vals = [(value_at(at, r, s), c) for r, c in zip(runs, collapsed)]
         res = auc([v for v, c in vals if v is not None and c], [v for v, c in vals if v is not None and not c])
         if res is not None:
             out[s] = res
     return out
 
 
-def first_separating(curve: dict[int, AUC], alpha: float = 0.05) -> int | None:
+def first_separating(curve: dict[int, AUC], alpha: float = FAMILY_ALPHA) -> int | None:
     """The first step from which the predictor separates the outcomes at *every* later reading.
     "The first step with p < α" would be a multiple test over ~40 readings: a predictor unrelated
     to the outcome passes it at some step in a third of 10/10 splits (a random walk) or more."""
@@ -113,16 +129,15 @@ MIN_RHO_RUNS = 10
 
 def rho_over_time(runs: list[Run], final: list[float], at: Callable[[Run, int], float | None]
                   ) -> dict[int, tuple[float, float, float, int]]:
-    """(ρ, low, high, n): Spearman's ρ with its Fisher-z 95 % interval, over the n runs read, between the
+    """(ρ, low, high, n): Spearman's ρ with its Fisher-z interval at FAMILY_LEVEL, over the n runs read, between the
     predictor at each step and each run's final degree of collapse (`final`, e.g. completeness (a)): the
     continuous outcome, which needs no calibration and no split of the seeds. Steps where fewer than
     MIN_RHO_RUNS runs have a value are left out."""
-    steps = sorted({s for r in runs for s in [*r.heldout, *(p["step"] for p in r.probes)]})
     out = {}
-    for s in steps:
-        pairs = [(v, f) for r, f in zip(runs, final) if (v := at(r, s)) is not None]
+    for s in read_steps(runs):
+        pairs = [(v, f) for r, f in zip(runs, final) if (v := value_at(at, r, s)) is not None]
         if len(pairs) >= MIN_RHO_RUNS:
-            out[s] = (*spearman_interval([v for v, _ in pairs], [f for _, f in pairs]), len(pairs))
+            out[s] = (*spearman_interval([v for v, _ in pairs], [f for _, f in pairs], FAMILY_LEVEL), len(pairs))
     return out
 
 

@@ -67,13 +67,16 @@ STATES = ("collapsed", "partial", "healthy")
 
 
 def z_state(run: Run, scale: Scale) -> str | None:
-    """One run's z head at level (b): "shrank" (toward 0: its rank reads noise, so it is not read); its
-    state where the scale's controls calibrate z; where their bounds overlap, "nearer collapsed" or
-    "nearer healthy" (position below or above ½: the weaker reading); None where nothing is read."""
-    if z_shrank(run):
-        return "shrank"
+    """One run's z head at level (b): its state where the scale's controls calibrate z; where their bounds
+    overlap, "nearer collapsed" or "nearer healthy" (position below or above ½: the weaker reading); None
+    where nothing is read. A z that shrank toward 0 reads "shrank" (its rank may be noise, which reads
+    high) unless its rank is collapsed: noise never reads low, and the positive controls that calibrate
+    the collapsed bound shrink that way too."""
     cal = scale.calibration.get("z")
-    if (state := head_state(run, "z", cal)) is not None:
+    state = head_state(run, "z", cal)
+    if z_shrank(run):
+        return "collapsed" if state == "collapsed" else "shrank"
+    if state is not None:
         return state
     if cal is not None and not cal.separated and (near := nearer_collapsed(run, "z", cal)) is not None:
         return "nearer collapsed" if near else "nearer healthy"
@@ -107,15 +110,24 @@ def collapse_step(run: Run, scale: Scale) -> int | None:
         return None
     times = [time_to_complete(run) if by[0] else None,
              time_to_collapse(run, "z", scale.calibration.get("z")) if by[1] else None]
-    return min((t for t in times if t is not None), default=None)
+    found = min((t for t in times if t is not None), default=None)
+    # the outcome is a window mean, the step a run of single readings: a run whose last reading dips back
+    # keeps the window's first step, else it would drop out of every step-based readout unsaid
+    return found if found is not None else min(run.window_steps(), default=None)
+
+
+def collapse_and_knn(run: Run, scale: Scale) -> tuple[int, float] | None:
+    """(collapse step, the backbone's kNN change from there to the end of the run): kNN is read every few
+    epochs, so the collapse can come before the first reading (knn_change_from); None for a run that did
+    not collapse or has no kNN reading after it."""
+    t = collapse_step(run, scale)
+    return None if t is None or (d := knn_change_from(run, t)) is None else (t, d)
 
 
 def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
-    """The backbone's kNN change from the head's collapse (collapse_step) to the end of the run: kNN is
-    read every few epochs, so the collapse can come before the first reading (knn_change_from); None for
-    a run that did not collapse."""
-    t = collapse_step(run, scale)
-    return None if t is None else knn_change_from(run, t)
+    """The backbone's kNN change from the head's collapse to the end of the run (collapse_and_knn)."""
+    read = collapse_and_knn(run, scale)
+    return None if read is None else read[1]
 
 
 def outcomes(runs: list[Run], scale: Scale) -> tuple[list[Run], list[bool], list[int], str]:
@@ -149,7 +161,7 @@ def paired_differences(rows: dict[str, dict], name: str, metric: str, reference:
 
 @dataclass
 class ZReading:
-    """A cell's z heads at level (b): the runs that shrank toward 0 (rank not read); among the rest,
+    """A cell's z heads at level (b): the runs that shrank toward 0 (rank not read; z_state); among the rest,
     the states where the scale's controls calibrate z, else, where their bounds overlap, how many sit
     nearer the collapsed controls than SimSiam (position below ½: the weaker reading)."""
     runs: int

@@ -7,12 +7,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from siamdyn.experiments.early_warning import AUC, SPEED
+from siamdyn.experiments.early_warning import AUC, FAMILY_ALPHA, FAMILY_TEXT, SPEED
 from siamdyn.experiments.feature_choice import BLUR, REFERENCE_K
 from siamdyn.experiments.grids import FACTORIAL
 from siamdyn.experiments.levels import COMPLETE, completeness, representation
-from siamdyn.experiments.question_readouts import (AUG_BASES, collapse_step, collapsed, crop_arms, factor_values, key,
-                                                   knn_change_from, p_complete, paired_differences, z_state)
+from siamdyn.experiments.question_readouts import (AUG_BASES, collapse_and_knn, collapsed, crop_arms, factor_values,
+                                                   key, knn_change_from, p_complete, paired_differences, z_state)
 from siamdyn.experiments.readings import Run
 from siamdyn.experiments.report_format import mean_interval
 from siamdyn.experiments.scales import Scale
@@ -23,28 +23,31 @@ CENTRES = {"eq10": "Q1/eq10", "SimSiam": "controls/simsiam"}
 
 @dataclass
 class Outcome:
-    """What most of a cell's seeds reached (`label`, compared between cells), every run's reading counted,
-    and P(complete collapse) with its interval."""
+    """What most of a cell's read seeds reached (`label`, compared between cells; "split" or "unread" is
+    compared with nothing), every run's reading counted, and P(complete collapse) with its interval."""
     label: str
     counts: dict[str, int]
     n: int
     complete: str
+    read: int = 0  # runs with a reading (not UNREAD): the majority is taken over these
 
     @property
-    def decided(self) -> bool:  # a cell whose seeds split has no outcome to compare
-        return self.label != "split"
+    def decided(self) -> bool:  # a cell whose seeds split, or that nothing reads, has no outcome to compare
+        return self.label not in ("split", "unread")
 
     @property
     def detail(self) -> str:
         return ", ".join(f"{k} {v}/{self.n}" for k, v in self.counts.items())
 
     def __str__(self) -> str:
-        shown = f"in {self.counts[self.label]}/{self.n} runs" if self.decided else self.detail
+        unread = f" read, {self.n - self.read} unread" if self.read < self.n else ""
+        shown = f"in {self.counts[self.label]}/{self.read} runs{unread}" if self.decided else self.detail
         return f"{self.label} ({shown}; (a) P(complete) {self.complete})"
 
 
+UNREAD = "(b) unread"
 # How a run's z reading (question_readouts.z_state) reads in an answer; a state reads "z <state> (b)".
-Z_WORDS = {"shrank": "z shrank toward 0", None: "(b) unread",
+Z_WORDS = {"shrank": "z shrank toward 0", None: UNREAD,
            "nearer collapsed": "z nearer the collapsed controls (b, uncalibrated)",
            "nearer healthy": "z nearer SimSiam (b, uncalibrated)"}
 
@@ -59,13 +62,15 @@ def run_reading(run: Run, scale: Scale) -> str:
 
 
 def outcome(runs: list[Run], scale: Scale) -> Outcome:
-    """The reading more than half of the cell's runs have (run_reading: one per run, so a run collapsed
-    completely is never also counted at (b)); "split" otherwise, with the counts."""
+    """The reading more than half of the cell's read runs have (run_reading: one per run, so a run collapsed
+    completely is never also counted at (b)); "split" otherwise, "unread" where no run has a reading."""
     readings = [run_reading(r, scale) for r in runs]
     counts = {x: readings.count(x) for x in dict.fromkeys(readings)}
-    top = max(counts, key=counts.get) if counts else None
-    label = top if top is not None and 2 * counts[top] > len(runs) else "split"
-    return Outcome(label, counts, len(runs), p_complete(runs)[2])
+    read = {x: k for x, k in counts.items() if x != UNREAD}
+    top = max(read, key=read.get) if read else None
+    n_read = sum(read.values())
+    label = "unread" if top is None else top if 2 * read[top] > n_read else "split"
+    return Outcome(label, counts, len(runs), p_complete(runs)[2], n_read)
 
 
 def knn_over_random(runs: list[Run], base: dict) -> str:
@@ -100,34 +105,50 @@ def around(centre: str, scale: Scale, base: dict) -> list[str]:
         if not runs or key(cell) == CENTRES[centre] or len(diff := changed(runs, ref)) != 1:
             continue
         o = outcome(runs, scale)
-        if not o.decided or not ref_outcome.decided:
+        if not ref_outcome.decided:
+            kept.append(f"{diff[0]} (`{cell.name}`: {o})")
+        elif not o.decided:
             split.append(f"{diff[0]} (`{cell.name}`: {o})")
         elif o.label != ref_outcome.label:
             moved.append(f"{diff[0]} (`{cell.name}`) → {o}; {knn_over_random(runs, base)}")
         else:
             kept.append(f"{diff[0]} (n = {o.n})")
+    head = f"- **Around {centre}** (`{CENTRES[centre]}`: {ref_outcome}; {knn_over_random(ref, base)}). "
+    if not ref_outcome.decided:
+        return [head + f"The centre has no outcome ({ref_outcome.label}), so no factor is compared with it"
+                + (f"; its one-factor neighbours read: {'; '.join(kept)}." if kept else ".")]
     change = "changes the outcome with: " + "; ".join(moved) if moved else "changes the outcome with no factor"
-    return [f"- **Around {centre}** (`{CENTRES[centre]}`: {ref_outcome}; {knn_over_random(ref, base)}). "
-            f"Changing one factor {change}." + (f" Leaves it: {', '.join(kept)}." if kept else "")
-            + (f" Undecided (seeds split): {'; '.join(split)}." if split else "")]
+    return [head + f"Changing one factor {change}." + (f" Leaves it: {', '.join(kept)}." if kept else "")
+            + (f" Undecided (seeds split or unread): {'; '.join(split)}." if split else "")]
+
+
+def cell_means(values: list[tuple[str, float]]) -> list[float]:
+    """One mean per cell of (cell, value) pairs: runs of one cell are not independent draws of one
+    population across cells, so an interval over several cells takes the cells as its units."""
+    cells: dict[str, list[float]] = {}
+    for name, v in values:
+        cells.setdefault(name, []).append(v)
+    return [statistics.mean(v) for v in cells.values()]
 
 
 def after_head_collapse(scale: Scale) -> str:
     """The backbone's kNN from the head's collapse on (complete collapse (a) or z collapsed (b)), beside
     Q1 runs that did not collapse read over the same steps (from the collapsed runs' median collapse
-    step): training goes on in both."""
-    runs = [r for c in FACTORIAL for r in scale.groups.get(key(c), [])]
-    after = [(d, t) for r in runs if (t := collapse_step(r, scale)) is not None
-             and (d := knn_change_from(r, t)) is not None]  # knn_after_head_collapse, its step kept
+    step): training goes on in both. Intervals over cell means (cell_means)."""
+    runs = [(key(c), r) for c in FACTORIAL for r in scale.groups.get(key(c), [])]
+    after = [(name, read) for name, r in runs if (read := collapse_and_knn(r, scale)) is not None]
     if not after:
         return ("- **The backbone after the head:** unread — no Q1 run collapsed (complete collapse (a), or z "
                 "at a calibrated level (b)) with two kNN readings from the collapse on.")
-    start = statistics.median(t for _, t in after)
-    others = [d for r in runs if collapsed(r, scale) is False and (d := knn_change_from(r, start)) is not None]
-    values = [d for d, _ in after]
+    start = statistics.median(t for _, (t, _) in after)
+    others = [(name, d) for name, r in runs if collapsed(r, scale) is False
+              and (d := knn_change_from(r, start)) is not None]
+    values, rest = cell_means([(name, d) for name, (_, d) in after]), cell_means(others)
     return (f"- **The backbone after the head:** from the head's collapse to the end, backbone kNN changes "
-            f"{mean_interval(values)} points ({len(values)} runs: {sign(values)}); runs that did not collapse, "
-            f"from step {start:g}: {mean_interval(others)} ({len(others)} runs: {sign(others)}).")
+            f"{mean_interval(values)} points (mean over {len(values)} cells of their runs' means, {len(after)} runs: "
+            f"{sign(values)}); runs that did not collapse, from step {start:g}: {mean_interval(rest)} "
+            f"({len(rest)} cells, {len(others)} runs: {sign(rest)}). The two groups' cells differ in their factors "
+            "as well as in the collapse: an association, not a controlled comparison.")
 
 
 def crop_sentence(scale: Scale) -> str:
@@ -174,17 +195,25 @@ def q2_answer(label: str, encoders: dict[str, dict[str, dict]]) -> list[str]:
     return [f"**Answer at {label}** (kNN points, paired by seed, t 95 %): " + ". ".join(parts) + ".", ""]
 
 
-def q3_answer(label: str, collapsed: list[bool], steps: list[int], rule: str, curves: dict[str, dict[int, AUC]],
-              first: dict[str, int | None]) -> list[str]:
+def how_late(step: int, horizon: int | None) -> str:
+    """" (step s of T: past half the run, close to the outcome it predicts)" for a late reading, else ""."""
+    if horizon is None or 2 * step <= horizon:
+        return ""
+    return f" (step {step} of {horizon}: past half the run, close to the outcome it predicts)"
+
+
+def q3_answer(label: str, flags: list[bool], steps: list[int], rule: str, curves: dict[str, dict[int, AUC]],
+              first: dict[str, int | None], horizon: int | None = None) -> list[str]:
     """The best early predictor — the earliest to separate the outcomes for good, then the largest
-    |AUC − ½| — its lead on the collapsed seeds' median collapse, and how the speed argument fares."""
-    head = f"**Answer at {label}.** {sum(collapsed)} of {len(collapsed)} seeds collapsed ({rule}). "
-    if all(collapsed) or not any(collapsed):
+    |AUC − ½| — its lead on the collapsed seeds' median collapse, and how the speed argument fares
+    (`flags`: whether each seed collapsed; `horizon`: the run's steps)."""
+    head = f"**Answer at {label}.** {sum(flags)} of {len(flags)} seeds collapsed ({rule}). "
+    if all(flags) or not any(flags):
         return [head + "The outcomes did not split, so no early predictor can be read.", ""]
     found = sorted((s, -abs(curves[n][s].value - 0.5), n) for n, s in first.items() if s is not None)
     if not found:
-        return [head + "No early predictor separates the outcomes (exact Mann–Whitney p < 0.05 from some step on); "
-                "neither speed nor any other early reading tells the seeds apart at this sample size.", ""]
+        return [head + f"No early predictor separates the outcomes (exact Mann–Whitney p < {FAMILY_ALPHA:g} from some "
+                "step on); neither speed nor any other early reading tells the seeds apart at this sample size.", ""]
     step, _, name = found[0]
     a = curves[name][step]
     lead = statistics.median(steps) - step if steps else None
@@ -193,17 +222,20 @@ def q3_answer(label: str, collapsed: list[bool], steps: list[int], rule: str, cu
             "not a warning)")
     speed = first.get(SPEED)
     late = steps and speed is not None and speed >= statistics.median(steps)
-    return [head + f"The best early predictor is {name}: AUC {a.value:.2f} [{a.low:.2f}, {a.high:.2f}] from step "
-            f"{step}{when}. The seed's speed argument (§3 (b)): the predictor's relative speed "
+    return [head + f"The best early predictor is {name}: AUC {a.value:.2f} [{a.low:.2f}, {a.high:.2f}; "
+            f"{FAMILY_TEXT}] from step {step}{how_late(step, horizon)}{when}. The seed's speed argument (§3 (b)): "
+            "the predictor's relative speed "
             + (f"separates the outcomes from step {speed} (AUC {curves[SPEED][speed].value:.2f})"
                + (", no earlier than the median collapse: a reading of it, not a warning." if late else ".")
                if speed is not None
-               else "does not separate the outcomes (at no step does p < 0.05 hold from there to the end)."), ""]
+               else f"does not separate the outcomes (at no step does p < {FAMILY_ALPHA:g} hold from there to the "
+               "end)."), ""]
 
 
 def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float, int]]], firsts: dict[str, int | None],
-               n: int) -> str:
-    """The continuous reading: which early predictor correlates with the final completeness (a) earliest."""
+               n: int, horizon: int | None = None) -> str:
+    """The continuous reading: which early predictor correlates with the final completeness (a) earliest
+    (intervals at the family level: FAMILY_TEXT)."""
     found = sorted((s, -abs(rhos[name][s][0]), name) for name, s in firsts.items() if s is not None)
     if not found:
         return (f"Against the final completeness (a) of the {n} seeds (a continuous outcome: no calibration, no split "
@@ -212,7 +244,7 @@ def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float, int]]], firs
     rho, lo, hi, read = rhos[name][step]
     speed = firsts.get(SPEED)
     return (f"Against the final completeness (a) of the {n} seeds (a continuous outcome: no calibration, no split "
-            f"needed), {name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}] from step {step} ({read} "
-            "seeds read there); the "
+            f"needed), {name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}; {FAMILY_TEXT}] from step "
+            f"{step}{how_late(step, horizon)} ({read} seeds read there); the "
             "predictor's relative speed " + (f"from step {speed} (ρ {rhos[SPEED][speed][0]:+.2f})." if speed is not None
                                             else "at no step from which it holds to the end."))

@@ -87,8 +87,10 @@ def plot_depths(groups: dict[str, list[Run]], path: str, title: str) -> str:
 def plot_early_warning(curves: dict[str, dict], rhos: dict[str, dict], median_collapse: float | None, path: str,
                        title: str) -> str:
     """Left: each early predictor's AUC for the final outcome over the steps, with its Hanley–McNeil band,
-    filled marks where the exact Mann–Whitney p < 0.05, the dotted line at the collapsed seeds' median
-    collapse step. Right: its Spearman ρ with the final completeness (a), with the Fisher-z band."""
+    filled marks where the exact Mann–Whitney p < FAMILY_ALPHA, the dotted line at the collapsed seeds'
+    median collapse step. Right: its Spearman ρ with the final completeness (a), with the Fisher-z band
+    (both bands at FAMILY_LEVEL)."""
+    from siamdyn.experiments.early_warning import FAMILY_ALPHA
     from siamdyn.plots import save_figure
     fig, axes = _figure(1, 2, (13, 4.5))
     color = {name: f"C{i}" for i, name in enumerate(dict.fromkeys([*curves, *rhos]))}  # one per predictor
@@ -106,7 +108,7 @@ def plot_early_warning(curves: dict[str, dict], rhos: dict[str, dict], median_co
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7) if data else None
     for name, curve in curves.items():
-        sig = [s for s in sorted(curve) if curve[s].p < 0.05]
+        sig = [s for s in sorted(curve) if curve[s].p < FAMILY_ALPHA]
         axes[0, 0].plot(sig, [curve[s].value for s in sig], "o", color=color[name], ms=4)
     if median_collapse is not None:
         axes[0, 0].axvline(median_collapse, color="k", ls=":", lw=1)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import statistics
 
-from siamdyn.experiments.early_warning import (PREDICTORS, auc_over_time, first_correlated, first_separating,
-                                               rho_over_time)
+from siamdyn.experiments.early_warning import (FAMILY_ALPHA, FAMILY_TEXT, PREDICTORS, auc_over_time,
+                                               first_correlated, first_separating, rho_over_time)
 from siamdyn.experiments.grids import CONTROLS, FACTORIAL, SPEED_BASIN
 from siamdyn.experiments.levels import COMPLETE, completeness, representation
 from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factors, feature_choice, key,
@@ -52,11 +52,12 @@ def factorial_lines(scale: Scale, base: dict) -> list[str]:
 
 
 def aug_read(runs: list[Run], scale: Scale) -> str:
-    """"k/n [lo, hi]; z collapsed m/n": complete collapse (a) and the z head at level (b) where calibrated."""
+    """"k/n [lo, hi]; z collapsed m/r": complete collapse (a) and the z head at level (b) where calibrated,
+    over the r runs whose z is read (z_reading: a z shrunk to noise is not)."""
     if not runs:
         return "—"
     z = z_reading(runs, scale)
-    return p_complete(runs)[2] + (f"; z collapsed {z.states['collapsed']}/{len(runs)}" if z.states else "")
+    return p_complete(runs)[2] + (f"; z collapsed {z.states['collapsed']}/{z.read}" if z.states else "")
 
 
 def augmentation_lines(scale: Scale) -> list[str]:
@@ -74,9 +75,9 @@ def augmentation_lines(scale: Scale) -> list[str]:
 
 def auc_table(curves: dict[str, dict], firsts: dict[str, int | None], steps: list[int]) -> list[str]:
     """Per early predictor: the first step from which it separates the outcomes, its AUC there, the lead."""
-    lines = ["| early predictor | first step from which it separates (exact Mann–Whitney p < 0.05 there and later) | "
-             "AUC there [Hanley–McNeil 95 %] | lead: median collapse step − that step (< 0: after the collapse) | "
-             "AUC at the first reading |", "|---|---|---|---|---|"]
+    lines = [f"| early predictor | first step from which it separates (exact Mann–Whitney p < {FAMILY_ALPHA:g} there "
+             f"and later) | AUC there [Hanley–McNeil {FAMILY_TEXT}] | lead: median collapse step − that step (< 0: "
+             "after the collapse) | AUC at the first reading |", "|---|---|---|---|---|"]
     for name, curve in curves.items():
         first, s0 = firsts[name], min(curve)
         where = (f"{first} | {curve[first].value:.2f} [{curve[first].low:.2f}, {curve[first].high:.2f}], "
@@ -88,8 +89,8 @@ def auc_table(curves: dict[str, dict], firsts: dict[str, int | None], steps: lis
 
 def rho_table(rhos: dict[str, dict], firsts: dict[str, int | None]) -> list[str]:
     """Per early predictor: Spearman's ρ with the final completeness (a), from the first step it holds on."""
-    lines = ["| early predictor | first step from which ρ with the final completeness (a) excludes 0 (95 %, there and "
-             "later) | ρ there [Fisher-z 95 %] | ρ at the first reading |", "|---|---|---|---|"]
+    lines = ["| early predictor | first step from which ρ with the final completeness (a) excludes 0 (there and "
+             f"later) | ρ there [Fisher-z {FAMILY_TEXT}] | ρ at the first reading |", "|---|---|---|---|"]
     for name, curve in rhos.items():
         first, s0 = firsts[name], min(curve)
         where = f"{first} | {curve[first][0]:+.2f} [{curve[first][1]:+.2f}, {curve[first][2]:+.2f}]" \
@@ -106,6 +107,7 @@ def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
     if len(cell_runs) < 2:
         return []
     runs, collapsed, steps, rule = outcomes(cell_runs, scale)
+    horizon = max(r.steps for r in cell_runs)
     curves = {name: curve for name, at in PREDICTORS.items() if (curve := auc_over_time(runs, collapsed, at))}
     firsts = {name: first_separating(curve) for name, curve in curves.items()}
     # completeness, not RankMe(z): it is read for every run (a z that shrank toward 0 has a noise rank, and
@@ -117,8 +119,8 @@ def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
     lines = [f"### Q3 at {scale.label}: speed or basin?", "", f"`{SPEED_BASIN[0].name}`: {sum(collapsed)} of "
              f"{len(runs)} seeds collapsed ({rule}); median collapse step "
              f"{statistics.median(steps) if steps else '—'}.", "", *auc_table(curves, firsts, steps),
-             *rho_table(rhos, rho_firsts), *q3_answer(scale.label, collapsed, steps, rule, curves, firsts)]
-    lines += [rho_answer(rhos, rho_firsts, len(kept)), ""] if rhos else []
+             *rho_table(rhos, rho_firsts), *q3_answer(scale.label, collapsed, steps, rule, curves, firsts, horizon)]
+    lines += [rho_answer(rhos, rho_firsts, len(kept), horizon), ""] if rhos else []
     if curves or rhos:
         name = f"q3_auc{index}.png"
         plot_early_warning(curves, rhos, statistics.median(steps) if steps else None, os.path.join(fig_dir, name),

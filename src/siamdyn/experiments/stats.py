@@ -64,10 +64,12 @@ def sign_test(differences: list[float]) -> tuple[int, int, float]:
 
 def spearman_interval(x: list[float], y: list[float], level: float = LEVEL) -> tuple[float, float, float]:
     """(ρ, low, high): Spearman's ρ with the Fisher-z interval of Bonett & Wright (2000),
-    se = √((1 + ρ²/2)/(n − 3)); nan bounds for n ≤ 3 or a constant side."""
+    se = √((1 + ρ²/2)/(n − 3)); nan bounds for n ≤ 3, and all nan for a constant side (no ranks to read)."""
     n = len(x)
-    if n <= 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return (0.0 if n > 1 else math.nan), math.nan, math.nan
+    if n <= 1 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan, math.nan
+    if n <= 3:
+        return float(st.spearmanr(x, y).statistic), math.nan, math.nan
     rho = float(st.spearmanr(x, y).statistic)
     rho_c = max(min(rho, 0.9999), -0.9999)
     se = math.sqrt((1 + rho_c ** 2 / 2) / (n - 3))
