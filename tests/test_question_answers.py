@@ -155,8 +155,10 @@ def test_the_continuous_reading_names_the_earliest_correlated_predictor_without_
     flat_final = [log_rank(r, "z") for r in flat]
     flat_rhos = {n: c for n, at in PREDICTORS.items() if (c := rho_over_time(flat, flat_final, at))}
     flat_firsts = {n: first_correlated(c) for n, c in flat_rhos.items()}
-    assert flat_firsts[SPEED] is None and "the predictor's relative speed at no step" in rho_answer(flat_rhos,
-                                                                                                     flat_firsts, 10)
+    flat_text = rho_answer(flat_rhos, flat_firsts, 10)
+    assert flat_firsts[SPEED] is None and "the predictor's relative speed at no step" in flat_text
+    s = max(flat_rhos[SPEED], key=lambda k: abs(flat_rhos[SPEED][k][0]))
+    assert f"its ρ is farthest from 0 at step {s}: {flat_rhos[SPEED][s][0]:+.2f} [" in flat_text
 
 
 def test_the_backbone_after_a_collapse_is_read_beside_runs_that_did_not_collapse_over_the_same_steps():

@@ -4,6 +4,7 @@ level (head or backbone), the crop strengths and the scale it holds at. A cell's
 reading most of its seeds reached; the sentences restate measured counts and intervals only."""
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -245,6 +246,15 @@ def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float, int]]], firs
     speed = firsts.get(SPEED)
     return (f"Against the final completeness (a) of the {n} seeds (a continuous outcome: no calibration, no split "
             f"needed), {name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}; {FAMILY_TEXT}] from step "
-            f"{step}{how_late(step, horizon)} ({read} seeds read there); the "
-            "predictor's relative speed " + (f"from step {speed} (ρ {rhos[SPEED][speed][0]:+.2f})." if speed is not None
-                                            else "at no step from which it holds to the end."))
+            f"{step}{how_late(step, horizon)} ({read} seeds read there); the predictor's relative speed "
+            + (f"from step {speed} (ρ {rhos[SPEED][speed][0]:+.2f})." if speed is not None
+               else "at no step from which it holds to the end" + farthest(rhos.get(SPEED))))
+
+
+def farthest(curve: dict[int, tuple[float, float, float, int]] | None) -> str:
+    """"; its ρ is farthest from 0 at step s: ρ [lo, hi]" — where a predictor that never holds comes nearest."""
+    if not curve:
+        return "."
+    s = max(curve, key=lambda k: abs(curve[k][0]) if math.isfinite(curve[k][0]) else -1.0)
+    rho, lo, hi, _ = curve[s]
+    return f"; its ρ is farthest from 0 at step {s}: {rho:+.2f} [{lo:+.2f}, {hi:+.2f}], not held from there on."

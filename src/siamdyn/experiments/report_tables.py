@@ -143,7 +143,7 @@ def cell_row(key: str, scale: Scale, base: dict) -> str:
             f"{_ms([loss_as_cosine(r) for r in runs])} | "
             + " | ".join(_ms([position(r, h, cal.get(h)) for r in runs]) for h in HEADS) + " | "
             + " | ".join(counts[h] for h in HEADS) + " | "
-            + " / ".join(str(statistics.median(ttc[h])) if ttc[h] else "—" for h in HEADS) + " | "
+            + " / ".join(f"{statistics.median(ttc[h]):g}" if ttc[h] else "—" for h in HEADS) + " | "
             f"{_ms([window_mean(r, 'heldout/feature_erank') for r in runs], '{:.1f}')} | "
             f"{_ms([x['knn_over_random'] for x in rep], '{:+.1f}')} | "
             f"{_ms([x['linear_over_random'] for x in rep], '{:+.1f}')} |")
