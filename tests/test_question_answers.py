@@ -215,11 +215,24 @@ def test_the_complete_step_is_the_first_from_which_the_centre_norm_stays_complet
 
 def test_the_q3_section_reads_rho_against_each_runs_final_completeness(tmp_path):
     from siamdyn.experiments.report_questions import speed_basin_lines
-    # no seed collapses; the final completeness (p's centre norm, below the loss half 0.5) grows with the
-    # early speed ratio, which the section must read from the runs' own completeness
-    runs = [run(45.0, centre=0.1 + 0.04 * i, probes=_speed_probes(0.5 + 0.2 * i)) for i in range(10)]
+    # no seed collapses; the final completeness (the loss half, 1 − final/first, below p's centre norm) grows
+    # with the early speed ratio, which the section must read from the runs' own completeness
+    runs = [run(45.0, centre=0.95, final_loss=9.0 - 0.4 * i, probes=_speed_probes(0.5 + 0.2 * i)) for i in range(10)]
     text = "\n".join(speed_basin_lines(Scale("mem", {}, {"Q3/linear-predictor": runs}, CALIBRATION), str(tmp_path), 0))
     row = next(x for x in text.splitlines() if x.startswith(f"| {SPEED} |") and "ρ" not in x and "+1.00" in x)
     assert row.startswith(f"| {SPEED} | 10 | +1.00 [")
     assert f"{SPEED} correlates earliest: ρ +1.00 [" in text and "of the 10 seeds" in text
     assert (tmp_path / "q3_auc0.png").exists()
+
+
+def test_the_outcome_read_early_is_the_baseline_a_predictor_must_beat():
+    from siamdyn.experiments.early_warning import BASELINE, first_correlated
+    from siamdyn.experiments.report_answers import rho_answer
+    # p's centre norm already orders the seeds at step 0 (the initial condition); the speed ratio is flat
+    runs = [run(45.0, centre=0.3 + 0.05 * i, probes=_speed_probes(1.0)) for i in range(10)]
+    final = [0.3 + 0.05 * i for i in range(10)]
+    rhos = {n: c for n, at in PREDICTORS.items() if (c := rho_over_time(runs, final, at))}
+    firsts = {n: first_correlated(c) for n, c in rhos.items()}
+    assert firsts[BASELINE] == 0 and SPEED not in rhos  # a constant speed ratio has no ρ
+    text = rho_answer(rhos, firsts, 10)
+    assert f"{BASELINE} correlates earliest" in text and "— from the initial condition on." in text

@@ -56,10 +56,18 @@ def rank_slope(run: Run, step: int) -> float | None:
     return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else None
 
 
+def centre_norm(run: Run, step: int) -> float | None:
+    """p's centre-vector norm on the held-out batch at `step`: the outcome (a) read early, and at step 0 the
+    initial condition (the basin's side of the question). A predictor warns only where it holds before this."""
+    return run.heldout.get(step, {}).get("heldout/p_center_norm")
+
+
 SPEED = "predictor speed / encoder speed"  # the seed's §3 (b) argument, named in the Q3 answer
+BASELINE = "p's centre-vector norm (the outcome read early; step 0: the initial condition)"
 PREDICTORS: dict[str, Callable[[Run, int], float | None]] = {
     SPEED: speed_ratio, "‖g2‖/‖g1‖": g2_over_g1,
-    "DirectPred eigenvector alignment of W_p with F": eig_alignment, "slope of log RankMe(z) per 100 steps": rank_slope}
+    "DirectPred eigenvector alignment of W_p with F": eig_alignment, "slope of log RankMe(z) per 100 steps": rank_slope,
+    BASELINE: centre_norm}
 # The predictors are read against one outcome and the earliest is named: each is tested at 0.05 over their
 # number (Bonferroni), and its intervals are read at the matching level, so the pick is not the luckiest.
 FAMILY_ALPHA = 0.05 / len(PREDICTORS)
@@ -132,12 +140,13 @@ def rho_over_time(runs: list[Run], final: list[float], at: Callable[[Run, int], 
     """(ρ, low, high, n): Spearman's ρ with its Fisher-z interval at FAMILY_LEVEL, over the n runs read, between the
     predictor at each step and each run's final degree of collapse (`final`, e.g. completeness (a)): the
     continuous outcome, which needs no calibration and no split of the seeds. Steps where fewer than
-    MIN_RHO_RUNS runs have a value are left out."""
+    MIN_RHO_RUNS runs have a value, or one side is constant, are left out."""
     out = {}
     for s in read_steps(runs):
         pairs = [(v, f) for r, f in zip(runs, final) if (v := value_at(at, r, s)) is not None]
-        if len(pairs) >= MIN_RHO_RUNS:
-            out[s] = (*spearman_interval([v for v, _ in pairs], [f for _, f in pairs], FAMILY_LEVEL), len(pairs))
+        rho = spearman_interval([v for v, _ in pairs], [f for _, f in pairs], FAMILY_LEVEL)
+        if len(pairs) >= MIN_RHO_RUNS and math.isfinite(rho[0]):  # a constant side has no ranks to read
+            out[s] = (*rho, len(pairs))
     return out
 
 

@@ -8,7 +8,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from siamdyn.experiments.early_warning import AUC, FAMILY_ALPHA, FAMILY_TEXT, SPEED
+from siamdyn.experiments.early_warning import AUC, BASELINE, FAMILY_ALPHA, FAMILY_TEXT, SPEED
 from siamdyn.experiments.feature_choice import BLUR, REFERENCE_K
 from siamdyn.experiments.grids import FACTORIAL
 from siamdyn.experiments.levels import COMPLETE, completeness, representation
@@ -248,7 +248,21 @@ def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float, int]]], firs
             f"needed), {name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}; {FAMILY_TEXT}] from step "
             f"{step}{how_late(step, horizon)} ({read} seeds read there); the predictor's relative speed "
             + (f"from step {speed} (ρ {rhos[SPEED][speed][0]:+.2f})." if speed is not None
-               else "at no step from which it holds to the end" + farthest(rhos.get(SPEED))))
+               else "at no step from which it holds to the end" + farthest(rhos.get(SPEED)))
+            + against_baseline(name, firsts.get(BASELINE), rhos.get(BASELINE)))
+
+
+def against_baseline(best: str, first: int | None, curve: dict | None) -> str:
+    """What the outcome read early (BASELINE) says beside the best predictor: a predictor warns only where it
+    holds before the outcome's own early reading does; at step 0 that reading is the initial condition."""
+    if best == BASELINE:
+        return (" No other predictor holds before the outcome's own early reading, p's centre-vector norm"
+                + (" — from the initial condition on." if first == 0 else "."))
+    if not curve:
+        return ""
+    at0 = f"; at step 0 (the initial condition) ρ {curve[0][0]:+.2f}" if 0 in curve else ""
+    held = f"from step {first}" if first is not None else "at no step held to the end"
+    return f" The outcome read early (p's centre-vector norm) correlates {held}{at0}."
 
 
 def farthest(curve: dict[int, tuple[float, float, float, int]] | None) -> str:
