@@ -123,7 +123,10 @@ def test_the_q3_answer_names_the_earliest_separating_predictor_and_its_lead():
     # every collapsed run's z is collapsed from its first reading after step 0, so the median collapse is 20
     assert f"The best early predictor is {SPEED}: AUC 0.00 [" in text
     assert "from step 10, 10 steps before the median collapse" in text
-    assert "the predictor's relative speed separates the outcomes from step 10 (AUC 0.00)" in text
+    assert ("the predictor's relative speed separates the outcomes from step 10 (AUC 0.00, lower in the seeds that "
+            "collapse)") in text
+    # p's centre norm is the same in every run here: the outcome read early separates at no step
+    assert "The outcome read early (p's centre-vector norm) separates at no step held to the end." in text
     assert "did not split" in _q3(healthy) and "0 of 5 seeds collapsed" in _q3(healthy)
     few = rho_over_time(healthy[:4], [log_rank(r, "z") for r in healthy[:4]], PREDICTORS[SPEED])
     assert few == {}  # 4 seeds give ρ = ±1 by chance one time in 12: no reading below MIN_RHO_RUNS
@@ -236,3 +239,12 @@ def test_the_outcome_read_early_is_the_baseline_a_predictor_must_beat():
     assert firsts[BASELINE] == 0 and SPEED not in rhos  # a constant speed ratio has no ρ
     text = rho_answer(rhos, firsts, 10)
     assert f"{BASELINE} correlates earliest" in text and "— from the initial condition on." in text
+
+
+def test_the_binary_answer_says_how_far_the_best_predictor_leads_the_outcome_read_early():
+    from siamdyn.experiments.report_answers import beside_baseline
+    from siamdyn.experiments.early_warning import AUC, BASELINE
+    curves = {BASELINE: {100: AUC(0.91, 0.7, 1.0, 0.001, 7, 13)}}
+    assert beside_baseline("DirectPred", 61, curves, {BASELINE: 100}).endswith("DirectPred leads it by 39 steps.")
+    assert beside_baseline("DirectPred", 120, curves, {BASELINE: 100}).endswith("does not lead it.")
+    assert "No other predictor separates before" in beside_baseline(BASELINE, 100, curves, {BASELINE: 100})

@@ -221,16 +221,39 @@ def q3_answer(label: str, flags: list[bool], steps: list[int], rule: str, curves
     when = ("" if lead is None else f", {lead:g} steps before the median collapse" if lead > 0 else
             f", {'at' if lead == 0 else f'{-lead:g} steps after'} the median collapse (a reading of the collapse, "
             "not a warning)")
-    speed = first.get(SPEED)
-    late = steps and speed is not None and speed >= statistics.median(steps)
     return [head + f"The best early predictor is {name}: AUC {a.value:.2f} [{a.low:.2f}, {a.high:.2f}; "
-            f"{FAMILY_TEXT}] from step {step}{how_late(step, horizon)}{when}. The seed's speed argument (§3 (b)): "
-            "the predictor's relative speed "
-            + (f"separates the outcomes from step {speed} (AUC {curves[SPEED][speed].value:.2f})"
-               + (", no earlier than the median collapse: a reading of it, not a warning." if late else ".")
-               if speed is not None
-               else f"does not separate the outcomes (at no step does p < {FAMILY_ALPHA:g} hold from there to the "
-               "end)."), ""]
+            f"{FAMILY_TEXT}] from step {step}{how_late(step, horizon)}{when} ({direction(a)}). "
+            + speed_sentence(curves, first, steps) + beside_baseline(name, step, curves, first), ""]
+
+
+def direction(a: AUC) -> str:
+    """Which way an AUC reads: the predictor higher or lower in the seeds that collapse."""
+    return f"{'higher' if a.value > 0.5 else 'lower'} in the seeds that collapse"
+
+
+def speed_sentence(curves: dict[str, dict[int, AUC]], first: dict[str, int | None], steps: list[int]) -> str:
+    """How the seed's speed argument (§3 (b)) fares against the binary outcome."""
+    speed = first.get(SPEED)
+    if speed is None:
+        return ("The seed's speed argument (§3 (b)): the predictor's relative speed does not separate the outcomes "
+                f"(at no step does p < {FAMILY_ALPHA:g} hold from there to the end).")
+    late = steps and speed >= statistics.median(steps)
+    a = curves[SPEED][speed]
+    return (f"The seed's speed argument (§3 (b)): the predictor's relative speed separates the outcomes from step "
+            f"{speed} (AUC {a.value:.2f}, {direction(a)})"
+            + (", no earlier than the median collapse: a reading of it, not a warning." if late else "."))
+
+
+def beside_baseline(best: str, step: int, curves: dict[str, dict[int, AUC]], first: dict[str, int | None]) -> str:
+    """The outcome read early (BASELINE) beside the best predictor: a warning is worth what it leads that by."""
+    if best == BASELINE:
+        return " No other predictor separates before the outcome's own early reading, p's centre-vector norm."
+    own = first.get(BASELINE)
+    if own is None:
+        return " The outcome read early (p's centre-vector norm) separates at no step held to the end."
+    return (f" The outcome read early (p's centre-vector norm) separates from step {own} (AUC "
+            f"{curves[BASELINE][own].value:.2f}): {best} " + (f"leads it by {own - step} steps." if own > step else
+                                                              "does not lead it."))
 
 
 def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float, int]]], firsts: dict[str, int | None],

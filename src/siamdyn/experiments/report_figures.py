@@ -92,7 +92,7 @@ def plot_early_warning(curves: dict[str, dict], rhos: dict[str, dict], median_co
     (both bands at FAMILY_LEVEL)."""
     from siamdyn.experiments.early_warning import FAMILY_ALPHA
     from siamdyn.plots import save_figure
-    fig, axes = _figure(1, 2, (13, 4.5))
+    fig, axes = _figure(1, 2, (16, 4.5))
     color = {name: f"C{i}" for i, name in enumerate(dict.fromkeys([*curves, *rhos]))}  # one per predictor
     panels = [(axes[0, 0], curves, lambda v: (v.value, v.low, v.high), "AUC for the final outcome (collapsed)",
                0.5, (0, 1)),
@@ -106,7 +106,10 @@ def plot_early_warning(curves: dict[str, dict], rhos: dict[str, dict], median_co
         ax.axhline(null, color="k", lw=0.8)
         ax.set(xlabel="step", ylabel=label, ylim=limits, title=f"{title}: {label}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7) if data else None
+    handles = [h for ax in axes[0] for h in ax.get_lines() if not h.get_label().startswith("_")]
+    if handles:  # one legend for both panels (one colour per predictor), outside them: the curves fill the plot
+        axes[0, 1].legend(handles=list({h.get_label(): h for h in handles}.values()), fontsize=7, loc="upper left",
+                          bbox_to_anchor=(1.02, 1.0))
     for name, curve in curves.items():
         sig = [s for s in sorted(curve) if curve[s].p < FAMILY_ALPHA]
         axes[0, 0].plot(sig, [curve[s].value for s in sig], "o", color=color[name], ms=4)
