@@ -193,3 +193,17 @@ def test_questions_script_copies_the_records_of_finished_runs_only(tmp_path):
     assert copied == ["q-w4/Q1/eq10/seed0/config.yaml", "q-w4/Q1/eq10/seed0/eval.json",
                       "q-w4/Q1/eq10/seed0/metrics.jsonl", "q-w4/Q1/eq10/seed0/summary.json",
                       "q-w4/Q2/analysis.json", "q-w4/experiment.json"]
+
+
+def test_a_claim_reads_its_cells_twin_only_where_its_own_cell_has_not_run():
+    from types import SimpleNamespace
+
+    from siamdyn.experiments.grids import EXTRA_GRIDS, SAME_CELL
+    from siamdyn.experiments.scales import Scale
+    cells = {f"{c.grid}/{c.name}": c for g in GRIDS + EXTRA_GRIDS for c in grid_cells(g)}
+    for own, twin in SAME_CELL.items():  # a twin is the same configuration, else its runs would read wrongly
+        assert (cells[own].preset, cells[own].overrides) == (cells[twin].preset, cells[twin].overrides)
+    a, b = SimpleNamespace(name="h2"), SimpleNamespace(name="q3")
+    own, twin = next(iter(SAME_CELL.items()))
+    assert Scale("m", {}, {twin: [b]}).runs([own]) == [b]
+    assert Scale("m", {}, {own: [a], twin: [b]}).runs([own]) == [a]  # never both: no seed counted twice

@@ -46,7 +46,7 @@ CLAIMS = [
           "72.85 % without EMA, 74.51 % with; a symmetric W_p without EMA 36.62 %", ("H2/linear-predictor",), "b",
           "not collapsed",
           context="this cell: SimSiam's loss, α_p = 1, no EMA; its outcome is bimodal across seeds, so it is read "
-                  "as P(collapse)"),
+                  "as P(collapse); under SGD at w4 its runs are Q3's (the same configuration, 20 seeds)"),
     Claim("H2d", "H2", "A linear predictor trained 10× faster than the encoder (α_p = 10) does not collapse.",
           "Tian et al. 2021 §3.2 obs. 1 ('larger α_p leads to a smaller basin of attraction of the collapsed "
           "branch') and fig. 6 ('if α_p > 1, symmetric W_p with no EMA can also work')",

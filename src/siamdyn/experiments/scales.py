@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from siamdyn.inputs import open_input
 from siamdyn.errors import SiamdynError
 from siamdyn.experiments.claims import CLAIMS, Claim
-from siamdyn.experiments.grids import CONTROLS, EXTRA_GRIDS, GRIDS, NEGATIVE, POSITIVE, grid_cells
+from siamdyn.experiments.grids import CONTROLS, EXTRA_GRIDS, GRIDS, NEGATIVE, POSITIVE, SAME_CELL, grid_cells
 from siamdyn.experiments.levels import (COMPLETE, HEADS, HeadScale, calibrate, completeness, head_state, log_rank,
                                        position)
 from siamdyn.experiments.readings import Run, load_run
@@ -45,7 +45,9 @@ class Scale:
         return f"w{cfg.backbone_width} {optimiser} {runs[0].steps} steps"
 
     def runs(self, cells: tuple[str, ...] | list[str]) -> list[Run]:
-        return [r for c in cells for r in self.groups.get(c, [])]
+        """The finished runs of these run groups (a claim's cells); a group that has not run at this scale
+        reads its SAME_CELL twin, the same configuration run by another grid — never both, so no seed twice."""
+        return [r for c in cells for r in (self.groups.get(c) or self.groups.get(SAME_CELL.get(c, ""), []))]
 
 
 def load_groups(out: str) -> dict[str, list[Run]]:
