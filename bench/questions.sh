@@ -18,18 +18,20 @@ cores=$(nproc)
 mkdir -p "$out"
 pin() { if command -v taskset > /dev/null && taskset -c "$1" true 2> /dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 if [ "${STAGE:-all}" != report ]; then
-  # SPECS reorders or narrows the grids (GRID:BUDGET, space-separated), e.g. to finish one answer first
+  # SPECS reorders or narrows the grids (GRID:BUDGET[:GLOBS], space-separated; GLOBS as `--only`), e.g. to
+  # finish one answer first: SPECS="Q1-aug:q-w4:eq10-crop*,eq10-no-crop Q2:q-w4"
   for spec in ${SPECS:-Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4}; do
-    grid=${spec%%:*} budget=${spec##*:}
+    IFS=: read -r grid budget globs <<< "$spec"
+    only=(); [ -z "$globs" ] || only=(--only "$globs")
     pids=()
     for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do
-      OMP_NUM_THREADS=1 pin $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" \
+      OMP_NUM_THREADS=1 pin $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" "${only[@]}" \
         --out "$out/$budget" --no-progress >> "$out/$grid.$budget.worker$i.log" 2>&1 &
       pids+=($!)
     done
     # a worker that fails says why in its log; the other grids, the copy and the report still run
     for p in "${pids[@]}"; do wait "$p" || echo "questions: a $grid worker failed; see $out/$grid.$budget.worker*.log" >&2; done
-    $SIAMDYN experiment "$grid" --budget "$budget" --out "$out/$budget" --status | tail -n 1
+    $SIAMDYN experiment "$grid" --budget "$budget" "${only[@]}" --out "$out/$budget" --status | tail -n 1
   done
 fi
 for budget in q-w4 q-sgd-w4; do

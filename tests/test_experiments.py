@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from siamdyn.cli import main
+from siamdyn.errors import SiamdynError
 from siamdyn.experiments.grids import GRIDS, grid_cells
 from siamdyn.experiments.report import write_report
 from siamdyn.experiments.runner import plan, run_experiment
@@ -56,6 +57,12 @@ def test_plan_runs_controls_first_and_each_directory_once():
     n_controls = sum(c.grid == "controls" for c, _ in jobs)
     assert n_controls == 15 and all(c.grid == "controls" for c, _ in jobs[:n_controls])
     assert all(s < 3 for c, s in jobs if c.kind == "ladder") and max(s for _, s in jobs) == 4
+    # --only: the matching cells and the controls; a glob that matches nothing says which cells there are
+    aug = plan(["Q1-aug"], "q-w4", None, only="eq10-crop*,eq10-no-crop")
+    assert {c.name for c, _ in aug} == {"simsiam", "simsiam-no-sg", "siamese", "eq10-crop0.9", "eq10-crop0.6",
+                                        "eq10-no-crop"}
+    with pytest.raises(SiamdynError, match="matches no cell of Q1-aug; its cells: eq10-crop0.9"):
+        plan(["Q1-aug"], "q-w4", None, only="nothing*")
     # under Q3's SGD the controls run 5 seeds (3 did not separate their bounds), the other cells 3
     sgd = plan(["Q2"], "q-sgd-w4", None)
     assert {c.name: sum(d.name == c.name for d, _ in sgd) for c, _ in sgd} == {

@@ -193,9 +193,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from siamdyn.experiments.runner import experiment_status, run_experiment
     if args.status:  # reads only: safe beside the workers training into the same --out
-        print("\n".join(experiment_status(args.name, args.budget, args.seeds, args.out)))
+        print("\n".join(experiment_status(args.name, args.budget, args.seeds, args.out, args.only)))
         return 0
-    meta = run_experiment(args.name, args.budget, args.seeds, args.out, progress=not args.no_progress)
+    meta = run_experiment(args.name, args.budget, args.seeds, args.out, progress=not args.no_progress, only=args.only)
     print(f"{args.name} ({args.budget}) in {meta['sessions'][-1]['wall_time_s'] / 60:.1f} min; "
           f"write the findings with `siamdyn report {args.out}`")
     return 0
@@ -236,6 +236,8 @@ def _add_findings_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=bounded(int, "[1, 1000]", "--seeds"),
                    help="seeds per cell, in [1, 1000] (default: the budget's: 5 per binary cell, 3 per ladder rung)")
     p.add_argument("--out", default="runs/experiments")
+    p.add_argument("--only", metavar="GLOB", help="only the cells whose names match GLOB (comma-separated globs), e.g. "
+                   "'eq10-crop*,eq10-no-crop' (the controls always run: every reading is placed between them)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--status", action="store_true", help="print each cell's finished / running / to-do runs and "
                    "the time left, train nothing (safe beside running workers)")

@@ -4,6 +4,7 @@ Several `siamdyn experiment` processes may share one OUT (one per core, say): ea
 the runs another holds the lock of."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
@@ -95,12 +96,19 @@ def run_cell(cell: Cell, budget: str, seed: int, out: str, progress: bool) -> tu
     return run_dir, what
 
 
-def plan(names: list[str], budget: str, seeds: int | None) -> list[tuple[Cell, int]]:
+def plan(names: list[str], budget: str, seeds: int | None, only: str | None = None) -> list[tuple[Cell, int]]:
     """The (cell, seed) jobs of some grids, each run directory once: controls first, then seed by
-    seed, so that a session cut short has every cell's first seeds."""
+    seed, so that a session cut short has every cell's first seeds. `only`: globs on the cell names,
+    comma-separated (the controls always stay: every reading is placed between them)."""
     jobs, seen = [], set()
+    globs = None if only is None else only.split(",")
     for n in names:
-        for cell in grid_cells(n):
+        cells = [c for c in grid_cells(n) if globs is None or c.grid == "controls"
+                 or any(fnmatch.fnmatchcase(c.name, g) for g in globs)]
+        if only is not None and all(c.grid == "controls" for c in cells):
+            raise SiamdynError(f"--only {only!r} matches no cell of {n}; its cells: "
+                               + ", ".join(c.name for c in grid_cells(n) if c.grid != "controls"))
+        for cell in cells:
             for seed in range(seeds_for(cell, budget, seeds)):
                 key = (cell.grid, cell.name, seed)
                 if key not in seen:
@@ -132,13 +140,13 @@ def check_budget(budget: str, seeds: int | None) -> None:
         raise SiamdynError("--seeds must be >= 1")
 
 
-def experiment_status(name: str, budget: str, seeds: int | None, out: str) -> list[str]:
+def experiment_status(name: str, budget: str, seeds: int | None, out: str, only: str | None = None) -> list[str]:
     """Per cell of the plan: finished / being trained (its lock held) / to do, and the time left at the
     mean wall time of the finished runs (the cell's own, else all of them): what a worker faces."""
     check_budget(budget, seeds)
     cells: dict[str, list[str]] = {}
     times: dict[str, list[float]] = {}
-    for cell, seed in plan(list(GRIDS) if name == "all" else [name], budget, seeds):
+    for cell, seed in plan(list(GRIDS) if name == "all" else [name], budget, seeds, only):
         run_dir, label = cell.run_dir(out, seed), f"{cell.grid}/{cell.name}"
         done = run_finished(run_dir, cell_budget(cell, budget))
         state = "done" if done else "running" if run_in_use(run_dir) else "to do"
@@ -159,8 +167,10 @@ def experiment_status(name: str, budget: str, seeds: int | None, out: str) -> li
     return lines + [f"{name} ({budget}) in {out}: {finished}/{total} runs done; {eta}"]
 
 
-def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress: bool = True) -> dict:
-    """Train every run of grid `name` (or all) that is not finished, then the analyses."""
+def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress: bool = True,
+                   only: str | None = None) -> dict:
+    """Train every run of grid `name` (or all; `only`: the cells whose names match this glob, and the
+    controls) that is not finished, then the analyses."""
     check_budget(budget, seeds)
     names = list(GRIDS) if name == "all" else [name]  # "core": findings v3's conditions at a scale
     for n in names:
@@ -175,7 +185,7 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
         session["wall_time_s"] = time.perf_counter() - t0
         meta = save_session(out, session, budget=budget, seeds=seeds)
 
-    jobs = plan(names, budget, seeds)
+    jobs = plan(names, budget, seeds, only)
     for cell, seed in tqdm(jobs, desc=f"{name} ({budget})", disable=not progress, unit="run"):
         run_dir, what = run_cell(cell, budget, seed, out, progress=False)
         session["runs"][run_dir] = what
