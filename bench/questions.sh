@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The seed's open questions (docs/open_questions.md), run or resumed with one command:
 #   bash bench/questions.sh [OUT=runs/questions] [RECORDS=bench/results/findings-v3] [DOCS=docs]
-# Two `siamdyn experiment` workers per grid share its folder, one per core at one thread each, in the
-# order the answers need them: Q1 (the eq. (10) factorial), Q3 (speed against basin, SGD), Q2 (f(x)
+# Two `siamdyn experiment` workers, one per core at one thread each, go through the grids, sharing each
+# grid's folder, in the order the answers need them: Q1 (the eq. (10) factorial), Q3 (speed against basin, SGD), Q2 (f(x)
 # against f(x̄): trains BYOL, then reads Q1's encoders), Q1-aug (crop strength), Q2 again under SGD (its
 # second scale: the encoders trained there). Finished runs are
 # skipped, so a cut-short session resumes where it stopped; `siamdyn experiment G --budget B --out
@@ -17,20 +17,29 @@ SIAMDYN=${SIAMDYN:-siamdyn}
 cores=$(nproc)
 mkdir -p "$out"
 pin() { if command -v taskset > /dev/null && taskset -c "$1" true 2> /dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
-if [ "${STAGE:-all}" != report ]; then
-  # SPECS reorders or narrows the grids (GRID:BUDGET[:GLOBS], space-separated; GLOBS as `--only`), e.g. to
-  # finish one answer first: SPECS="Q1-aug:q-w4:eq10-crop*,eq10-no-crop Q2:q-w4"
-  for spec in ${SPECS:-Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4}; do
+# SPECS reorders or narrows the grids (GRID:BUDGET[:GLOBS], space-separated; GLOBS as `--only`), e.g. to
+# finish one answer first: SPECS="Q1-aug:q-w4:eq10-crop*,eq10-no-crop Q2:q-w4"
+specs=${SPECS:-Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4}
+set -f  # the globs in SPECS are siamdyn's, not the shell's
+work() {  # one worker: every grid in order. Runs are locked, so workers share a grid's runs, and one that
+  # finishes early moves on while the other trains the last run and the grid's analysis (Q2's)
+  local i=$1 spec grid budget globs only
+  for spec in $specs; do
     IFS=: read -r grid budget globs <<< "$spec"
     only=(); [ -z "$globs" ] || only=(--only "$globs")
-    pids=()
-    for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do
-      OMP_NUM_THREADS=1 pin $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" "${only[@]}" \
-        --out "$out/$budget" --no-progress >> "$out/$grid.$budget.worker$i.log" 2>&1 &
-      pids+=($!)
-    done
     # a worker that fails says why in its log; the other grids, the copy and the report still run
-    for p in "${pids[@]}"; do wait "$p" || echo "questions: a $grid worker failed; see $out/$grid.$budget.worker*.log" >&2; done
+    OMP_NUM_THREADS=1 pin $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" "${only[@]}" \
+      --out "$out/$budget" --no-progress >> "$out/$grid.$budget.worker$i.log" 2>&1 \
+      || echo "questions: a $grid worker failed; see $out/$grid.$budget.worker$i.log" >&2
+  done
+}
+if [ "${STAGE:-all}" != report ]; then
+  pids=()
+  for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do work "$i" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p"; done
+  for spec in $specs; do
+    IFS=: read -r grid budget globs <<< "$spec"
+    only=(); [ -z "$globs" ] || only=(--only "$globs")
     $SIAMDYN experiment "$grid" --budget "$budget" "${only[@]}" --out "$out/$budget" --status | tail -n 1
   done
 fi

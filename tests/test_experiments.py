@@ -214,3 +214,21 @@ def test_a_claim_reads_its_cells_twin_only_where_its_own_cell_has_not_run():
     own, twin = next(iter(SAME_CELL.items()))
     assert Scale("m", {}, {twin: [b]}).runs([own]) == [b]
     assert Scale("m", {}, {own: [a], twin: [b]}).runs([own]) == [a]  # never both: no seed counted twice
+
+
+def test_one_worker_runs_a_grids_analysis_and_another_goes_on(tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    from siamdyn.experiments import analyses, runner
+    calls = []
+    monkeypatch.setattr(runner, "analysed_cells", lambda grid: [])  # every run it reads has finished
+    monkeypatch.setattr(analyses, "analyse_h9", lambda out, budget, seeds: calls.append(seeds) or {"ok": 1})
+    (tmp_path / "H9").mkdir()
+    with open(tmp_path / "H9" / ".analysis.lock", "a") as held:  # another worker is running it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        runner.run_analysis("H9", str(tmp_path), "smoke", 1)
+    assert calls == [] and not (tmp_path / "H9" / "analysis.json").exists()
+    assert "another worker is running the H9 analysis" in capsys.readouterr().err
+    runner.run_analysis("H9", str(tmp_path), "smoke", 1)
+    runner.run_analysis("H9", str(tmp_path), "smoke", 1)  # done: not repeated
+    assert calls == [1] and (tmp_path / "H9" / "analysis.json").exists()

@@ -192,17 +192,33 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
         save_meta()
     for n in names:
         if n in ANALYSED:
-            from siamdyn.experiments import analyses
-            result_path = os.path.join(out, n, "analysis.json")
-            n_seeds = seeds or min(seeds_for(c, budget) for c in analysed_cells(n))  # every cell has these
-            unfinished = [c.run_dir(out, s) for c in analysed_cells(n) for s in range(n_seeds)
-                          if not os.path.exists(os.path.join(c.run_dir(out, s), "summary.json"))]
-            if unfinished:  # another worker is still training it: its epoch checkpoints are not the encoder
-                print(f"siamdyn: {n} analysis waits for {len(unfinished)} unfinished run(s), e.g. {unfinished[0]}; "
-                      f"run `siamdyn experiment {n}` again when they are done", file=sys.stderr)
-            elif not os.path.exists(result_path):
-                result = getattr(analyses, f"analyse_{n.lower()}")(out, budget, n_seeds)
-                atomic_write_text(result_path, json.dumps(result, indent=2))
+            run_analysis(n, out, budget, seeds)
             save_meta()
     save_meta()
     return meta
+
+
+def run_analysis(grid: str, out: str, budget: str, seeds: int | None) -> None:
+    """The grid's post-hoc analysis (OUT/<grid>/analysis.json) once every run it reads has finished. One
+    worker runs it under a lock; another worker sharing OUT goes on to its next grid instead of repeating it."""
+    import fcntl
+    from siamdyn.experiments import analyses
+    result_path = os.path.join(out, grid, "analysis.json")
+    n_seeds = seeds or min(seeds_for(c, budget) for c in analysed_cells(grid))  # every cell has these
+    unfinished = [c.run_dir(out, s) for c in analysed_cells(grid) for s in range(n_seeds)
+                  if not os.path.exists(os.path.join(c.run_dir(out, s), "summary.json"))]
+    if unfinished:  # another worker is still training it: its epoch checkpoints are not the encoder
+        print(f"siamdyn: {grid} analysis waits for {len(unfinished)} unfinished run(s), e.g. {unfinished[0]}; "
+              f"run `siamdyn experiment {grid}` again when they are done", file=sys.stderr)
+        return
+    lock_path = os.path.join(out, grid, ".analysis.lock")
+    refuse_special(lock_path)
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"siamdyn: another worker is running the {grid} analysis; this one goes on", file=sys.stderr)
+            return
+        if not os.path.exists(result_path):
+            result = getattr(analyses, f"analyse_{grid.lower()}")(out, budget, n_seeds)
+            atomic_write_text(result_path, json.dumps(result, indent=2))
