@@ -212,6 +212,7 @@ def run_analysis(grid: str, out: str, budget: str, seeds: int | None) -> None:
               f"run `siamdyn experiment {grid}` again when they are done", file=sys.stderr)
         return
     lock_path = os.path.join(out, grid, ".analysis.lock")
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)  # H7–H9 read other grids' runs: their folder is new
     refuse_special(lock_path)
     with open(lock_path, "a") as lock:
         try:
