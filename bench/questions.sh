@@ -21,16 +21,20 @@ pin() { if command -v taskset > /dev/null && taskset -c "$1" true 2> /dev/null; 
 # finish one answer first: SPECS="Q1-aug:q-w4:eq10-crop*,eq10-no-crop Q2:q-w4"
 specs=${SPECS:-Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4}
 set -f  # the globs in SPECS are siamdyn's, not the shell's
+# one spec's `siamdyn experiment` arguments, one per line: grid, --budget, budget, and --only GLOBS where given
+args() {
+  local grid budget globs
+  IFS=: read -r grid budget globs <<< "$1"
+  printf '%s\n' "$grid" --budget "$budget" ${globs:+--only "$globs"}
+}
 work() {  # one worker: every grid in order. Runs are locked, so workers share a grid's runs, and one that
   # finishes early moves on while the other trains the last run and the grid's analysis (Q2's)
-  local i=$1 spec grid budget globs only
+  local i=$1 spec a
   for spec in $specs; do
-    IFS=: read -r grid budget globs <<< "$spec"
-    only=(); [ -z "$globs" ] || only=(--only "$globs")
+    mapfile -t a < <(args "$spec"); budget=${a[2]}
     # a worker that fails says why in its log; the other grids, the copy and the report still run
-    OMP_NUM_THREADS=1 pin $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" "${only[@]}" \
-      --out "$out/$budget" --no-progress >> "$out/$grid.$budget.worker$i.log" 2>&1 \
-      || echo "questions: a $grid worker failed; see $out/$grid.$budget.worker$i.log" >&2
+    OMP_NUM_THREADS=1 pin $((i % cores)) $SIAMDYN experiment "${a[@]}" --out "$out/$budget" --no-progress \
+      >> "$out/${a[0]}.$budget.worker$i.log" 2>&1 || echo "questions: a ${a[0]} worker failed; see its log" >&2
   done
 }
 if [ "${STAGE:-all}" != report ]; then
@@ -38,9 +42,8 @@ if [ "${STAGE:-all}" != report ]; then
   for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do work "$i" & pids+=($!); done
   for p in "${pids[@]}"; do wait "$p"; done
   for spec in $specs; do
-    IFS=: read -r grid budget globs <<< "$spec"
-    only=(); [ -z "$globs" ] || only=(--only "$globs")
-    $SIAMDYN experiment "$grid" --budget "$budget" "${only[@]}" --out "$out/$budget" --status | tail -n 1
+    mapfile -t a < <(args "$spec")
+    $SIAMDYN experiment "${a[@]}" --out "$out/${a[2]}" --status | tail -n 1
   done
 fi
 for budget in q-w4 q-sgd-w4; do

@@ -61,8 +61,14 @@ def test_plan_runs_controls_first_and_each_directory_once():
     aug = plan(["Q1-aug"], "q-w4", None, only="eq10-crop*,eq10-no-crop")
     assert {c.name for c, _ in aug} == {"simsiam", "simsiam-no-sg", "siamese", "eq10-crop0.9", "eq10-crop0.6",
                                         "eq10-no-crop"}
-    with pytest.raises(SiamdynError, match="matches no cell of Q1-aug; its cells: eq10-crop0.9"):
+    assert plan(["Q1-aug"], "q-w4", None, only=" eq10-crop*, eq10-no-crop ") == aug  # spaces after commas
+    with pytest.raises(SiamdynError, match="'nothing\\*' matches no cell of Q1-aug; its cells: eq10-crop0.6"):
         plan(["Q1-aug"], "q-w4", None, only="nothing*")
+    with pytest.raises(SiamdynError, match="'eq10-no-crpo' matches no cell"):  # one typo among good globs
+        plan(["Q1-aug"], "q-w4", None, only="eq10-crop*,eq10-no-crpo")
+    with pytest.raises(SiamdynError, match="its cells: none but the controls"):
+        plan(["H1"], "standard", None, only="x")
+    assert len(plan(list(GRIDS), "standard", None, only="term2-only")) == 15 + 5  # `all`: H1 has no own cells
     # under Q3's SGD the controls run 5 seeds (3 did not separate their bounds), the other cells 3
     sgd = plan(["Q2"], "q-sgd-w4", None)
     assert {c.name: sum(d.name == c.name for d, _ in sgd) for c, _ in sgd} == {
@@ -104,6 +110,8 @@ def test_verdicts_are_three_valued():
     assert trend_verdict(rising, -1, "x").value == "contradicted"
     flat = {0.01: [1.0, 5.0, 3.0], 0.1: [4.0, 1.0, 2.0], 1.0: [3.0, 2.0, 5.0]}
     assert trend_verdict(flat, +1, "x").value == "inconclusive"
+    constant = trend_verdict({0.1: [2.0, 2.0], 1.0: [2.0, 2.0]}, +1, "x")
+    assert constant.value == "inconclusive" and "a constant side" in constant.statistic
     import numpy as np
     assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
 
@@ -202,7 +210,7 @@ def test_questions_script_copies_the_records_of_finished_runs_only(tmp_path):
                       "q-w4/Q2/analysis.json", "q-w4/experiment.json"]
 
 
-def test_a_claim_reads_its_cells_twin_only_where_its_own_cell_has_not_run():
+def test_a_claim_reads_its_cells_twin_for_the_seeds_its_own_cell_has_not_run():
     from types import SimpleNamespace
 
     from siamdyn.experiments.grids import EXTRA_GRIDS, SAME_CELL
@@ -210,10 +218,10 @@ def test_a_claim_reads_its_cells_twin_only_where_its_own_cell_has_not_run():
     cells = {f"{c.grid}/{c.name}": c for g in GRIDS + EXTRA_GRIDS for c in grid_cells(g)}
     for own, twin in SAME_CELL.items():  # a twin is the same configuration, else its runs would read wrongly
         assert (cells[own].preset, cells[own].overrides) == (cells[twin].preset, cells[twin].overrides)
-    a, b = SimpleNamespace(name="h2"), SimpleNamespace(name="q3")
+    a, b, c = (SimpleNamespace(name=n, cfg=SimpleNamespace(seed=k)) for n, k in (("h2", 0), ("q3", 0), ("q3", 1)))
     own, twin = next(iter(SAME_CELL.items()))
-    assert Scale("m", {}, {twin: [b]}).runs([own]) == [b]
-    assert Scale("m", {}, {own: [a], twin: [b]}).runs([own]) == [a]  # never both: no seed counted twice
+    assert Scale("m", {}, {twin: [b, c]}).runs([own]) == [b, c]
+    assert Scale("m", {}, {own: [a], twin: [b, c]}).runs([own]) == [a, c]  # seed 0 once: its own run
 
 
 def test_one_worker_runs_a_grids_analysis_and_another_goes_on(tmp_path, monkeypatch, capsys):

@@ -76,6 +76,9 @@ def test_an_unread_or_split_cell_is_compared_with_nothing():
     undecided = eq10.split("Undecided (seeds split or unread): ")[1]
     assert "predictor mlp (`eq10-predictor`: unread" in undecided and "predictor mlp" not in eq10.split("Undecided")[0]
     assert "Leaves it: output BN no (n = 2)." in eq10
+    # most runs unread, one complete: "unread", not "complete collapse (a) in 1/1 runs read"
+    mostly = outcome([run(45.0, centre=0.99, final_loss=0.0)] + [run(45.0) for _ in range(4)], uncalibrated)
+    assert mostly.label == "unread" and not mostly.decided
     # a centre whose seeds split
     groups["Q1/eq10"] = [run(3.0), run(45.0)]
     eq10 = next(x for x in q1_answer(Scale("mem", {}, groups, CALIBRATION), {}) if x.startswith("- **Around eq10**"))
@@ -126,7 +129,7 @@ def test_the_q3_answer_names_the_earliest_separating_predictor_and_its_lead():
     assert ("the predictor's relative speed separates the outcomes from step 10 (AUC 0.00, lower in the seeds that "
             "collapse)") in text
     # p's centre norm is the same in every run here: the outcome read early separates at no step
-    assert "The outcome read early (p's centre-vector norm) separates at no step held to the end." in text
+    assert "The outcome read early (p's centre-vector norm) separates the outcomes at no step held to the end." in text
     assert "did not split" in _q3(healthy) and "0 of 5 seeds collapsed" in _q3(healthy)
     few = rho_over_time(healthy[:4], [log_rank(r, "z") for r in healthy[:4]], PREDICTORS[SPEED])
     assert few == {}  # 4 seeds give ρ = ±1 by chance one time in 12: no reading below MIN_RHO_RUNS
@@ -179,7 +182,12 @@ def test_the_backbone_after_a_collapse_is_read_beside_runs_that_did_not_collapse
     # p's centre norm is complete from step 0, so each collapsed run reads from its first kNN reading (30);
     # cell means -3, -2, -4
     assert "backbone kNN changes -3.0 [" in text and "(mean over 3 cells of their runs' means, 4 runs: below 0)" in text
-    assert "runs that did not collapse, from step 0: +4.0 [" in text and "(3 cells, 3 runs: above 0)" in text
+    assert "runs that did not collapse, from step 0: +4.0 [" in text and "(mean over 3 cells of their runs' means, 3 " \
+        "runs: above 0)" in text
+    # a single cell: its runs are the units, as said
+    one = after_head_collapse(Scale("mem", {}, {"Q1/eq10": gone, **{k: v for k, v in groups.items() if "simsiam" in k}},
+                                    OVERLAP))
+    assert "backbone kNN changes -3.0 [" in one and "(one cell, its 4 runs as the units: below 0)" in one
 
 
 def test_one_reading_per_run_so_a_complete_collapse_is_not_also_counted_healthy_at_b():
@@ -200,12 +208,18 @@ def test_the_collapse_step_comes_from_the_readout_that_says_the_run_collapsed():
     assert collapsed(run(2.5, z_norm_end=2.0), scale) is True
 
 
-def test_a_run_collapsed_by_its_window_mean_keeps_a_collapse_step_when_its_last_reading_dips():
-    from siamdyn.experiments.question_readouts import collapse_step, collapsed
+def test_a_run_collapsed_by_its_window_mean_whose_last_reading_dips_has_no_step_and_is_counted_apart():
+    from siamdyn.experiments.question_readouts import collapse_step, collapsed, steps_missing
+    from siamdyn.experiments.report_answers import after_head_collapse
     dips = run(45.0, centre=0.99, final_loss=0.0)
     dips.heldout[100]["heldout/p_center_norm"] = 0.85  # window (steps 80, 100) mean 0.92: complete
-    scale = Scale("mem", {}, {}, CALIBRATION)
-    assert collapsed(dips, scale) and collapse_step(dips, scale) == 80  # the window's first step
+    steady = run(45.0, centre=0.99, final_loss=0.0)
+    for r in (dips, steady):
+        r.summary["knn"] = [{"step": 30, "knn_acc": 50.0}, {"step": 100, "knn_acc": 48.0}]
+    scale = Scale("mem", {}, {"Q1/eq10": [dips, steady]}, CALIBRATION)
+    # no single reading stays complete to the end: its step is unknown, and a made-up one would move the leads
+    assert collapsed(dips, scale) and collapse_step(dips, scale) is None and steps_missing([dips], scale) == 1
+    assert "1 collapsed run(s) have no collapse step" in after_head_collapse(scale)
 
 
 def test_the_complete_step_is_the_first_from_which_the_centre_norm_stays_complete():
@@ -238,13 +252,30 @@ def test_the_outcome_read_early_is_the_baseline_a_predictor_must_beat():
     firsts = {n: first_correlated(c) for n, c in rhos.items()}
     assert firsts[BASELINE] == 0 and SPEED not in rhos  # a constant speed ratio has no ρ
     text = rho_answer(rhos, firsts, 10)
-    assert f"{BASELINE} correlates earliest" in text and "— from the initial condition on." in text
+    # the baseline is what the others are measured against, never named the best predictor
+    assert "no early predictor's ρ excludes 0" in text and f"{BASELINE} correlates earliest" not in text
+    assert "The outcome read early (p's centre-vector norm, from the initial condition on) correlates from step 0." \
+        in text
 
 
-def test_the_binary_answer_says_how_far_the_best_predictor_leads_the_outcome_read_early():
-    from siamdyn.experiments.report_answers import beside_baseline
-    from siamdyn.experiments.early_warning import AUC, BASELINE
-    curves = {BASELINE: {100: AUC(0.91, 0.7, 1.0, 0.001, 7, 13)}}
-    assert beside_baseline("DirectPred", 61, curves, {BASELINE: 100}).endswith("DirectPred leads it by 39 steps.")
-    assert beside_baseline("DirectPred", 120, curves, {BASELINE: 100}).endswith("does not lead it.")
-    assert "No other predictor separates before" in beside_baseline(BASELINE, 100, curves, {BASELINE: 100})
+def test_the_lead_over_the_outcome_read_early_is_a_range_between_its_readings():
+    from siamdyn.experiments.report_answers import baseline_sentence
+    steps = [0, 20, 40, 60, 80, 100]  # the baseline is read at the held-out steps only
+    text = baseline_sentence("DirectPred", 61, steps, 100, "separates the outcomes")
+    assert text.endswith("from step 100 (not held from its reading at 80): DirectPred leads it by 20–39 steps.")
+    assert baseline_sentence("DirectPred", 90, steps, 100, "separates").endswith("leads it by at most 10 steps.")
+    assert baseline_sentence("DirectPred", 120, steps, 100, "separates").endswith("from step 120, does not lead it.")
+    assert "at no step held to the end" in baseline_sentence("DirectPred", 61, steps, None, "separates")
+
+
+def test_a_step_without_a_rho_reading_breaks_from_there_on():
+    from siamdyn.experiments.early_warning import first_correlated
+    groups = ("stem", "stage1", "stage2", "stage3", "stage4", "projector")
+
+    def probes(i: int) -> list[dict]:  # the speed ratio orders the seeds at every step but 50, where it is flat
+        return [{"step": s, "speed/predictor": 1.0 if s == 50 else 0.5 + 0.1 * i, **{f"speed/{g}": 1.0 for g in groups}}
+                for s in range(10, 101, 10)]
+    runs = [run(45.0, probes=probes(i)) for i in range(10)]
+    curve = rho_over_time(runs, [float(i) for i in range(10)], PREDICTORS[SPEED])
+    assert math.isnan(curve[50][0]) and curve[40][0] == pytest.approx(1.0)
+    assert first_correlated(curve) == 60  # not 10: the flat step is a break, not a skipped one

@@ -3,7 +3,7 @@ splits across seeds, do quantities read early in training predict which seeds co
 
 Each predictor is one number per run at one step (`at(run, step)`, None where not read). Its
 AUC for the final outcome (collapsed or not) is the Mann–Whitney statistic U / (n₁·n₀), with
-Hanley & McNeil's (1982) 95 % interval and the exact two-sided Mann–Whitney p-value; the
+Hanley & McNeil's (1982) interval (at FAMILY_LEVEL) and the exact two-sided Mann–Whitney p-value; the
 interval is too narrow near AUC 0 or 1 at small n, so "separates" is read from the p-value.
 The lead of a predictor is the median collapse step of the collapsed runs minus the first step
 from which it separates the outcomes (p < FAMILY_ALPHA at that reading and every later one).
@@ -140,14 +140,18 @@ def rho_over_time(runs: list[Run], final: list[float], at: Callable[[Run, int], 
     """(ρ, low, high, n): Spearman's ρ with its Fisher-z interval at FAMILY_LEVEL, over the n runs read, between the
     predictor at each step and each run's final degree of collapse (`final`, e.g. completeness (a)): the
     continuous outcome, which needs no calibration and no split of the seeds. Steps where fewer than
-    MIN_RHO_RUNS runs have a value, or one side is constant, are left out."""
+    MIN_RHO_RUNS runs have a value, or one side is constant, read nan."""
     out = {}
     for s in read_steps(runs):
         pairs = [(v, f) for r, f in zip(runs, final) if (v := value_at(at, r, s)) is not None]
-        rho = spearman_interval([v for v, _ in pairs], [f for _, f in pairs], FAMILY_LEVEL)
-        if len(pairs) >= MIN_RHO_RUNS and math.isfinite(rho[0]):  # a constant side has no ranks to read
-            out[s] = (*rho, len(pairs))
-    return out
+        if not pairs:  # not read at this step (a held-out reading between probes): no step for it
+            continue
+        # too few runs, or a constant side (no ranks): a step without a reading, kept so that it breaks
+        # "from there on" (first_correlated) rather than being skipped as if it held
+        rho = (spearman_interval([v for v, _ in pairs], [f for _, f in pairs], FAMILY_LEVEL)
+               if len(pairs) >= MIN_RHO_RUNS else (math.nan, math.nan, math.nan))
+        out[s] = (*rho, len(pairs))
+    return out if any(math.isfinite(v[0]) for v in out.values()) else {}  # never read: no curve
 
 
 def first_correlated(curve: dict[int, tuple[float, float, float, int]]) -> int | None:

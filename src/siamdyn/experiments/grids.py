@@ -164,8 +164,8 @@ CROPS = {"crop0.9": {"crop_scale_min": 0.9}, "crop0.6": {"crop_scale_min": 0.6},
 # Q3: a cell whose outcome splits across seeds under SGD, read as P(collapse) over ≥ 20 seeds (the
 # linear predictor at α_p = 1 splits under AdamW at width 8; a pilot of its SGD split is the first step).
 SPEED_BASIN = [Cell("Q3", "linear-predictor", "simsiam", {"predictor": "linear"}, "bimodal")]
-# One configuration run by two grids: Q3's cell is H2c's linear predictor (α_p = 1), so where H2's own cell
-# has not run (Q3's 20 SGD seeds at w4), H2c's verdict reads Q3's runs (scales.Scale.runs).
+# One configuration run by two grids: Q3's cell is H2c's linear predictor (α_p = 1), so H2c's verdict reads
+# Q3's runs too (its 20 SGD seeds at w4), for the seeds H2's own cell has not run (scales.Scale.runs).
 SAME_CELL = {"H2/linear-predictor": "Q3/linear-predictor"}
 # Q2, f(x) or f(x̄): the encoders read under every test-time input (feature_choice.py): SimSiam (the
 # control), BYOL (its recipe, cosine τ) and the best of eq. (10)'s family by final kNN, beside random init.

@@ -70,17 +70,15 @@ def z_state(run: Run, scale: Scale) -> str | None:
     """One run's z head at level (b): its state where the scale's controls calibrate z; where their bounds
     overlap, "nearer collapsed" or "nearer healthy" (position below or above ½: the weaker reading); None
     where nothing is read. A z that shrank toward 0 reads "shrank" (its rank may be noise, which reads
-    high) unless its rank is collapsed: noise never reads low, and the positive controls that calibrate
-    the collapsed bound shrink that way too."""
+    high) unless its rank reads collapsed, or nearer the collapsed controls where uncalibrated: noise never
+    reads low, and the positive controls that calibrate the collapsed bound shrink that way too."""
     cal = scale.calibration.get("z")
     state = head_state(run, "z", cal)
-    if z_shrank(run):
-        return "collapsed" if state == "collapsed" else "shrank"
-    if state is not None:
-        return state
-    if cal is not None and not cal.separated and (near := nearer_collapsed(run, "z", cal)) is not None:
-        return "nearer collapsed" if near else "nearer healthy"
-    return None
+    near = nearer_collapsed(run, "z", cal) if cal is not None and not cal.separated else None
+    reading = state or (None if near is None else "nearer collapsed" if near else "nearer healthy")
+    if z_shrank(run):  # a low rank is read even so (noise never reads low); a high one may be noise
+        return reading if reading in ("collapsed", "nearer collapsed") else "shrank"
+    return reading
 
 
 def _collapsed_by(run: Run, scale: Scale) -> tuple[bool, bool] | None:
@@ -95,8 +93,9 @@ def _collapsed_by(run: Run, scale: Scale) -> tuple[bool, bool] | None:
 def collapsed(run: Run, scale: Scale) -> bool | None:
     """Complete collapse (a), or the z head collapsed at level (b) where the scale's controls calibrate
     it — either, because a run can collapse completely while z's rank reads high (eq. (10) without output
-    BN at `q-w4`: completeness 0.97, RankMe(z) 60 on a z shrunk to a tenth). A z that shrank toward 0 is
-    read by (a) alone: its rank reads noise. None without either reading."""
+    BN at `q-w4`: completeness 0.97, RankMe(z) 60 on a z shrunk to a tenth). A z that shrank toward 0 counts
+    at (b) only where its rank reads collapsed (z_state: noise reads high, never low). None without either
+    reading."""
     by = _collapsed_by(run, scale)
     return None if by is None else any(by)
 
@@ -104,16 +103,15 @@ def collapsed(run: Run, scale: Scale) -> bool | None:
 def collapse_step(run: Run, scale: Scale) -> int | None:
     """Where a collapsed run collapsed: the earlier of the readouts that say it did — the first reading from
     which p's centre norm stays complete (a), the first from which z stays collapsed (b); None for a run
-    that did not collapse."""
+    that did not collapse, and for one whose outcome (a window mean) says collapsed while no single reading
+    stays past the threshold to the end (a last reading that dips back): its step is not known, and the
+    readouts that need one count such runs apart (steps_missing)."""
     by = _collapsed_by(run, scale)
     if not by or not any(by):
         return None
     times = [time_to_complete(run) if by[0] else None,
              time_to_collapse(run, "z", scale.calibration.get("z")) if by[1] else None]
-    found = min((t for t in times if t is not None), default=None)
-    # the outcome is a window mean, the step a run of single readings: a run whose last reading dips back
-    # keeps the window's first step, else it would drop out of every step-based readout unsaid
-    return found if found is not None else min(run.window_steps(), default=None)
+    return min((t for t in times if t is not None), default=None)
 
 
 def collapse_and_knn(run: Run, scale: Scale) -> tuple[int, float] | None:
@@ -130,9 +128,15 @@ def knn_after_head_collapse(run: Run, scale: Scale) -> float | None:
     return None if read is None else read[1]
 
 
+def steps_missing(runs: list[Run], scale: Scale) -> int:
+    """How many of these runs collapsed without a known collapse step (collapse_step)."""
+    return sum(bool(collapsed(r, scale)) and collapse_step(r, scale) is None for r in runs)
+
+
 def outcomes(runs: list[Run], scale: Scale) -> tuple[list[Run], list[bool], list[int], str]:
     """The runs with an outcome (`collapsed`; a run without a reading is left out, not counted as
-    healthy), whether each collapsed, the collapsed runs' collapse steps, and the rule."""
+    healthy), whether each collapsed, the collapse steps of the collapsed runs that have one
+    (steps_missing counts the others), and the rule."""
     read = [(r, c) for r in runs if (c := collapsed(r, scale)) is not None]
     steps = [t for r, c in read if c and (t := collapse_step(r, scale)) is not None]
     cal = scale.calibration.get("z")

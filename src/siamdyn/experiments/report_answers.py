@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 from siamdyn.experiments.early_warning import AUC, BASELINE, FAMILY_ALPHA, FAMILY_TEXT, SPEED
 from siamdyn.experiments.feature_choice import BLUR, REFERENCE_K
 from siamdyn.experiments.grids import FACTORIAL
 from siamdyn.experiments.levels import COMPLETE, completeness, representation
 from siamdyn.experiments.question_readouts import (AUG_BASES, collapse_and_knn, collapsed, crop_arms, factor_values,
-                                                   key, knn_change_from, p_complete, paired_differences, z_state)
+                                                   key, knn_change_from, p_complete, paired_differences,
+                                                   steps_missing, z_state)
 from siamdyn.experiments.readings import Run
 from siamdyn.experiments.report_format import mean_interval
 from siamdyn.experiments.scales import Scale
@@ -63,15 +65,14 @@ def run_reading(run: Run, scale: Scale) -> str:
 
 
 def outcome(runs: list[Run], scale: Scale) -> Outcome:
-    """The reading more than half of the cell's read runs have (run_reading: one per run, so a run collapsed
-    completely is never also counted at (b)); "split" otherwise, "unread" where no run has a reading."""
+    """The reading more than half of the cell's runs have (run_reading: one per run, so a run collapsed
+    completely is never also counted at (b)); "unread" where that is "(b) unread" (an unread run is read
+    by (a) as not complete, which says nothing about its z), "split" where no reading has a majority."""
     readings = [run_reading(r, scale) for r in runs]
     counts = {x: readings.count(x) for x in dict.fromkeys(readings)}
-    read = {x: k for x, k in counts.items() if x != UNREAD}
-    top = max(read, key=read.get) if read else None
-    n_read = sum(read.values())
-    label = "unread" if top is None else top if 2 * read[top] > n_read else "split"
-    return Outcome(label, counts, len(runs), p_complete(runs)[2], n_read)
+    top = max(counts, key=counts.get) if counts else None
+    label = "split" if top is None or 2 * counts[top] <= len(runs) else "unread" if top == UNREAD else top
+    return Outcome(label, counts, len(runs), p_complete(runs)[2], len(runs) - counts.get(UNREAD, 0))
 
 
 def knn_over_random(runs: list[Run], base: dict) -> str:
@@ -132,10 +133,22 @@ def cell_means(values: list[tuple[str, float]]) -> list[float]:
     return [statistics.mean(v) for v in cells.values()]
 
 
+def pooled(pairs: list[tuple[str, float]], unit: str = " points") -> str:
+    """"mean [interval] (how read: sign)" of (cell, value) pairs: over cell means from two cells on
+    (cell_means), over the runs of a single cell (then the runs are the units, as said)."""
+    values = cell_means(pairs)
+    n_cells = len(values)
+    if n_cells < 2:
+        values = [v for _, v in pairs]
+    units = (f"mean over {n_cells} cells of their runs' means, {len(pairs)} runs" if n_cells > 1
+             else f"one cell, its {len(pairs)} runs as the units" if pairs else "no run")
+    return f"{mean_interval(values)}{unit} ({units}: {sign(values)})"
+
+
 def after_head_collapse(scale: Scale) -> str:
     """The backbone's kNN from the head's collapse on (complete collapse (a) or z collapsed (b)), beside
     Q1 runs that did not collapse read over the same steps (from the collapsed runs' median collapse
-    step): training goes on in both. Intervals over cell means (cell_means)."""
+    step): training goes on in both. Intervals over cell means (pooled)."""
     runs = [(key(c), r) for c in FACTORIAL for r in scale.groups.get(key(c), [])]
     after = [(name, read) for name, r in runs if (read := collapse_and_knn(r, scale)) is not None]
     if not after:
@@ -144,12 +157,13 @@ def after_head_collapse(scale: Scale) -> str:
     start = statistics.median(t for _, (t, _) in after)
     others = [(name, d) for name, r in runs if collapsed(r, scale) is False
               and (d := knn_change_from(r, start)) is not None]
-    values, rest = cell_means([(name, d) for name, (_, d) in after]), cell_means(others)
+    missing = steps_missing([r for _, r in runs], scale)
     return (f"- **The backbone after the head:** from the head's collapse to the end, backbone kNN changes "
-            f"{mean_interval(values)} points (mean over {len(values)} cells of their runs' means, {len(after)} runs: "
-            f"{sign(values)}); runs that did not collapse, from step {start:g}: {mean_interval(rest)} "
-            f"({len(rest)} cells, {len(others)} runs: {sign(rest)}). The two groups' cells differ in their factors "
-            "as well as in the collapse: an association, not a controlled comparison.")
+            f"{pooled([(name, d) for name, (_, d) in after])}; runs that did not collapse, from step "
+            f"{start:g}: {pooled(others)}. The two groups' cells differ in their factors as well as in the "
+            "collapse: an association, not a controlled comparison."
+            + (f" {missing} collapsed run(s) have no collapse step (a last reading back past the threshold) and "
+               "are left out." if missing else ""))
 
 
 def crop_sentence(scale: Scale) -> str:
@@ -206,16 +220,18 @@ def how_late(step: int, horizon: int | None) -> str:
 def q3_answer(label: str, flags: list[bool], steps: list[int], rule: str, curves: dict[str, dict[int, AUC]],
               first: dict[str, int | None], horizon: int | None = None) -> list[str]:
     """The best early predictor — the earliest to separate the outcomes for good, then the largest
-    |AUC − ½| — its lead on the collapsed seeds' median collapse, and how the speed argument fares
-    (`flags`: whether each seed collapsed; `horizon`: the run's steps)."""
+    |AUC − ½|, the outcome read early (BASELINE) aside — its lead on the collapsed seeds' median collapse,
+    how the speed argument fares, and its lead on the baseline (`flags`: whether each seed collapsed;
+    `horizon`: the run's steps)."""
     head = f"**Answer at {label}.** {sum(flags)} of {len(flags)} seeds collapsed ({rule}). "
     if all(flags) or not any(flags):
         return [head + "The outcomes did not split, so no early predictor can be read.", ""]
-    found = sorted((s, -abs(curves[n][s].value - 0.5), n) for n, s in first.items() if s is not None)
-    if not found:
+    step, name = earliest(first, lambda n, s: abs(curves[n][s].value - 0.5))
+    base = baseline_sentence(name, step, list(curves.get(BASELINE, {})), first.get(BASELINE), "separates the outcomes")
+    if name is None:
         return [head + f"No early predictor separates the outcomes (exact Mann–Whitney p < {FAMILY_ALPHA:g} from some "
-                "step on); neither speed nor any other early reading tells the seeds apart at this sample size.", ""]
-    step, _, name = found[0]
+                "step on); neither speed nor any other early reading tells the seeds apart at this sample size."
+                + base, ""]
     a = curves[name][step]
     lead = statistics.median(steps) - step if steps else None
     when = ("" if lead is None else f", {lead:g} steps before the median collapse" if lead > 0 else
@@ -223,7 +239,14 @@ def q3_answer(label: str, flags: list[bool], steps: list[int], rule: str, curves
             "not a warning)")
     return [head + f"The best early predictor is {name}: AUC {a.value:.2f} [{a.low:.2f}, {a.high:.2f}; "
             f"{FAMILY_TEXT}] from step {step}{how_late(step, horizon)}{when} ({direction(a)}). "
-            + speed_sentence(curves, first, steps) + beside_baseline(name, step, curves, first), ""]
+            + speed_sentence(curves, first, steps) + base, ""]
+
+
+def earliest(firsts: dict[str, int | None], strength: Callable[[str, int], float]) -> tuple[int | None, str | None]:
+    """(step, name) of the predictor that holds earliest, the outcome read early (BASELINE) aside: it is what
+    the others are measured against, not a rival; ties go to the larger `strength` there."""
+    found = sorted((s, -strength(n, s), n) for n, s in firsts.items() if s is not None and n != BASELINE)
+    return (found[0][0], found[0][2]) if found else (None, None)
 
 
 def direction(a: AUC) -> str:
@@ -244,54 +267,48 @@ def speed_sentence(curves: dict[str, dict[int, AUC]], first: dict[str, int | Non
             + (", no earlier than the median collapse: a reading of it, not a warning." if late else "."))
 
 
-def beside_baseline(best: str, step: int, curves: dict[str, dict[int, AUC]], first: dict[str, int | None]) -> str:
-    """The outcome read early (BASELINE) beside the best predictor: a warning is worth what it leads that by."""
-    if best == BASELINE:
-        return " No other predictor separates before the outcome's own early reading, p's centre-vector norm."
-    own = first.get(BASELINE)
+def baseline_sentence(best: str | None, step: int | None, base_steps: list[int], own: int | None, what: str) -> str:
+    """The outcome read early (BASELINE) beside the best predictor: a warning is worth what it leads that by.
+    The baseline is read at the held-out steps only, so its first step lies after its previous reading: the
+    lead is a range."""
+    text = " The outcome read early (p's centre-vector norm" + (", from the initial condition on" if own == 0 else "")
     if own is None:
-        return " The outcome read early (p's centre-vector norm) separates at no step held to the end."
-    return (f" The outcome read early (p's centre-vector norm) separates from step {own} (AUC "
-            f"{curves[BASELINE][own].value:.2f}): {best} " + (f"leads it by {own - step} steps." if own > step else
-                                                              "does not lead it."))
+        return text + f") {what} at no step held to the end."
+    text += f") {what} from step {own}"
+    prev = max((s for s in base_steps if s < own), default=None)
+    if best is None or step is None:
+        return text + "."
+    if step >= own:
+        return text + f": {best}, from step {step}, does not lead it."
+    by = f"{prev - step + 1}–{own - step}" if prev is not None and prev >= step else f"at most {own - step}"
+    return text + f" (not held from its reading at {prev})" * (prev is not None) + f": {best} leads it by {by} steps."
 
 
 def rho_answer(rhos: dict[str, dict[int, tuple[float, float, float, int]]], firsts: dict[str, int | None],
                n: int, horizon: int | None = None) -> str:
-    """The continuous reading: which early predictor correlates with the final completeness (a) earliest
-    (intervals at the family level: FAMILY_TEXT)."""
-    found = sorted((s, -abs(rhos[name][s][0]), name) for name, s in firsts.items() if s is not None)
-    if not found:
-        return (f"Against the final completeness (a) of the {n} seeds (a continuous outcome: no calibration, no split "
-                "needed), no early predictor's Spearman ρ excludes 0 from any step on.")
-    step, _, name = found[0]
+    """The continuous reading: which early predictor, the outcome read early (BASELINE) aside, correlates
+    with the final completeness (a) earliest (intervals at the family level: FAMILY_TEXT), and its lead on
+    the baseline."""
+    lead = (f"Against the final completeness (a) of the {n} seeds (a continuous outcome: no calibration, no split "
+            "needed), ")
+    step, name = earliest(firsts, lambda p, s: abs(rhos[p][s][0]))
+    base = baseline_sentence(name, step, list(rhos.get(BASELINE, {})), firsts.get(BASELINE), "correlates")
+    if name is None:
+        return lead + "no early predictor's ρ excludes 0 from any step on." + (base if BASELINE in rhos else "")
     rho, lo, hi, read = rhos[name][step]
     speed = firsts.get(SPEED)
-    return (f"Against the final completeness (a) of the {n} seeds (a continuous outcome: no calibration, no split "
-            f"needed), {name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}; {FAMILY_TEXT}] from step "
+    return (lead + f"{name} correlates earliest: ρ {rho:+.2f} [{lo:+.2f}, {hi:+.2f}; {FAMILY_TEXT}] from step "
             f"{step}{how_late(step, horizon)} ({read} seeds read there); the predictor's relative speed "
             + (f"from step {speed} (ρ {rhos[SPEED][speed][0]:+.2f})." if speed is not None
                else "at no step from which it holds to the end" + farthest(rhos.get(SPEED)))
-            + against_baseline(name, firsts.get(BASELINE), rhos.get(BASELINE)))
-
-
-def against_baseline(best: str, first: int | None, curve: dict | None) -> str:
-    """What the outcome read early (BASELINE) says beside the best predictor: a predictor warns only where it
-    holds before the outcome's own early reading does; at step 0 that reading is the initial condition."""
-    if best == BASELINE:
-        return (" No other predictor holds before the outcome's own early reading, p's centre-vector norm"
-                + (" — from the initial condition on." if first == 0 else "."))
-    if not curve:
-        return ""
-    at0 = f"; at step 0 (the initial condition) ρ {curve[0][0]:+.2f}" if 0 in curve else ""
-    held = f"from step {first}" if first is not None else "at no step held to the end"
-    return f" The outcome read early (p's centre-vector norm) correlates {held}{at0}."
+            + (base if BASELINE in rhos else ""))
 
 
 def farthest(curve: dict[int, tuple[float, float, float, int]] | None) -> str:
     """"; its ρ is farthest from 0 at step s: ρ [lo, hi]" — where a predictor that never holds comes nearest."""
-    if not curve:
+    finite = {k: v for k, v in (curve or {}).items() if math.isfinite(v[0])}
+    if not finite:
         return "."
-    s = max(curve, key=lambda k: abs(curve[k][0]) if math.isfinite(curve[k][0]) else -1.0)
-    rho, lo, hi, _ = curve[s]
+    s = max(finite, key=lambda k: abs(finite[k][0]))
+    rho, lo, hi, _ = finite[s]
     return f"; its ρ is farthest from 0 at step {s}: {rho:+.2f} [{lo:+.2f}, {hi:+.2f}], not held from there on."

@@ -5,6 +5,7 @@ protocol plus the projector's hidden layer, and the backbone's kNN over time; Q3
 basin, from grid Q3 (early predictors of which seeds collapse, early_warning.py)."""
 from __future__ import annotations
 
+import math
 import os
 import statistics
 
@@ -14,7 +15,7 @@ from siamdyn.experiments.grids import CONTROLS, FACTORIAL, SPEED_BASIN
 from siamdyn.experiments.levels import COMPLETE, completeness, representation
 from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factors, feature_choice, key,
                                                    knn_after_head_collapse, outcomes, p_complete, paired_differences,
-                                                   z_reading)
+                                                   steps_missing, z_reading)
 from siamdyn.experiments.report_answers import q1_answer, q2_answer, q3_answer, rho_answer
 from siamdyn.experiments.report_figures import plot_depths, plot_early_warning, plot_feature_choice
 from siamdyn.experiments.readings import Run, window_mean
@@ -92,7 +93,7 @@ def rho_table(rhos: dict[str, dict], firsts: dict[str, int | None]) -> list[str]
     lines = ["| early predictor | first step from which ρ with the final completeness (a) excludes 0 (there and "
              f"later) | ρ there [Fisher-z {FAMILY_TEXT}] | ρ at the first reading |", "|---|---|---|---|"]
     for name, curve in rhos.items():
-        first, s0 = firsts[name], min(curve)
+        first, s0 = firsts[name], min(s for s, v in curve.items() if math.isfinite(v[0]))
         where = f"{first} | {curve[first][0]:+.2f} [{curve[first][1]:+.2f}, {curve[first][2]:+.2f}]" \
             if first is not None else "never | —"
         lines.append(f"| {name} | {where} | step {s0}: {curve[s0][0]:+.2f} |")
@@ -118,7 +119,9 @@ def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
     rho_firsts = {name: first_correlated(curve) for name, curve in rhos.items()}
     lines = [f"### Q3 at {scale.label}: speed or basin?", "", f"`{SPEED_BASIN[0].name}`: {sum(collapsed)} of "
              f"{len(runs)} seeds collapsed ({rule}); median collapse step "
-             f"{statistics.median(steps) if steps else '—'}.", "", *auc_table(curves, firsts, steps),
+             + (f"{statistics.median(steps):g}" if steps else "—")
+             + (f" ({missing} collapsed seed(s) without a step: a last reading back past the threshold)"
+                if (missing := steps_missing(runs, scale)) else "") + ".", "", *auc_table(curves, firsts, steps),
              *rho_table(rhos, rho_firsts), *q3_answer(scale.label, collapsed, steps, rule, curves, firsts, horizon)]
     lines += [rho_answer(rhos, rho_firsts, len(kept), horizon), ""] if rhos else []
     if curves or rhos:

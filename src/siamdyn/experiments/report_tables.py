@@ -103,10 +103,10 @@ def paired_table(scales: list[Scale]) -> list[str]:
     lines = ["| comparison | scale | head | higher in changed cell / pairs | sign test p |", "|---|---|---|---|---|"]
     for name, changed, base in PAIRED:
         for s in scales:
-            by_seed = {r.cfg.seed: r for r in s.groups.get(base, [])}
+            by_seed = {r.cfg.seed: r for r in s.runs([base])}  # runs(): a cell's SAME_CELL twin counts too
             for head in HEADS:
                 cal = s.calibration.get(head)
-                diffs = [pc - pb for r in s.groups.get(changed, []) if r.cfg.seed in by_seed
+                diffs = [pc - pb for r in s.runs([changed]) if r.cfg.seed in by_seed
                          and (pc := position(r, head, cal)) is not None
                          and (pb := position(by_seed[r.cfg.seed], head, cal)) is not None]
                 if diffs:

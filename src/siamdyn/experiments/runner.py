@@ -101,13 +101,12 @@ def plan(names: list[str], budget: str, seeds: int | None, only: str | None = No
     seed, so that a session cut short has every cell's first seeds. `only`: globs on the cell names,
     comma-separated (the controls always stay: every reading is placed between them)."""
     jobs, seen = [], set()
-    globs = None if only is None else only.split(",")
+    globs = None if only is None else [g.strip() for g in only.split(",") if g.strip()]
+    if globs is not None:
+        check_globs(names, globs)
     for n in names:
         cells = [c for c in grid_cells(n) if globs is None or c.grid == "controls"
                  or any(fnmatch.fnmatchcase(c.name, g) for g in globs)]
-        if only is not None and all(c.grid == "controls" for c in cells):
-            raise SiamdynError(f"--only {only!r} matches no cell of {n}; its cells: "
-                               + ", ".join(c.name for c in grid_cells(n) if c.grid != "controls"))
         for cell in cells:
             for seed in range(seeds_for(cell, budget, seeds)):
                 key = (cell.grid, cell.name, seed)
@@ -115,6 +114,15 @@ def plan(names: list[str], budget: str, seeds: int | None, only: str | None = No
                     seen.add(key)
                     jobs.append((cell, seed))
     return sorted(jobs, key=lambda job: (job[0].grid != "controls", job[1]))
+
+
+def check_globs(names: list[str], globs: list[str]) -> None:
+    """Every `--only` glob must match a cell of the named grids: a mistyped one would drop its cells unsaid."""
+    own = sorted({c.name for n in names for c in grid_cells(n) if c.grid != "controls"})
+    missed = [g for g in globs if not any(fnmatch.fnmatchcase(name, g) for name in own)] or ([] if globs else [""])
+    if missed:
+        raise SiamdynError(f"--only {','.join(missed)!r} matches no cell of {', '.join(names)}; its cells: "
+                           + (", ".join(own) or "none but the controls"))
 
 
 def save_session(out: str, session: dict, **fields: object) -> dict:

@@ -45,9 +45,14 @@ class Scale:
         return f"w{cfg.backbone_width} {optimiser} {runs[0].steps} steps"
 
     def runs(self, cells: tuple[str, ...] | list[str]) -> list[Run]:
-        """The finished runs of these run groups (a claim's cells); a group that has not run at this scale
-        reads its SAME_CELL twin, the same configuration run by another grid — never both, so no seed twice."""
-        return [r for c in cells for r in (self.groups.get(c) or self.groups.get(SAME_CELL.get(c, ""), []))]
+        """The finished runs of these run groups (a claim's cells), each with its SAME_CELL twin's (the same
+        configuration run by another grid) for the seeds it has not run itself: no seed counted twice."""
+        out = []
+        for c in cells:
+            own = self.groups.get(c, [])
+            seeds = {r.cfg.seed for r in own}
+            out += own + [r for r in self.groups.get(SAME_CELL.get(c, ""), []) if r.cfg.seed not in seeds]
+        return out
 
 
 def load_groups(out: str) -> dict[str, list[Run]]:

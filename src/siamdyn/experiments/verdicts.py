@@ -66,8 +66,10 @@ def trend_verdict(rungs: dict[float, list[float]], sign: int, what: str) -> Verd
     xs = [math.log10(x) if x > 0 else -9.0 for x, v in rungs.items() for _ in v]
     rho, lo, hi = spearman_interval(xs, [y for v in rungs.values() for y in v])
     stat = f"Spearman ρ({what}) = {rho:+.2f} [Fisher-z 95 % CI {lo:+.2f}, {hi:+.2f}] over {len(xs)} runs"
-    if min(map(len, rungs.values())) < MIN_RUNS or math.isnan(lo):
+    if min(map(len, rungs.values())) < MIN_RUNS:
         return Verdict("inconclusive", stat + f" (a rung with fewer than {MIN_RUNS} runs)")
+    if math.isnan(lo):
+        return Verdict("inconclusive", stat + " (a constant side: no ranks to read)")
     if (sign > 0 and lo > 0) or (sign < 0 and hi < 0):
         return Verdict("supported", stat)
     if (sign > 0 and hi < 0) or (sign < 0 and lo > 0):
