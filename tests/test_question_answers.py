@@ -101,6 +101,10 @@ def test_the_q2_answer_reads_each_difference_against_its_own_reference():
     assert "f(x̄_8) − f(x) -4.7 [" in text and "(f(x) better)" in text
     assert "f(x̄_8) − the blur control +5.3 [" in text and "(f(x̄_8) better)" in text  # above 0: x̄ beats blur
     assert "the feature mean − f(x) +0.0" in text and "(not separated from 0)" in text
+    # across trained encoders (random init aside), each comparison's readings are counted
+    both = " ".join(q2_answer("w4", {"random init": rows, "enc": rows, "enc2": rows}))
+    assert ("Across the 2 trained encoders: f(x̄_8) against f(x): f(x) better in 2; f(x̄_8) against the blur control: "
+            "f(x̄_8) better in 2; the feature mean against f(x): not separated from 0 in 2.") in both
 
 
 def _speed_probes(ratio: float) -> list[dict]:

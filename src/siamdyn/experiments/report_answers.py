@@ -200,14 +200,21 @@ def q2_answer(label: str, encoders: dict[str, dict[str, dict]]) -> list[str]:
     each paired by seed on kNN (`encoders`: question_readouts.feature_choice's rows)."""
     xbar, mean_f = f"f(x̄_{REFERENCE_K})", f"mean_k f(T_k x), K = {REFERENCE_K}"
     word = {"below 0": "{b} better", "above 0": "{a} better"}
-    parts = []
+    parts, tally = [], {}
     for encoder, rows in encoders.items():
         terms = [(xbar, "f(x)", paired_differences(rows, xbar, "knn")),
                  (xbar, "the blur control", paired_differences(rows, xbar, "knn", reference=BLUR)),
                  ("the feature mean", "f(x)", paired_differences(rows, mean_f, "knn"))]
-        parts.append(f"{encoder}: " + "; ".join(
-            f"{a} − {b} {mean_interval(d)} ({word.get(sign(d), sign(d)).format(a=a, b=b)})" for a, b, d in terms))
-    return [f"**Answer at {label}** (kNN points, paired by seed, t 95 %): " + ". ".join(parts) + ".", ""]
+        readings = [(a, b, d, word.get(sign(d), sign(d)).format(a=a, b=b)) for a, b, d in terms]
+        parts.append(f"{encoder}: " + "; ".join(f"{a} − {b} {mean_interval(d)} ({w})" for a, b, d, w in readings))
+        if encoder != "random init":  # the trained encoders' verdicts, counted across them
+            for a, b, _, w in readings:
+                tally.setdefault(f"{a} against {b}", []).append(w)
+    trained = sum(e != "random init" for e in encoders)
+    summary = "; ".join(f"{pair}: " + ", ".join(f"{w} in {ws.count(w)}" for w in dict.fromkeys(ws))
+                        for pair, ws in tally.items())
+    return [f"**Answer at {label}** (kNN points, paired by seed, t 95 %): " + ". ".join(parts) + ".", "",
+            f"Across the {trained} trained encoders: {summary}." if tally else "", ""]
 
 
 def how_late(step: int, horizon: int | None) -> str:
