@@ -240,3 +240,14 @@ def test_one_worker_runs_a_grids_analysis_and_another_goes_on(tmp_path, monkeypa
     runner.run_analysis("H9", str(tmp_path), "smoke", 1)
     runner.run_analysis("H9", str(tmp_path), "smoke", 1)  # done: not repeated
     assert calls == [1] and (tmp_path / "H9" / "analysis.json").exists()
+
+
+def test_the_cli_says_when_a_grids_analysis_is_still_pending(tmp_path, monkeypatch, capsys):
+    from siamdyn.experiments import runner
+    monkeypatch.setattr(runner, "run_experiment", lambda *a, **k: {"sessions": [{"wall_time_s": 6.0}]})
+    assert main(["experiment", "Q2", "--budget", "smoke-q", "--out", str(tmp_path)]) == 0
+    assert "its analysis is pending" in capsys.readouterr().out  # no analysis.json: nothing to report yet
+    (tmp_path / "Q2").mkdir()
+    (tmp_path / "Q2" / "analysis.json").write_text("{}")
+    assert main(["experiment", "Q2", "--budget", "smoke-q", "--out", str(tmp_path)]) == 0
+    assert "write the findings with `siamdyn report" in capsys.readouterr().out
