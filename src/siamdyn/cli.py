@@ -192,12 +192,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from siamdyn.experiments.grids import ANALYSED
-    from siamdyn.experiments.runner import experiment_status, run_experiment
+    from siamdyn.experiments.runner import analysis_path, experiment_status, run_experiment
     if args.status:  # reads only: safe beside the workers training into the same --out
         print("\n".join(experiment_status(args.name, args.budget, args.seeds, args.out, args.only)))
         return 0
     meta = run_experiment(args.name, args.budget, args.seeds, args.out, progress=not args.no_progress, only=args.only)
-    pending = args.name in ANALYSED and not os.path.exists(os.path.join(args.out, args.name, "analysis.json"))
+    pending = args.name in ANALYSED and not os.path.exists(analysis_path(args.out, args.name))
     print(f"{args.name} ({args.budget}) in {meta['sessions'][-1]['wall_time_s'] / 60:.1f} min; "
           + (f"its analysis is pending (said above): run `siamdyn experiment {args.name}` again once it can run"
              if pending else f"write the findings with `siamdyn report {args.out}`"))

@@ -113,9 +113,9 @@ def speed_basin_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
     firsts = {name: first_separating(curve) for name, curve in curves.items()}
     # completeness, not RankMe(z): it is read for every run (a z that shrank toward 0 has a noise rank, and
     # leaving such runs out drops the most collapsed seeds)
-    kept = [r for r in cell_runs if completeness(r) is not None]
-    rhos = {name: c for name, at in PREDICTORS.items()
-            if (c := rho_over_time(kept, [completeness(r) for r in kept], at))}
+    final = {id(r): c for r in cell_runs if (c := completeness(r)) is not None}
+    kept = [r for r in cell_runs if id(r) in final]
+    rhos = {name: c for name, at in PREDICTORS.items() if (c := rho_over_time(kept, [final[id(r)] for r in kept], at))}
     rho_firsts = {name: first_correlated(curve) for name, curve in rhos.items()}
     lines = [f"### Q3 at {scale.label}: speed or basin?", "", f"`{SPEED_BASIN[0].name}`: {sum(collapsed)} of "
              f"{len(runs)} seeds collapsed ({rule}); median collapse step "

@@ -119,7 +119,7 @@ def plan(names: list[str], budget: str, seeds: int | None, only: str | None = No
 def check_globs(names: list[str], globs: list[str]) -> None:
     """Every `--only` glob must match a cell of the named grids: a mistyped one would drop its cells unsaid."""
     own = sorted({c.name for n in names for c in grid_cells(n) if c.grid != "controls"})
-    missed = [g for g in globs if not any(fnmatch.fnmatchcase(name, g) for name in own)] or ([] if globs else [""])
+    missed = [g for g in globs if not any(fnmatch.fnmatchcase(name, g) for name in own)] if globs else [""]
     if missed:
         raise SiamdynError(f"--only {','.join(missed)!r} matches no cell of {', '.join(names)}; its cells: "
                            + (", ".join(own) or "none but the controls"))
@@ -206,12 +206,17 @@ def run_experiment(name: str, budget: str, seeds: int | None, out: str, progress
     return meta
 
 
+def analysis_path(out: str, grid: str) -> str:
+    """Where a grid's post-hoc analysis lands: OUT/<grid>/analysis.json."""
+    return os.path.join(out, grid, "analysis.json")
+
+
 def run_analysis(grid: str, out: str, budget: str, seeds: int | None) -> None:
     """The grid's post-hoc analysis (OUT/<grid>/analysis.json) once every run it reads has finished. One
     worker runs it under a lock; another worker sharing OUT goes on to its next grid instead of repeating it."""
     import fcntl
     from siamdyn.experiments import analyses
-    result_path = os.path.join(out, grid, "analysis.json")
+    result_path = analysis_path(out, grid)
     n_seeds = seeds or min(seeds_for(c, budget) for c in analysed_cells(grid))  # every cell has these
     unfinished = [c.run_dir(out, s) for c in analysed_cells(grid) for s in range(n_seeds)
                   if not os.path.exists(os.path.join(c.run_dir(out, s), "summary.json"))]
