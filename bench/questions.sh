@@ -3,8 +3,8 @@
 #   bash bench/questions.sh [OUT=runs/questions] [RECORDS=bench/results/findings-v3] [DOCS=docs]
 # Two `siamdyn experiment` workers, one per core at one thread each, go through the grids, sharing each
 # grid's folder, in the order the answers need them: Q1 (the eq. (10) factorial), Q3 (speed against basin, SGD), Q2 (f(x)
-# against f(x̄): trains BYOL, then reads Q1's encoders), Q1-aug (crop strength), Q2 again under SGD (its
-# second scale: the encoders trained there). Finished runs are
+# against f(x̄): trains BYOL, then reads Q1's encoders), Q2 at width 8 (its second width), Q1-aug (crop
+# strength), Q2 again under SGD (its second optimiser: the encoders trained there). Finished runs are
 # skipped, so a cut-short session resumes where it stopped; `siamdyn experiment G --budget B --out
 # OUT/B --status` says what is left. At the end (or with STAGE=report alone) the run records —
 # config.yaml, metrics.jsonl, summary.json, eval.json and the folders' experiment.json and
@@ -19,7 +19,7 @@ mkdir -p "$out"
 pin() { if command -v taskset > /dev/null && taskset -c "$1" true 2> /dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 # SPECS reorders or narrows the grids (GRID:BUDGET[:GLOBS], space-separated; GLOBS as `--only`), e.g. to
 # finish one answer first: SPECS="Q1-aug:q-w4:eq10-crop*,eq10-no-crop Q2:q-w4"
-specs=${SPECS:-Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q1-aug:q-w4 Q2:q-sgd-w4}
+specs=${SPECS:-Q1:q-w4 Q3:q-sgd-w4 Q2:q-w4 Q2:q-w8 Q1-aug:q-w4 Q2:q-sgd-w4}
 set -f  # the globs in SPECS are siamdyn's, not the shell's
 # one spec's `siamdyn experiment` arguments, one per line: grid, --budget, budget, and --only GLOBS where given
 args() {
@@ -40,13 +40,14 @@ work() {  # one worker: every grid in order. Runs are locked, so workers share a
 if [ "${STAGE:-all}" != report ]; then
   pids=()
   for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do work "$i" & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p"; done
+  # a worker killed by hand (to reorder the work) must not cost the other's copy and report
+  for p in "${pids[@]}"; do wait "$p" || echo "questions: worker $p ended with status $?" >&2; done
   for spec in $specs; do
     mapfile -t a < <(args "$spec")
     $SIAMDYN experiment "${a[@]}" --out "$out/${a[2]}" --status | tail -n 1
   done
 fi
-for budget in q-w4 q-sgd-w4; do
+for budget in q-w4 q-w8 q-sgd-w4; do
   [ -d "$out/$budget" ] || continue
   (cd "$out/$budget" && find . -path '*/ckpt' -prune -o -type f \( -name config.yaml -o -name metrics.jsonl \
     -o -name summary.json -o -name eval.json -o -name experiment.json -o -name analysis.json \) -print) |

@@ -74,6 +74,12 @@ def test_plan_runs_controls_first_and_each_directory_once():
     assert {c.name: sum(d.name == c.name for d, _ in sgd) for c, _ in sgd} == {
         "simsiam": 5, "simsiam-no-sg": 5, "siamese": 5, "byol": 3, "eq10": 3, "eq10-target-feature-mean": 3,
         "xbar-K4": 3}
+    # Q2's second width: every cell, controls included, 3 seeds, at width 8 and q-w4's steps
+    from siamdyn.experiments.runner import cell_config
+    w8 = plan(["Q2"], "q-w8", None)
+    assert len(w8) == 7 * 3 and {s for _, s in w8} == {0, 1, 2}
+    cfg, ref = cell_config(w8[-1][0], "q-w8", 0), cell_config(w8[-1][0], "q-w4", 0)
+    assert (cfg.backbone_width, ref.backbone_width, cfg.max_steps) == (8, 4, ref.max_steps)
 
 
 def test_status_counts_finished_running_and_to_do_runs_and_the_time_left(tmp_path, capsys):

@@ -235,7 +235,7 @@ def _add_findings_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="H1 … H9 (or all); core, long (findings v3's scales); Q1, Q1-aug, Q2, Q3 (the seed's "
                    "open questions, docs/open_questions.md)")
     p.add_argument("--budget", default="standard", help="standard (the findings; ≈ 2 h on 2 cores), w4, w16, sgd, "
-                   "w4-long (findings v3's scales), q-w4, q-sgd-w4 (the open questions), or smoke (CI)")
+                   "w4-long (findings v3's scales), q-w4, q-w8, q-sgd-w4 (the open questions), or smoke (CI)")
     p.add_argument("--seeds", type=bounded(int, "[1, 1000]", "--seeds"),
                    help="seeds per cell, in [1, 1000] (default: the budget's: 5 per binary cell, 3 per ladder rung)")
     p.add_argument("--out", default="runs/experiments")

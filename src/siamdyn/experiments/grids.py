@@ -53,6 +53,8 @@ BUDGETS["q-w4"] = {**BUDGETS["w4"], "max_steps": 400, "heldout_every": 20, "held
 # Q3, speed against basin: the papers' SGD (under AdamW every step size is set by the lr, which erases
 # the speed mechanism), probes every 10 steps so early quantities are read before any collapse.
 BUDGETS["q-sgd-w4"] = {**BUDGETS["q-w4"], "probe_every": 10, "probe_first": 10, "knn_every": 0}
+# Q2's second width: q-w4 at width 8, same steps, so the two scales differ in width alone.
+BUDGETS["q-w8"] = {**BUDGETS["q-w4"], "backbone_width": 8}
 SGD_RECIPE = dict(optimizer="sgd", lr=0.06, momentum=0.9, weight_decay=5e-4)
 # An optimiser axis must hold every cell of a budget to one optimiser, so these win over a cell's
 # own recipe (BYOL's AdamW); the cell keeps the rest of it (crops, predictor lr multiplier).
@@ -65,11 +67,12 @@ SEEDS = {"smoke": {"binary": 1, "ladder": 1, "bimodal": 2}, "standard": {"binary
          "features": {"binary": 3, "ladder": 3, "bimodal": 3}, "w4": {"binary": 3, "ladder": 3, "bimodal": 20},
          "w16": {"binary": 3, "ladder": 3, "bimodal": 3}, "sgd": {"binary": 3, "ladder": 3, "bimodal": 3},
          "w4-long": {"binary": 2, "ladder": 2, "bimodal": 2}, "q-w4": {"binary": 5, "ladder": 5, "bimodal": 20},
-         "q-sgd-w4": {"binary": 3, "ladder": 3, "bimodal": 20}}
+         "q-sgd-w4": {"binary": 3, "ladder": 3, "bimodal": 20}, "q-w8": {"binary": 3, "ladder": 3, "bimodal": 3}}
 SEEDS["smoke-sgd"] = SEEDS["smoke"]
 # The seed's open questions read P(complete collapse) per cell: ≥ 5 seeds where they run.
 SEEDS["smoke-q"] = dict(SEEDS["smoke"])
-for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("standard", 5), ("sgd", 5), ("w16", 3)):
+for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("standard", 5), ("sgd", 5), ("w16", 3),
+                    ("q-w8", 3)):
     SEEDS[_budget]["question"] = _n
 # Q1-aug's arms: 3 seeds at q-w4 (60 runs at 5 would take ≈ 8 worker-hours); every Q1 cell's seeds read
 # alike there (48 runs, 2026-12-05), so 3 seeds tell an arm's outcome. Elsewhere a binary cell's count.
@@ -79,12 +82,12 @@ SEEDS["q-w4"]["aug"] = 3
 SEEDS["q-sgd-w4"]["control"] = 5
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
             "standard": dict(images=512, views=16, draws=8, probe_epochs=20)}
-ANALYSIS["features"] = ANALYSIS["q-w4"] = ANALYSIS["standard"]
+ANALYSIS["features"] = ANALYSIS["q-w4"] = ANALYSIS["q-w8"] = ANALYSIS["standard"]
 ANALYSIS["smoke-q"] = ANALYSIS["smoke"]
 # A linear probe of the final backbone (eval.json, the representation readout of findings v3), in
 # epochs over the train split: 0 leaves it out.
 PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20,
-                "w4-long": 20, "q-w4": 20, "q-sgd-w4": 0}
+                "w4-long": 20, "q-w4": 20, "q-sgd-w4": 0, "q-w8": 20}
 
 
 @dataclass(frozen=True)
