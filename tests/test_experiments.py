@@ -164,6 +164,10 @@ def test_across_scales_names_the_axis_that_changes_a_verdict():
     assert across(v("supported", "contradicted", "contradicted"), scales).startswith("scale-dependent")
     assert across(v("contradicted", "contradicted", "supported"), scales).startswith("optimiser-dependent")
     assert across(v("supported", "inconclusive", "supported"), scales) == "holds where decided"
+    # a longer horizon at the same width and optimiser moves a verdict: that is the scale, not the optimiser
+    horizons = [SimpleNamespace(label=x) for x in ("w4 AdamW 400 steps", "w4 AdamW 6000 steps")]
+    assert across(v("supported", "contradicted"), horizons) == \
+        "scale-dependent (supported at w4 AdamW 400 steps, contradicted at w4 AdamW 6000 steps)"
 
 
 def test_the_gpu_budget_builds_a_valid_config_for_every_core_cell(monkeypatch):

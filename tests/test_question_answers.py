@@ -283,3 +283,34 @@ def test_a_step_without_a_rho_reading_breaks_from_there_on():
     curve = rho_over_time(runs, [float(i) for i in range(10)], PREDICTORS[SPEED])
     assert math.isnan(curve[50][0]) and curve[40][0] == pytest.approx(1.0)
     assert first_correlated(curve) == 60  # not 10: the flat step is a break, not a skipped one
+
+
+def test_across_scales_each_q1_cell_and_q2_comparison_holds_or_moves_with_the_axis_named(tmp_path):
+    """The open questions' "Across scales" block: a cell read at two widths under one optimiser that reads
+    differently is scale-dependent; a cell read at one scale is counted, not compared; a Q2 comparison the
+    trained encoders agree on at both scales holds, one they disagree on at a scale is not compared."""
+    import json
+    import os
+
+    from siamdyn.experiments.report_across import across_lines
+    healthy = [run(45.0), run(48.0)]
+    w4 = {"controls/simsiam": healthy, "Q1/eq10": [run(3.0), run(2.5)], "Q1/eq10-no-out-bn": _groups()[
+        "Q1/eq10-no-out-bn"]}
+    w8 = {"controls/simsiam": [run(45.0, backbone_width=8) for _ in range(2)],
+          "Q1/eq10": [run(44.0, backbone_width=8), run(46.0, backbone_width=8)]}
+    rows = lambda gap: {f"{e}/seed{i}": {"f(x)": {"knn": 70.0 + i}, "f(x̄_8)": {"knn": 70.0 + i - gap[e] - 0.1 * i},  # noqa: E731
+                                        BLUR: {"knn": 60.0 + i}, "mean_k f(T_k x), K = 8": {"knn": 70.0 + i}}
+                        for e in gap for i in range(3)}
+    scales = []
+    for name, groups, gap in (("w4", w4, {"simsiam": 5.0, "byol": 6.0}), ("w8", w8, {"simsiam": 5.0, "byol": -6.0})):
+        os.makedirs(tmp_path / name / "Q2")
+        (tmp_path / name / "Q2" / "analysis.json").write_text(json.dumps({"runs": rows(gap)}))
+        scales.append(Scale(str(tmp_path / name), {}, groups, CALIBRATION))
+    text = "\n".join(across_lines(scales))
+    assert "| `eq10` | z collapsed (b) 2/2 | z healthy (b) 2/2 |" in text
+    assert ("Outcome: the same at every scale that read it: simsiam; moves: eq10: scale-dependent (z collapsed (b) "
+            "at w4 SGD, z healthy (b) at w8 SGD). 1 cell(s) ran at one scale only.") in text
+    assert "| f(x̄_8) against f(x) | f(x) better in 2 | f(x) better in 1, f(x̄_8) better in 1 |" in text
+    assert ("Verdict: the same at every scale that read it: f(x̄_8) against the blur control, the feature mean "
+            "against f(x); not compared (the trained encoders disagree at a scale): f(x̄_8) against f(x).") in text
+    assert across_lines(scales[:1]) == []  # one scale: nothing to set beside

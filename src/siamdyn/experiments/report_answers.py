@@ -195,9 +195,10 @@ def q1_answer(scale: Scale, base: dict) -> list[str]:
             "see; a cell with fewer than 3 seeds is provisional):", "", *text, ""]
 
 
-def q2_answer(label: str, encoders: dict[str, dict[str, dict]]) -> list[str]:
-    """Per encoder: f(x̄_8) against f(x) and against the blur control, and the feature mean against f(x),
-    each paired by seed on kNN (`encoders`: question_readouts.feature_choice's rows)."""
+def q2_readings(encoders: dict[str, dict[str, dict]]) -> tuple[list[str], dict[str, list[str]]]:
+    """Per encoder a sentence: f(x̄_8) against f(x) and against the blur control, and the feature mean against
+    f(x), each paired by seed on kNN (`encoders`: question_readouts.feature_choice's rows); and per comparison
+    the verdict of each trained encoder (random init left out), e.g. "f(x) better"."""
     xbar, mean_f = f"f(x̄_{REFERENCE_K})", f"mean_k f(T_k x), K = {REFERENCE_K}"
     word = {"below 0": "{b} better", "above 0": "{a} better"}
     parts, tally = [], {}
@@ -207,12 +208,22 @@ def q2_answer(label: str, encoders: dict[str, dict[str, dict]]) -> list[str]:
                  ("the feature mean", "f(x)", paired_differences(rows, mean_f, "knn"))]
         readings = [(a, b, d, word.get(sign(d), sign(d)).format(a=a, b=b)) for a, b, d in terms]
         parts.append(f"{encoder}: " + "; ".join(f"{a} − {b} {mean_interval(d)} ({w})" for a, b, d, w in readings))
-        if encoder != "random init":  # the trained encoders' verdicts, counted across them
+        if encoder != "random init":
             for a, b, _, w in readings:
                 tally.setdefault(f"{a} against {b}", []).append(w)
+    return parts, tally
+
+
+def tally_text(words: list[str]) -> str:
+    """"f(x) better in 3": each verdict with how many encoders reached it."""
+    return ", ".join(f"{w} in {words.count(w)}" for w in dict.fromkeys(words))
+
+
+def q2_answer(label: str, encoders: dict[str, dict[str, dict]]) -> list[str]:
+    """Each encoder's paired readings (q2_readings), then each comparison counted across the trained encoders."""
+    parts, tally = q2_readings(encoders)
     trained = sum(e != "random init" for e in encoders)
-    summary = "; ".join(f"{pair}: " + ", ".join(f"{w} in {ws.count(w)}" for w in dict.fromkeys(ws))
-                        for pair, ws in tally.items())
+    summary = "; ".join(f"{pair}: {tally_text(ws)}" for pair, ws in tally.items())
     return [f"**Answer at {label}** (kNN points, paired by seed, t 95 %): " + ". ".join(parts) + ".", "",
             f"Across the {trained} trained encoders: {summary}." if tally else "", ""]
 

@@ -16,6 +16,7 @@ from siamdyn.experiments.levels import COMPLETE, completeness, representation
 from siamdyn.experiments.question_readouts import (AUG_BASES, crop_arms, factors, feature_choice, key,
                                                    knn_after_head_collapse, outcomes, p_complete, paired_differences,
                                                    steps_missing, z_reading)
+from siamdyn.experiments.report_across import across_lines
 from siamdyn.experiments.report_answers import q1_answer, q2_answer, q3_answer, rho_answer
 from siamdyn.experiments.report_figures import plot_depths, plot_early_warning, plot_feature_choice
 from siamdyn.experiments.readings import Run, window_mean
@@ -195,4 +196,5 @@ def questions_section(scales: list[Scale], baselines: list[dict], fig_dir: str) 
             "docs/open_questions.md states the questions, the design and what each column reads; complete "
             f"collapse (a) at completeness ≥ {COMPLETE} (the loss toward its minimum: 1 − final/first for the "
             "squared L2), with Clopper–Pearson intervals over seeds. Each question ends in an answer computed "
-            "from the same readings: a cell's outcome is the reading most of its seeds reached.", "", *lines]
+            "from the same readings: a cell's outcome is the reading most of its seeds reached.", "",
+            *across_lines(scales), *lines]

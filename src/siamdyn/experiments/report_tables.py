@@ -51,21 +51,33 @@ def calibration_table(scales: list[Scale], baselines: list[dict], problems: list
     return lines + [""]
 
 
+def dependence(by: list[tuple[Scale, str]]) -> str | None:
+    """Where values read at several scales differ: "scale-dependent" (they differ between widths under one
+    optimiser, or between horizons), "optimiser-dependent" (between optimisers at one width and horizon), both,
+    or "differs" (no two share an optimiser, or a width and horizon), with each value at its scale; None where
+    they agree."""
+    if len({val for _, val in by}) < 2:
+        return None
+    def optimiser(s: Scale) -> str:  # labels read "w8 AdamW 600 steps"
+        return s.label.split()[1]
+    def size(s: Scale) -> tuple[str, ...]:
+        return tuple(s.label.split()[0::2])  # width and steps
+    same_opt = [{val for s, val in by if optimiser(s) == o} for o in {optimiser(s) for s, _ in by}]
+    same_w = [{val for s, val in by if size(s) == w} for w in {size(s) for s, _ in by}]
+    kind = ("scale-dependent" if any(len(v) > 1 for v in same_opt) else "") + \
+           (" optimiser-dependent" if any(len(v) > 1 for v in same_w) else "")
+    steps_differ = len({s.label.split()[2] for s, _ in by}) > 1
+    moves = ", ".join(f"{val} at {s.label if steps_differ else s.label.rsplit(' ', 2)[0]}" for s, val in by)
+    return f"{kind.strip() or 'differs'} ({moves})"
+
+
 def across(verdicts: list[dict[str, Verdict]], scales: list[Scale]) -> str:
     """Whether the decided verdicts agree across scales (same optimiser) and optimisers (same width)."""
     notes = []
     for key in ("a", "z", "p"):
         by = [(s, v[key].value) for s, v in zip(scales, verdicts) if key in v and v[key].value in DECIDED]
-        if len({val for _, val in by}) < 2:
-            continue
-        opts = {s.label.split()[1] for s, _ in by}
-        widths = {s.label.split()[0] for s, _ in by}
-        same_opt = [{val for s, val in by if s.label.split()[1] == o} for o in opts]
-        same_w = [{val for s, val in by if s.label.split()[0] == w} for w in widths]
-        kind = ("scale-dependent" if any(len(v) > 1 for v in same_opt) else "") + \
-               (" optimiser-dependent" if any(len(v) > 1 for v in same_w) else "")
-        moves = ", ".join(f"{val} at {s.label.rsplit(' ', 2)[0]}" for s, val in by)
-        notes.append(f"{'' if key == 'a' else key + ': '}{kind.strip() or 'differs'} ({moves})")
+        if (differs := dependence(by)) is not None:
+            notes.append(f"{'' if key == 'a' else key + ': '}{differs}")
     decided = [v for vs in verdicts for v in vs.values() if v.value in DECIDED]
     return "; ".join(notes) if notes else ("holds where decided" if decided else "not decided at any scale")
 
