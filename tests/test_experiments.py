@@ -70,14 +70,17 @@ def test_plan_runs_controls_first_and_each_directory_once():
         plan(["H1"], "standard", None, only="x")
     assert len(plan(list(GRIDS), "standard", None, only="term2-only")) == 15 + 5  # `all`: H1 has no own cells
     # under Q3's SGD the controls run 5 seeds (3 did not separate their bounds), the other cells 3
-    sgd = plan(["Q2"], "q-sgd-w4", None)
+    sgd = plan(["Q3"], "q-sgd-w4", None)
     assert {c.name: sum(d.name == c.name for d, _ in sgd) for c, _ in sgd} == {
-        "simsiam": 5, "simsiam-no-sg": 5, "siamese": 5, "byol": 3, "eq10": 3, "eq10-target-feature-mean": 3,
-        "xbar-K4": 3}
-    # Q2's second width: every cell, controls included, 3 seeds, at width 8 and q-w4's steps
+        "simsiam": 5, "simsiam-no-sg": 5, "siamese": 5, "linear-predictor": 20}
+    # Q2 reads features, not collapse levels: of the controls only SimSiam, the one it analyses
+    q2 = plan(["Q2"], "q-sgd-w4", None)
+    assert {c.name: sum(d.name == c.name for d, _ in q2) for c, _ in q2} == {
+        "simsiam": 5, "byol": 3, "eq10": 3, "eq10-target-feature-mean": 3, "xbar-K4": 3}
+    # Q2's second width: every cell 3 seeds, at width 8 and q-w4's steps
     from siamdyn.experiments.runner import cell_config
     w8 = plan(["Q2"], "q-w8", None)
-    assert len(w8) == 7 * 3 and {s for _, s in w8} == {0, 1, 2}
+    assert len(w8) == 5 * 3 and {s for _, s in w8} == {0, 1, 2}
     cfg, ref = cell_config(w8[-1][0], "q-w8", 0), cell_config(w8[-1][0], "q-w4", 0)
     assert (cfg.backbone_width, ref.backbone_width, cfg.max_steps) == (8, 4, ref.max_steps)
 

@@ -116,8 +116,10 @@ def scale_baseline(scale: Scale) -> dict:
 def controls_problems(scale: Scale) -> list[str]:
     """What keeps this scale's controls from calibrating: missing runs, or heads where the
     positive and negative controls' prediction intervals overlap."""
-    problems = [f"`{c.name}` has fewer than 2 finished runs" for c in CONTROLS
-                if len(scale.groups.get(f"controls/{c.name}", [])) < 2]
+    counts = {c.name: len(scale.groups.get(f"controls/{c.name}", [])) for c in CONTROLS}
+    # none at all: e.g. a folder of grid Q2 alone, which trains only the control it analyses (grids.grid_cells)
+    problems = [f"`{name}` " + ("not run here" if not n else "has fewer than 2 finished runs")
+                for name, n in counts.items() if n < 2]
     for head in HEADS:
         cal = scale.calibration.get(head)
         if cal is not None and not cal.separated:
