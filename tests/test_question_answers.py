@@ -312,5 +312,6 @@ def test_across_scales_each_q1_cell_and_q2_comparison_holds_or_moves_with_the_ax
             "at w4 SGD, z healthy (b) at w8 SGD). 1 cell(s) ran at one scale only.") in text
     assert "| f(x̄_8) against f(x) | f(x) better in 2 | f(x) better in 1, f(x̄_8) better in 1 |" in text
     assert ("Verdict: the same at every scale that read it: f(x̄_8) against the blur control, the feature mean "
-            "against f(x); not compared (the trained encoders disagree at a scale): f(x̄_8) against f(x).") in text
+            "against f(x); not compared (the trained encoders read it differently at a scale): f(x̄_8) against f(x) "
+            "(pooled: f(x) better in 3, f(x̄_8) better in 1).") in text
     assert across_lines(scales[:1]) == []  # one scale: nothing to set beside

@@ -62,11 +62,11 @@ def q2_across(scales: list[Scale]) -> list[str]:
         unanimous = [(s, words[0]) for s, t in read if (words := t.get(pair)) and len(set(words)) == 1]
         if len(unanimous) == sum(pair in t for _, t in read):
             verdicts.append((pair, dependence(unanimous)))
-        else:
-            undecided.append(pair)
+        else:  # with every encoder × scale reading pooled, so a reader sees whether any went the other way
+            undecided.append(f"{pair} (pooled: {tally_text([w for _, t in read for w in t.get(pair, [])])})")
     lines = ["**Q2** (per comparison, kNN paired by seed: how many trained encoders read each way):", ""]
     return lines + _table("comparison", [s for s, _ in read], rows) + [
-        _holds_or_moves("Verdict", verdicts, undecided, "the trained encoders disagree at a scale"), ""]
+        _holds_or_moves("Verdict", verdicts, undecided, "the trained encoders read it differently at a scale"), ""]
 
 
 def across_lines(scales: list[Scale]) -> list[str]:
