@@ -173,6 +173,16 @@ def test_across_scales_names_the_axis_that_changes_a_verdict():
         "scale-dependent (supported at w4 AdamW 400 steps, contradicted at w4 AdamW 6000 steps)"
 
 
+def test_a_folder_without_any_claims_run_is_left_out_of_the_claims_tables():
+    from types import SimpleNamespace
+
+    from siamdyn.experiments.scales import Scale, reads_claims
+    run = [SimpleNamespace(cfg=SimpleNamespace(seed=0))]
+    assert not reads_claims(Scale("q2-only", {}, {"controls/simsiam": run, "Q2/byol": run}))
+    assert reads_claims(Scale("h1", {}, {"controls/simsiam": run, "controls/simsiam-no-sg": run}))  # H1's cell
+    assert reads_claims(Scale("twin", {}, {"Q3/linear-predictor": run}))  # H2c reads Q3's identical cell
+
+
 def test_the_gpu_budget_builds_a_valid_config_for_every_core_cell(monkeypatch):
     """The GPU path of bench/gpu_findings.py cannot run here; its budget must still be a valid
     config for every cell, with SGD forced over BYOL's AdamW recipe."""

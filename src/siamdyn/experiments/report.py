@@ -18,7 +18,8 @@ from siamdyn.experiments.report_figures import plot_positions
 from siamdyn.experiments.report_format import mean_std as _ms
 from siamdyn.experiments.report_tables import (CELL_HEAD, calibration_table, cell_row, critical_lr_lines,
                                                horizon_line, literature_table, paired_table, verdict_matrix)
-from siamdyn.experiments.scales import Scale, all_verdicts, controls_problems, load_scales, scale_baseline
+from siamdyn.experiments.scales import (Scale, all_verdicts, controls_problems, load_scales, reads_claims,
+                                        scale_baseline)
 from siamdyn.errors import SiamdynError
 from siamdyn.outputs import atomic_write_text, output_dir
 
@@ -144,20 +145,25 @@ def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> 
     fig_dir = output_dir(os.path.join(dest, "figures", "findings"), None)
     baselines = [scale_baseline(s) for s in scales]
     problems = [controls_problems(s) for s in scales]
-    verdicts = all_verdicts(scales)
+    reads = [reads_claims(s) for s in scales]
+    claimed = [s for s, r in zip(scales, reads) if r]  # the claims' tables: scales where one of them ran
+    verdicts = all_verdicts(claimed)
     lines = header(out, scales, dest)
     lines += ["## Calibration: each scale's controls", "", *calibration_table(scales, baselines, problems)]
-    lines += ["## Verdicts", "", "Each claim at its level (a, b), per scale; level (b) gives z and p apart.", "",
-              *verdict_matrix(scales, verdicts)]
+    left_out = ", ".join(s.label for s, r in zip(scales, reads) if not r)
+    lines += ["## Verdicts", "", "Each claim at its level (a, b), per scale; level (b) gives z and p apart"
+              + (f"; {left_out}: no claim's runs (left out of the claims' tables: this matrix, the paired comparisons, "
+                 "the H4 fit and the literature)." if left_out else "."),
+              "", *verdict_matrix(claimed, verdicts)]
     lines += ["## Seed-paired comparisons", "", "Cells that share seeds start from the same weights and data "
               "order; the sign test counts the seeds where the changed cell's level-(b) position is higher.", "",
-              *paired_table(scales)]
-    if critical := critical_lr_lines(scales):
+              *paired_table(claimed)]
+    if critical := critical_lr_lines(claimed):
         lines += ["## The critical predictor lr (H4)", "", "P(collapse) against the predictor's lr multiplier λ "
                   "(logistic in log10 λ; docs/protocol.md).", "", *critical]
     lines += ["## Literature", "", "Each number checked against the paper's text; docs/literature_check.md "
-              "holds the quotes and says what could not be checked.", "", *literature_table(scales, verdicts)]
-    lines += [horizon_line(scales), ""]
+              "holds the quotes and says what could not be checked.", "", *literature_table(claimed, verdicts)]
+    lines += [horizon_line(claimed), ""]
     from siamdyn.experiments.report_questions import questions_section
     lines += questions_section(scales, baselines, fig_dir)
     for i, (s, base) in enumerate(zip(scales, baselines)):

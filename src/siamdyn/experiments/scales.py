@@ -113,6 +113,12 @@ def scale_baseline(scale: Scale) -> dict:
     return result
 
 
+def reads_claims(scale: Scale) -> bool:
+    """Whether any claim H1–H9 has a run here beyond the healthy control, which every folder trains: a
+    folder of grid Q2 alone (`q-w8`) has none, and a column of "not run" would only hide the others."""
+    return any(scale.runs([cell]) for c in CLAIMS for cell in c.cells if cell != f"controls/{NEGATIVE}")
+
+
 def controls_problems(scale: Scale) -> list[str]:
     """What keeps this scale's controls from calibrating: missing runs, or heads where the
     positive and negative controls' prediction intervals overlap."""
