@@ -3,7 +3,8 @@
 #   bash bench/questions.sh [OUT=runs/questions] [RECORDS=bench/results/findings-v3] [DOCS=docs]
 # Two `siamdyn experiment` workers, one per core at one thread each, go through the grids, sharing each
 # grid's folder, in the order the answers need them: Q1 (the eq. (10) factorial), Q3 (speed against basin, SGD), Q2 (f(x)
-# against f(x̄): trains BYOL, then reads Q1's encoders), Q2 at width 8 (its second width), Q1-aug (crop
+# against f(x̄): trains BYOL, then reads Q1's encoders), Q2 at width 8 (its second width: trains all its encoders
+# there, SimSiam the only control), Q1-aug (crop
 # strength), Q2 again under SGD (its second optimiser: the encoders trained there). Finished runs are
 # skipped, so a cut-short session resumes where it stopped; `siamdyn experiment G --budget B --out
 # OUT/B --status` says what is left. At the end (or with STAGE=report alone) the run records —

@@ -3,6 +3,7 @@ re-running skips finished runs, an interrupted run resumes, and the report opens
 scale's calibration, then three-valued verdicts per scale, the literature table and a
 section per scale; a folder of scales (width and optimiser axes) reports as columns."""
 import os
+import re
 import subprocess
 
 import pytest
@@ -29,7 +30,13 @@ def test_all_grids_smoke_then_report(tmp_path):
     os.unlink(os.path.join(victim, "summary.json"))
     again = run_experiment("H5", "smoke", None, out, progress=False)["sessions"][-1]["runs"]
     assert again[victim] == "resumed" and sorted(set(again.values())) == ["done before", "resumed"]
+    stale = tmp_path / "exp" / "figures" / "findings" / "scale9.png"  # an earlier report's, for a scale gone since
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"png")
     text = open(write_report(out)).read()
+    shown = re.findall(r"figures/findings/([^)\s]+)", text)
+    assert shown and not stale.exists()  # the report owns its figures' folder: what it no longer shows goes
+    assert sorted(os.listdir(stale.parent)) == sorted(set(shown))
     order = [text.index(h) for h in ("## Calibration", "## Verdicts", "## Literature", "## w4 AdamW 12 steps",
                                      "## H7")]
     assert order == sorted(order)
@@ -162,25 +169,37 @@ def test_across_scales_names_the_axis_that_changes_a_verdict():
 
     from siamdyn.experiments.report_tables import across
     from siamdyn.experiments.verdicts import Verdict
-    scales = [SimpleNamespace(label=x) for x in ("w4 AdamW 600 steps", "w8 AdamW 600 steps", "w8 SGD 600 steps")]
+    def scale(label: str) -> SimpleNamespace:  # a Scale's label and setting (width, optimiser, steps)
+        width, optimiser, steps, _ = label.split()
+        return SimpleNamespace(label=label, setting=(int(width[1:]), optimiser, int(steps)))
+    scales = [scale(x) for x in ("w4 AdamW 600 steps", "w8 AdamW 600 steps", "w8 SGD 600 steps")]
     v = lambda *vals: [{"a": Verdict(x, "")} for x in vals]  # noqa: E731
     assert across(v("supported", "contradicted", "contradicted"), scales).startswith("scale-dependent")
     assert across(v("contradicted", "contradicted", "supported"), scales).startswith("optimiser-dependent")
     assert across(v("supported", "inconclusive", "supported"), scales) == "holds where decided"
     # a longer horizon at the same width and optimiser moves a verdict: that is the scale, not the optimiser
-    horizons = [SimpleNamespace(label=x) for x in ("w4 AdamW 400 steps", "w4 AdamW 6000 steps")]
+    horizons = [scale(x) for x in ("w4 AdamW 400 steps", "w4 AdamW 6000 steps")]
     assert across(v("supported", "contradicted"), horizons) == \
         "scale-dependent (supported at w4 AdamW 400 steps, contradicted at w4 AdamW 6000 steps)"
 
 
-def test_a_folder_without_any_claims_run_is_left_out_of_the_claims_tables():
+def test_a_folder_without_its_positive_controls_reads_no_claim():
+    """A folder of grid Q2 alone ran SimSiam and Q2's cells (H6's xbar-K4 among them) but no positive control:
+    no claim can be read there, its calibration row says which controls never ran, and a report of such
+    folders alone says so in one line instead of empty tables."""
     from types import SimpleNamespace
 
-    from siamdyn.experiments.scales import Scale, reads_claims
-    run = [SimpleNamespace(cfg=SimpleNamespace(seed=0))]
-    assert not reads_claims(Scale("q2-only", {}, {"controls/simsiam": run, "Q2/byol": run}))
-    assert reads_claims(Scale("h1", {}, {"controls/simsiam": run, "controls/simsiam-no-sg": run}))  # H1's cell
-    assert reads_claims(Scale("twin", {}, {"Q3/linear-predictor": run}))  # H2c reads Q3's identical cell
+    from siamdyn.experiments.report import claims_sections
+    from siamdyn.experiments.scales import Scale, controls_problems, has_controls
+    run = [SimpleNamespace(cfg=SimpleNamespace(seed=0, backbone_width=8, optimizer="adamw"), steps=400)]
+    q2 = Scale("q-w8", {}, {"controls/simsiam": run, "Q2/byol": run, "H6/xbar-K4": run, "Q1/eq10": run})
+    assert not has_controls(q2)
+    assert controls_problems(q2) == ["`simsiam` has fewer than 2 finished runs", "`simsiam-no-sg` not run here",
+                                     "`siamese` not run here"]
+    assert claims_sections([q2]) == ["## Verdicts", "", "No scale here ran all three controls (w8 AdamW 400 steps), "
+                                     "so no claim is read.", ""]
+    full = Scale("w8", {}, {**q2.groups, "controls/simsiam-no-sg": run, "controls/siamese": run})
+    assert has_controls(full) and controls_problems(full)[1] == "`simsiam-no-sg` has fewer than 2 finished runs"
 
 
 def test_the_gpu_budget_builds_a_valid_config_for_every_core_cell(monkeypatch):

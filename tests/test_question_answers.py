@@ -287,31 +287,52 @@ def test_a_step_without_a_rho_reading_breaks_from_there_on():
 
 def test_across_scales_each_q1_cell_and_q2_comparison_holds_or_moves_with_the_axis_named(tmp_path):
     """The open questions' "Across scales" block: a cell read at two widths under one optimiser that reads
-    differently is scale-dependent; a cell read at one scale is counted, not compared; a Q2 comparison the
-    trained encoders agree on at both scales holds, one they disagree on at a scale is not compared."""
+    differently is scale-dependent, at two optimisers optimiser-dependent; a cell read at one scale is counted,
+    not compared, and so is one read against uncalibrated controls; a Q2 comparison every trained encoder
+    decides alike at each scale holds, one they read differently (or not separated from 0) is not compared;
+    a folder without the positive controls (grid Q2 alone) gives Q2 a scale but not Q1."""
     import json
     import os
 
     from siamdyn.experiments.report_across import across_lines
-    healthy = [run(45.0), run(48.0)]
-    w4 = {"controls/simsiam": healthy, "Q1/eq10": [run(3.0), run(2.5)], "Q1/eq10-no-out-bn": _groups()[
-        "Q1/eq10-no-out-bn"]}
-    w8 = {"controls/simsiam": [run(45.0, backbone_width=8) for _ in range(2)],
-          "Q1/eq10": [run(44.0, backbone_width=8), run(46.0, backbone_width=8)]}
+
+    def folder(z_eq10: float, split: bool, **cfg) -> dict[str, list[Run]]:
+        controls = {f"controls/{c}": [run(r, **cfg) for _ in range(2)]
+                    for c, r in (("simsiam", 45.0), ("simsiam-no-sg", 2.0), ("siamese", 2.0))}
+        return {**controls, "Q1/eq10": [run(z_eq10, **cfg) for _ in range(2)],
+                "Q1/eq10-target-view": [run(2.8, **cfg), run(45.0 if split else 2.9, **cfg)]}
     rows = lambda gap: {f"{e}/seed{i}": {"f(x)": {"knn": 70.0 + i}, "f(x̄_8)": {"knn": 70.0 + i - gap[e] - 0.1 * i},  # noqa: E731
                                         BLUR: {"knn": 60.0 + i}, "mean_k f(T_k x), K = 8": {"knn": 70.0 + i}}
                         for e in gap for i in range(3)}
+    w4 = folder(3.0, False, target="online")
+    w4["Q1/eq10-no-out-bn"] = _groups()["Q1/eq10-no-out-bn"]  # at one scale only
+    specs = [("w4", w4, CALIBRATION, {"simsiam": 5.0, "byol": 6.0}),
+             ("w8", folder(45.0, True, backbone_width=8), CALIBRATION, {"simsiam": 5.0, "byol": -6.0}),
+             ("w4-adamw", folder(3.0, False, optimizer="adamw"), OVERLAP, {"simsiam": 5.0, "byol": 4.0}),
+             ("q2-only", {"controls/simsiam": [run(45.0, backbone_width=16)], "Q1/eq10": [run(3.0, backbone_width=16)]},
+              {"z": None, "p": None}, {"simsiam": 5.0, "byol": 4.0})]
     scales = []
-    for name, groups, gap in (("w4", w4, {"simsiam": 5.0, "byol": 6.0}), ("w8", w8, {"simsiam": 5.0, "byol": -6.0})):
+    for name, groups, cal, gap in specs:
         os.makedirs(tmp_path / name / "Q2")
         (tmp_path / name / "Q2" / "analysis.json").write_text(json.dumps({"runs": rows(gap)}))
-        scales.append(Scale(str(tmp_path / name), {}, groups, CALIBRATION))
+        scales.append(Scale(str(tmp_path / name), {}, groups, cal))
     text = "\n".join(across_lines(scales))
-    assert "| `eq10` | z collapsed (b) 2/2 | z healthy (b) 2/2 |" in text
-    assert ("Outcome: the same at every scale that read it: simsiam; moves: eq10: scale-dependent (z collapsed (b) "
-            "at w4 SGD, z healthy (b) at w8 SGD). 1 cell(s) ran at one scale only.") in text
-    assert "| f(x̄_8) against f(x) | f(x) better in 2 | f(x) better in 1, f(x̄_8) better in 1 |" in text
-    assert ("Verdict: the same at every scale that read it: f(x̄_8) against the blur control, the feature mean "
-            "against f(x); not compared (the trained encoders read it differently at a scale): f(x̄_8) against f(x) "
-            "(pooled: f(x) better in 3, f(x̄_8) better in 1).") in text
+    assert "| cell | w4 SGD 100 steps | w8 SGD 100 steps | w4 AdamW 100 steps |" in text  # not the Q2-only folder
+    assert "| `eq10` | z collapsed (b) 2/2 | z healthy (b) 2/2 | z nearer the collapsed controls" in text
+    assert ("Outcome: the same at every scale that read it: none; not compared (at a scale its seeds split, were "
+            "unread or sat between uncalibrated controls): simsiam, eq10, eq10-target-view. 1 cell(s) ran at one "
+            "scale only.") in text
+    assert "Q2 at w4 SGD 100 steps, w8 SGD 100 steps, w4 AdamW 100 steps, w16 SGD 100 steps" in text
+    assert "| f(x̄_8) against f(x) | f(x) better in 2 | f(x) better in 1, f(x̄_8) better in 1 | f(x) better in 2 |" \
+        in text
+    assert ("Verdict: the same at every scale that read it: f(x̄_8) against the blur control; not compared (at a "
+            "scale the trained encoders read it differently, or not separated from 0): f(x̄_8) against f(x) (pooled: "
+            "f(x) better in 7, f(x̄_8) better in 1), the feature mean against f(x) (pooled: not separated from 0 in "
+            "8).") in text
+    calibrated = "\n".join(across_lines(scales[:2]))  # both SGD, widths 4 and 8: eq10 moves with the width
+    assert "moves: eq10: scale-dependent (z collapsed (b) at w4 SGD, z healthy (b) at w8 SGD)" in calibrated
+    adamw = Scale(scales[2].path, {}, folder(45.0, False, optimizer="adamw"), CALIBRATION)  # width 4, AdamW
+    optimisers = "\n".join(across_lines([scales[0], adamw]))
+    assert ("the same at every scale that read it: simsiam, eq10-target-view; moves: eq10: optimiser-dependent "
+            "(z collapsed (b) at w4 SGD, z healthy (b) at w4 AdamW).") in optimisers
     assert across_lines(scales[:1]) == []  # one scale: nothing to set beside

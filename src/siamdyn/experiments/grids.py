@@ -206,8 +206,9 @@ def grid_cells(grid: str) -> list[Cell]:
     }
     if grid not in own:
         raise ConfigError(f"unknown experiment {grid!r}; choose one of: {', '.join(GRIDS + EXTRA_GRIDS)} or all")
-    # Q2 reads features against a random-init encoder, not collapse levels, so of the controls (which
-    # calibrate level (b)) it trains only the one it analyses: SimSiam. Every other grid trains all three.
+    # Q2's analysis reads features against a random-init encoder, so of the controls (which place collapse
+    # readings) it trains only the one it analyses: SimSiam. Where Q2 runs alone (q-w8) its cells are read for
+    # features only (scales.has_controls); every other grid trains all three.
     return (CONTROLS[:1] if grid == "Q2" else CONTROLS) + own[grid]
 
 

@@ -8,6 +8,7 @@ scale's run groups at the three levels with their curves, the gradient split, th
 from __future__ import annotations
 
 import os
+import re
 
 from siamdyn.inputs import open_input
 from siamdyn.experiments.early_warning import ENCODER_GROUPS
@@ -18,10 +19,10 @@ from siamdyn.experiments.report_figures import plot_positions
 from siamdyn.experiments.report_format import mean_std as _ms
 from siamdyn.experiments.report_tables import (CELL_HEAD, calibration_table, cell_row, critical_lr_lines,
                                                horizon_line, literature_table, paired_table, verdict_matrix)
-from siamdyn.experiments.scales import (Scale, all_verdicts, controls_problems, load_scales, reads_claims,
+from siamdyn.experiments.scales import (Scale, all_verdicts, controls_problems, has_controls, load_scales,
                                         scale_baseline)
 from siamdyn.errors import SiamdynError
-from siamdyn.outputs import atomic_write_text, output_dir
+from siamdyn.outputs import atomic_write_text, os_error_line, output_dir
 
 PROTOCOL = (f"Readouts (docs/protocol.md): (a) complete collapse — completeness = min(centre-vector norm "
             f"of p, the loss as a cosine), complete at ≥ {COMPLETE}; (b) dimensional collapse per head — log RankMe "
@@ -134,6 +135,41 @@ def refuse_foreign_findings(path: str, overwrite: bool) -> None:
                            "or choose another --out")
 
 
+def claims_sections(scales: list[Scale]) -> list[str]:
+    """The claims' tables (verdicts, seed-paired tests, the H4 fit, the literature, the horizon) over the
+    scales whose three controls ran (scales.has_controls): elsewhere no claim can be read."""
+    claimed = [s for s in scales if has_controls(s)]
+    left_out = ", ".join(s.label for s in scales if not has_controls(s))
+    if not claimed:
+        return ["## Verdicts", "", f"No scale here ran all three controls ({left_out}), so no claim is read.", ""]
+    verdicts = all_verdicts(claimed)
+    lines = ["## Verdicts", "", "Each claim at its level (a, b), per scale; level (b) gives z and p apart"
+             + (f"; {left_out}: not all three controls ran (left out of the claims' tables: this matrix, the paired "
+                "comparisons, the H4 fit, the literature and the horizon)." if left_out else "."),
+             "", *verdict_matrix(claimed, verdicts)]
+    lines += ["## Seed-paired comparisons", "", "Cells that share seeds start from the same weights and data "
+              "order; the sign test counts the seeds where the changed cell's level-(b) position is higher.", "",
+              *paired_table(claimed)]
+    if critical := critical_lr_lines(claimed):
+        lines += ["## The critical predictor lr (H4)", "", "P(collapse) against the predictor's lr multiplier λ "
+                  "(logistic in log10 λ; docs/protocol.md).", "", *critical]
+    lines += ["## Literature", "", "Each number checked against the paper's text; docs/literature_check.md "
+              "holds the quotes and says what could not be checked.", "", *literature_table(claimed, verdicts)]
+    return lines + [horizon_line(claimed), ""]
+
+
+def prune_figures(fig_dir: str, text: str) -> None:
+    """Remove the figures an earlier report wrote that this one no longer shows (their names follow the
+    scales' order, so a new scale renames them): the report owns DEST/figures/findings/."""
+    shown = set(re.findall(r"figures/findings/([^)\s]+)", text))
+    for name in os.listdir(fig_dir):
+        if name.endswith(".png") and name not in shown:
+            try:
+                os.unlink(os.path.join(fig_dir, name))
+            except OSError as e:
+                raise SiamdynError(os_error_line(os.path.join(fig_dir, name), e)) from None
+
+
 def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> str:
     """Write DEST/findings.md (default DEST = OUT) and its figures under DEST/figures/findings/,
     replacing the report's own earlier ones (refuse_foreign_findings); every file through the one
@@ -145,25 +181,9 @@ def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> 
     fig_dir = output_dir(os.path.join(dest, "figures", "findings"), None)
     baselines = [scale_baseline(s) for s in scales]
     problems = [controls_problems(s) for s in scales]
-    reads = [reads_claims(s) for s in scales]
-    claimed = [s for s, r in zip(scales, reads) if r]  # the claims' tables: scales where one of them ran
-    verdicts = all_verdicts(claimed)
     lines = header(out, scales, dest)
     lines += ["## Calibration: each scale's controls", "", *calibration_table(scales, baselines, problems)]
-    left_out = ", ".join(s.label for s, r in zip(scales, reads) if not r)
-    lines += ["## Verdicts", "", "Each claim at its level (a, b), per scale; level (b) gives z and p apart"
-              + (f"; {left_out}: no claim's runs (left out of the claims' tables: this matrix, the paired comparisons, "
-                 "the H4 fit and the literature)." if left_out else "."),
-              "", *verdict_matrix(claimed, verdicts)]
-    lines += ["## Seed-paired comparisons", "", "Cells that share seeds start from the same weights and data "
-              "order; the sign test counts the seeds where the changed cell's level-(b) position is higher.", "",
-              *paired_table(claimed)]
-    if critical := critical_lr_lines(claimed):
-        lines += ["## The critical predictor lr (H4)", "", "P(collapse) against the predictor's lr multiplier λ "
-                  "(logistic in log10 λ; docs/protocol.md).", "", *critical]
-    lines += ["## Literature", "", "Each number checked against the paper's text; docs/literature_check.md "
-              "holds the quotes and says what could not be checked.", "", *literature_table(claimed, verdicts)]
-    lines += [horizon_line(claimed), ""]
+    lines += claims_sections(scales)
     from siamdyn.experiments.report_questions import questions_section
     lines += questions_section(scales, baselines, fig_dir)
     for i, (s, base) in enumerate(zip(scales, baselines)):
@@ -175,4 +195,5 @@ def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> 
         from siamdyn.experiments.report_analyses import analysis_sections
         lines += analysis_sections(standard.path, fig_dir)
     atomic_write_text(path, "\n".join(lines) + "\n")
+    prune_figures(fig_dir, "\n".join(lines))
     return path

@@ -21,7 +21,7 @@ from siamdyn.experiments.report_answers import q1_answer, q2_answer, q3_answer, 
 from siamdyn.experiments.report_figures import plot_depths, plot_early_warning, plot_feature_choice
 from siamdyn.experiments.readings import Run, window_mean
 from siamdyn.experiments.report_format import mean_interval, mean_std as _ms
-from siamdyn.experiments.scales import Scale
+from siamdyn.experiments.scales import Scale, has_controls
 from siamdyn.experiments.stats import t_interval
 
 # What one-factor-at-a-time around two centres cannot see (the report says so).
@@ -168,7 +168,10 @@ def feature_choice_lines(scale: Scale, fig_dir: str, index: int) -> list[str]:
 
 
 def q1_lines(scale: Scale, base: dict, fig_dir: str, index: int) -> list[str]:
-    """Q1's table, its augmentation axis, the answer and the depths-over-time figure; [] when not run."""
+    """Q1's table, its augmentation axis, the answer and the depths-over-time figure; [] when not run, or
+    where the three controls did not run (a folder of grid Q2 alone: its Q1 cells are read for features)."""
+    if not has_controls(scale):
+        return []
     body, aug = factorial_lines(scale, base), augmentation_lines(scale)
     if not body and not aug:
         return []

@@ -55,19 +55,18 @@ def dependence(by: list[tuple[Scale, str]]) -> str | None:
     """Where values read at several scales differ: "scale-dependent" (they differ between widths under one
     optimiser, or between horizons), "optimiser-dependent" (between optimisers at one width and horizon), both,
     or "differs" (no two share an optimiser, or a width and horizon), with each value at its scale; None where
-    they agree."""
+    they agree (or fewer than two scales with runs read them)."""
+    by = [(s, val) for s, val in by if s.setting is not None]
     if len({val for _, val in by}) < 2:
         return None
-    def optimiser(s: Scale) -> str:  # labels read "w8 AdamW 600 steps"
-        return s.label.split()[1]
-    def size(s: Scale) -> tuple[str, ...]:
-        return tuple(s.label.split()[0::2])  # width and steps
-    same_opt = [{val for s, val in by if optimiser(s) == o} for o in {optimiser(s) for s, _ in by}]
-    same_w = [{val for s, val in by if size(s) == w} for w in {size(s) for s, _ in by}]
+    optimisers = {s.setting[1] for s, _ in by}
+    sizes = {s.setting[0::2] for s, _ in by}  # width and steps
+    same_opt = [{val for s, val in by if s.setting[1] == o} for o in optimisers]
+    same_size = [{val for s, val in by if s.setting[0::2] == w} for w in sizes]
     kind = ("scale-dependent" if any(len(v) > 1 for v in same_opt) else "") + \
-           (" optimiser-dependent" if any(len(v) > 1 for v in same_w) else "")
-    steps_differ = len({s.label.split()[2] for s, _ in by}) > 1
-    moves = ", ".join(f"{val} at {s.label if steps_differ else s.label.rsplit(' ', 2)[0]}" for s, val in by)
+           (" optimiser-dependent" if any(len(v) > 1 for v in same_size) else "")
+    steps_differ = len({s.setting[2] for s, _ in by}) > 1
+    moves = ", ".join(f"{val} at {s.label if steps_differ else f'w{s.setting[0]} {s.setting[1]}'}" for s, val in by)
     return f"{kind.strip() or 'differs'} ({moves})"
 
 

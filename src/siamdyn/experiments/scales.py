@@ -35,14 +35,21 @@ class Scale:
         return self.groups.get(f"controls/{NEGATIVE}", [])
 
     @property
-    def label(self) -> str:
-        """"w8 AdamW 600 steps": width, optimiser and steps of its negative control's runs."""
+    def setting(self) -> tuple[int, str, int] | None:
+        """(width, optimiser, steps) of its negative control's runs, else of any run; None when it has none."""
         runs = self.controls or [r for rs in self.groups.values() for r in rs]
         if not runs:
-            return os.path.basename(self.path)
+            return None
         cfg = runs[0].cfg
-        optimiser = dict(adamw="AdamW", sgd="SGD", lars="LARS")[cfg.optimizer]
-        return f"w{cfg.backbone_width} {optimiser} {runs[0].steps} steps"
+        return cfg.backbone_width, dict(adamw="AdamW", sgd="SGD", lars="LARS")[cfg.optimizer], runs[0].steps
+
+    @property
+    def label(self) -> str:
+        """"w8 AdamW 600 steps" (its setting), or the folder's name when it has no run."""
+        if (setting := self.setting) is None:
+            return os.path.basename(self.path)
+        width, optimiser, steps = setting
+        return f"w{width} {optimiser} {steps} steps"
 
     def runs(self, cells: tuple[str, ...] | list[str]) -> list[Run]:
         """The finished runs of these run groups (a claim's cells), each with its SAME_CELL twin's (the same
@@ -113,10 +120,11 @@ def scale_baseline(scale: Scale) -> dict:
     return result
 
 
-def reads_claims(scale: Scale) -> bool:
-    """Whether any claim H1–H9 has a run here beyond the healthy control, which every folder trains: a
-    folder of grid Q2 alone (`q-w8`) has none, and a column of "not run" would only hide the others."""
-    return any(scale.runs([cell]) for c in CLAIMS for cell in c.cells if cell != f"controls/{NEGATIVE}")
+def has_controls(scale: Scale) -> bool:
+    """Whether all three controls ran here, which every collapse reading is placed between (levels a, b): the
+    claims' verdicts and Q1's readings need them. A folder of grid Q2 alone (`q-w8`) ran only SimSiam, the
+    control Q2 reads features from, so its runs are read for features only."""
+    return all(scale.groups.get(f"controls/{c.name}") for c in CONTROLS)
 
 
 def controls_problems(scale: Scale) -> list[str]:
