@@ -30,13 +30,19 @@ def test_all_grids_smoke_then_report(tmp_path):
     os.unlink(os.path.join(victim, "summary.json"))
     again = run_experiment("H5", "smoke", None, out, progress=False)["sessions"][-1]["runs"]
     assert again[victim] == "resumed" and sorted(set(again.values())) == ["done before", "resumed"]
-    stale = tmp_path / "exp" / "figures" / "findings" / "scale9.png"  # an earlier report's, for a scale gone since
-    stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_bytes(b"png")
+    figures = tmp_path / "exp" / "figures" / "findings"
+    figures.mkdir(parents=True, exist_ok=True)
+    (figures / "mine.png").write_bytes(b"png")  # a user's file: no report of ours ever linked to it
     text = open(write_report(out)).read()
     shown = re.findall(r"figures/findings/([^)\s]+)", text)
-    assert shown and not stale.exists()  # the report owns its figures' folder: what it no longer shows goes
-    assert sorted(os.listdir(stale.parent)) == sorted(set(shown))
+    assert shown and (figures / "mine.png").exists()
+    # an earlier report of ours showed scale9.png (a scale gone since): the next report removes it, nothing else
+    (figures / "scale9.png").write_bytes(b"png")
+    with open(os.path.join(out, "findings.md"), "a") as f:
+        f.write("![gone](figures/findings/scale9.png)\n")
+    text = open(write_report(out)).read()
+    assert not (figures / "scale9.png").exists() and (figures / "mine.png").exists()
+    assert sorted(os.listdir(figures)) == sorted(set(shown) | {"mine.png"})
     order = [text.index(h) for h in ("## Calibration", "## Verdicts", "## Literature", "## w4 AdamW 12 steps",
                                      "## H7")]
     assert order == sorted(order)

@@ -158,16 +158,30 @@ def claims_sections(scales: list[Scale]) -> list[str]:
     return lines + [horizon_line(claimed), ""]
 
 
-def prune_figures(fig_dir: str, text: str) -> None:
-    """Remove the figures an earlier report wrote that this one no longer shows (their names follow the
-    scales' order, so a new scale renames them): the report owns DEST/figures/findings/."""
-    shown = set(re.findall(r"figures/findings/([^)\s]+)", text))
-    for name in os.listdir(fig_dir):
-        if name.endswith(".png") and name not in shown:
-            try:
-                os.unlink(os.path.join(fig_dir, name))
-            except OSError as e:
-                raise SiamdynError(os_error_line(os.path.join(fig_dir, name), e)) from None
+FIGURE_LINK = re.compile(r"figures/findings/([^)\s]+)")
+
+
+def own_figures(path: str) -> set[str]:
+    """The figures an earlier report's findings.md at `path` shows; none when there is none, or when it is not
+    the report's own (refuse_foreign_findings): only those may be pruned."""
+    try:
+        with open_input(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return set()
+    return set(FIGURE_LINK.findall(text)) if text.split("\n", 1)[0] == TITLE else set()
+
+
+def prune_figures(fig_dir: str, earlier: set[str], text: str) -> None:
+    """Remove the figures the earlier report showed and this one does not (their names follow the scales'
+    order, so a new scale renames them); a file the report never linked to is left alone."""
+    for name in sorted(earlier - set(FIGURE_LINK.findall(text))):
+        target = os.path.join(fig_dir, name)
+        try:
+            if os.path.isfile(target):
+                os.unlink(target)
+        except OSError as e:
+            raise SiamdynError(os_error_line(target, e) + " (findings.md itself was written)") from None
 
 
 def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> str:
@@ -177,6 +191,7 @@ def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> 
     dest = dest or out
     path = os.path.join(dest, "findings.md")
     refuse_foreign_findings(path, overwrite)
+    earlier = own_figures(path)
     scales = load_scales(out)
     fig_dir = output_dir(os.path.join(dest, "figures", "findings"), None)
     baselines = [scale_baseline(s) for s in scales]
@@ -195,5 +210,5 @@ def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> 
         from siamdyn.experiments.report_analyses import analysis_sections
         lines += analysis_sections(standard.path, fig_dir)
     atomic_write_text(path, "\n".join(lines) + "\n")
-    prune_figures(fig_dir, "\n".join(lines))
+    prune_figures(fig_dir, earlier, "\n".join(lines))
     return path
