@@ -10,7 +10,7 @@ import torch
 from siamdyn.checkpoint import Checkpoint
 from siamdyn.cli import main
 from siamdyn.config import Config
-from siamdyn.experiments.report import TITLE, refuse_foreign_findings
+from siamdyn.experiments.report import TITLE, earlier_figures
 from siamdyn.methods import SiameseMethod
 from siamdyn.runs import load_run_config
 from siamdyn.train import train
@@ -121,13 +121,15 @@ def test_export_refuses_to_overwrite_without_overwrite(run, tmp_path, capsys):
 
 def test_report_regenerates_its_own_findings_but_refuses_a_foreign_file(tmp_path, capsys):
     findings = tmp_path / "findings.md"
-    findings.write_text(TITLE + "\n\nan earlier report\n")
-    refuse_foreign_findings(str(findings), overwrite=False)  # its own: regenerated without a word
+    findings.write_text(TITLE + "\n\nan earlier report\n![a](figures/findings/a.png)\n")
+    # its own: regenerated without a word, and only the figures it linked to may be pruned
+    assert earlier_figures(str(findings), overwrite=False) == {"a.png"}
     findings.write_text("# my notes\n")
     err = _one_line(capsys, ["report", str(tmp_path)])
     assert "not written by siamdyn report; pass --overwrite" in err
     assert findings.read_text() == "# my notes\n"
-    refuse_foreign_findings(str(findings), overwrite=True)
+    findings.write_text("# my notes\n![b](figures/findings/b.png)\n")
+    assert earlier_figures(str(findings), overwrite=True) == set()  # replaced, but its figures are not the report's
 
 
 def test_export_never_writes_into_the_runs_own_checkpoint(run, capsys):

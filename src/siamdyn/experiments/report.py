@@ -119,22 +119,6 @@ def machines(runs: list[Run]) -> str:
     return "; ".join(f"{n} runs on {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
-def refuse_foreign_findings(path: str, overwrite: bool) -> None:
-    """The report owns DEST/findings.md and DEST/figures/findings/ and regenerates them on every
-    call (that is how docs/findings.md stays current); a findings.md whose first line is not the
-    report's title was written by someone else, and is replaced only with `overwrite`."""
-    if overwrite or not os.path.lexists(path):
-        return
-    try:
-        with open_input(path, encoding="utf-8", errors="replace") as f:
-            first = f.readline().rstrip("\n")
-    except OSError:
-        first = None  # a folder or an unreadable file in the way: not the report's either
-    if first != TITLE:
-        raise SiamdynError(f"{path} exists and was not written by siamdyn report; pass --overwrite to replace it, "
-                           "or choose another --out")
-
-
 def claims_sections(scales: list[Scale]) -> list[str]:
     """The claims' tables (verdicts, seed-paired tests, the H4 fit, the literature, the horizon) over the
     scales whose three controls ran (scales.has_controls): elsewhere no claim can be read."""
@@ -161,15 +145,24 @@ def claims_sections(scales: list[Scale]) -> list[str]:
 FIGURE_LINK = re.compile(r"figures/findings/([^)\s]+)")
 
 
-def own_figures(path: str) -> set[str]:
-    """The figures an earlier report's findings.md at `path` shows; none when there is none, or when it is not
-    the report's own (refuse_foreign_findings): only those may be pruned."""
+def earlier_figures(path: str, overwrite: bool) -> set[str]:
+    """The report owns DEST/findings.md and DEST/figures/findings/ and regenerates them on every call (that is
+    how docs/findings.md stays current). A findings.md whose first line is not the report's title was written by
+    someone else: replaced only with `overwrite`, and its figures are never pruned. Returns the figures the
+    report's own earlier findings.md linked to: only those may be pruned (one read of the file for both)."""
+    if not os.path.lexists(path):
+        return set()
     try:
         with open_input(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
     except OSError:
+        text = None  # a folder or an unreadable file in the way: not the report's either
+    if text is not None and text.split("\n", 1)[0] == TITLE:
+        return set(FIGURE_LINK.findall(text))
+    if overwrite:
         return set()
-    return set(FIGURE_LINK.findall(text)) if text.split("\n", 1)[0] == TITLE else set()
+    raise SiamdynError(f"{path} exists and was not written by siamdyn report; pass --overwrite to replace it, "
+                       "or choose another --out")
 
 
 def prune_figures(fig_dir: str, earlier: set[str], text: str) -> None:
@@ -186,12 +179,11 @@ def prune_figures(fig_dir: str, earlier: set[str], text: str) -> None:
 
 def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> str:
     """Write DEST/findings.md (default DEST = OUT) and its figures under DEST/figures/findings/,
-    replacing the report's own earlier ones (refuse_foreign_findings); every file through the one
+    replacing the report's own earlier ones (earlier_figures); every file through the one
     writer (outputs.py: atomic, an OSError is one line)."""
     dest = dest or out
     path = os.path.join(dest, "findings.md")
-    refuse_foreign_findings(path, overwrite)
-    earlier = own_figures(path)
+    earlier = earlier_figures(path, overwrite)
     scales = load_scales(out)
     fig_dir = output_dir(os.path.join(dest, "figures", "findings"), None)
     baselines = [scale_baseline(s) for s in scales]
