@@ -75,3 +75,13 @@ def test_a_z_head_that_shrank_toward_zero_is_not_read_by_its_rank():
     from siamdyn.experiments.levels import z_shrank
     run = lambda *norms: SimpleNamespace(heldout={20 * i: {"heldout/z_mean_norm": n} for i, n in enumerate(norms)})  # noqa: E731
     assert z_shrank(run(20.0, 9.0, 2.1)) and not z_shrank(run(20.0, 19.0, 18.5)) and not z_shrank(run(20.0))
+
+
+def test_eq10s_own_crop_arms_run_as_many_seeds_as_every_q1_cell():
+    """The question asks for which crop strengths eq. (10) collapses: its arms need Q1's 5 seeds at q-w4 (so
+    P(complete collapse) has the same interval as the Q1 cell); the arms around the other bases stay at 3."""
+    from siamdyn.experiments.grids import CROPS, seeds_for
+    own = [c for c in AUGMENTATION if c.name in {f"{FACTORIAL[0].name}-{arm}" for arm in CROPS}]
+    assert len(own) == 3 and {seeds_for(c, "q-w4") for c in own} == {seeds_for(FACTORIAL[0], "q-w4")} == {5}
+    assert {seeds_for(c, "q-w4") for c in AUGMENTATION if c not in own} == {3}
+    assert seeds_for(own[0], "q-w4", seeds=2) == 2

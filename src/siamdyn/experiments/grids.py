@@ -74,8 +74,9 @@ SEEDS["smoke-q"] = dict(SEEDS["smoke"])
 for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("standard", 5), ("sgd", 5), ("w16", 3),
                     ("q-w8", 3)):
     SEEDS[_budget]["question"] = _n
-# Q1-aug's arms: 3 seeds at q-w4 (60 runs at 5 would take ≈ 8 worker-hours); every Q1 cell's seeds read
-# alike there (48 runs, 2026-12-05), so 3 seeds tell an arm's outcome. Elsewhere a binary cell's count.
+# Q1-aug's arms around the other bases: 3 seeds at q-w4 (all 60 runs at 5 would take ≈ 8 worker-hours);
+# every Q1 cell's seeds read alike there (48 runs, 2026-12-05), so 3 seeds tell an arm's outcome. Elsewhere a
+# binary cell's count.
 SEEDS["q-w4"]["aug"] = 3
 # Controls run a binary cell's count, except under Q3's SGD: at 3 seeds their prediction bounds for
 # RankMe(z) crossed (2026-12-05), and at q-w4 5 seeds separated them, so Q3's z reading needs 5 there.
@@ -174,7 +175,9 @@ SAME_CELL = {"H2/linear-predictor": "Q3/linear-predictor"}
 # control), BYOL (its recipe, cosine τ) and the best of eq. (10)'s family by final kNN, beside random init.
 BYOL_Q2 = Cell("Q2", "byol", "byol", dict(BYOL_RECIPE), "question")
 Q2_EQ10 = [FACTORIAL[0], FACTORIAL[1], XBAR_K4]
-AUGMENTATION = [Cell("Q1-aug", f"{base.name}-{arm}", base.preset, {**base.overrides, **crop}, "aug")
+# Eq. (10)'s own arms are the question ("for which strengths does it collapse?"): 5 seeds, as every Q1 cell.
+AUGMENTATION = [Cell("Q1-aug", f"{base.name}-{arm}", base.preset, {**base.overrides, **crop},
+                     "question" if base is FACTORIAL[0] else "aug")
                 for base in (FACTORIAL[0], XBAR_K4, FACTORIAL[1], CONTROLS[0]) for arm, crop in CROPS.items()]
 
 
