@@ -124,6 +124,7 @@ def test_report_regenerates_its_own_findings_but_refuses_a_foreign_file(tmp_path
     findings.write_text(TITLE + "\n\nan earlier report\n![a](figures/findings/a.png)\n")
     # its own: regenerated without a word, and only the figures it linked to may be pruned
     assert earlier_figures(str(findings), overwrite=False) == {"a.png"}
+    assert earlier_figures(str(findings), overwrite=True) == {"a.png"}  # --overwrite still prunes our own
     findings.write_text("# my notes\n")
     err = _one_line(capsys, ["report", str(tmp_path)])
     assert "not written by siamdyn report; pass --overwrite" in err

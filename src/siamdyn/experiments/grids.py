@@ -74,9 +74,9 @@ SEEDS["smoke-q"] = dict(SEEDS["smoke"])
 for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("standard", 5), ("sgd", 5), ("w16", 3),
                     ("q-w8", 3)):
     SEEDS[_budget]["question"] = _n
-# Q1-aug's arms around the other bases: 3 seeds at q-w4 (all 60 runs at 5 would take ≈ 8 worker-hours);
-# every Q1 cell's seeds read alike there (48 runs, 2026-12-05), so 3 seeds tell an arm's outcome. Elsewhere a
-# binary cell's count.
+# Q1-aug's arms around the other bases: 3 seeds at q-w4, a cost compromise (at 5 they add 18 runs, the
+# feature-mean base's ≈ 850 s each); most Q1 cells read 5/5 or 4/1 there (a 3-seed majority holds), but two
+# split 3/2 (docs/open_questions.md, Readouts). Elsewhere a binary cell's count.
 SEEDS["q-w4"]["aug"] = 3
 # Controls run a binary cell's count, except under Q3's SGD: at 3 seeds their prediction bounds for
 # RankMe(z) crossed (2026-12-05), and at q-w4 5 seeds separated them, so Q3's z reading needs 5 there.
