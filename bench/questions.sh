@@ -49,14 +49,6 @@ if [ "${STAGE:-all}" != report ]; then
   done
 fi
 for budget in q-w4 q-w8 q-sgd-w4; do
-  [ -d "$out/$budget" ] || continue
-  (cd "$out/$budget" && find . -path '*/ckpt' -prune -o -type f \( -name config.yaml -o -name metrics.jsonl \
-    -o -name summary.json -o -name eval.json -o -name experiment.json -o -name analysis.json \) -print) |
-  while read -r f; do
-    d=$(dirname "$f")
-    # a run's records only once it finished (summary.json): a half-trained run would read as finished
-    [ "$d" = . ] || [ -f "$out/$budget/$d/summary.json" ] || [ "$(basename "$f")" = analysis.json ] || continue
-    mkdir -p "$records/$budget/$d" && cp "$out/$budget/$f" "$records/$budget/$d/"
-  done
+  if [ -d "$out/$budget" ]; then bash "$(dirname "$0")/copy_records.sh" "$out/$budget" "$records/$budget"; fi
 done
 $SIAMDYN report "$records" --out "$docs"

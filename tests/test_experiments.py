@@ -235,27 +235,29 @@ def test_the_gpu_budget_builds_a_valid_config_for_every_core_cell(monkeypatch):
         assert (cfg.optimizer, cfg.backbone_width, cfg.device, cfg.probe_every) == ("sgd", 64, "cuda", 10), cell
 
 
-def test_questions_script_copies_the_records_of_finished_runs_only(tmp_path):
-    """bench/questions.sh's last stage: finished runs' records (no checkpoints, no half-trained run)
-    and the folders' experiment.json / analysis.json go to RECORDS/<budget> (the report is not run
-    here: SIAMDYN=true)."""
+@pytest.mark.parametrize("script, budget", [("questions", "q-w4"), ("findings", "sgd")])
+def test_scripts_copy_the_records_of_finished_runs_only(tmp_path, script, budget):
+    """bench/questions.sh's and bench/findings.sh's last stage (bench/copy_records.sh): finished runs'
+    records (no checkpoints, no half-trained run) and the folders' experiment.json / analysis.json go to
+    RECORDS/<budget> (the report is not run here: SIAMDYN=true)."""
     src = tmp_path / "runs"
-    done, half = src / "q-w4" / "Q1" / "eq10" / "seed0", src / "q-w4" / "Q1" / "eq10" / "seed1"
-    for d in (done / "ckpt", half / "ckpt", src / "q-w4" / "Q2"):
+    done, half = src / budget / "Q1" / "eq10" / "seed0", src / budget / "Q1" / "eq10" / "seed1"
+    for d in (done / "ckpt", half / "ckpt", src / budget / "Q2"):
         d.mkdir(parents=True)
     for d in (done, half):
         for name in ("config.yaml", "metrics.jsonl", "ckpt/last.pt"):
             (d / name).write_text("x")
-    for f in (done / "summary.json", done / "eval.json", src / "q-w4" / "experiment.json",
-              src / "q-w4" / "Q2" / "analysis.json"):
+    for f in (done / "summary.json", done / "eval.json", src / budget / "experiment.json",
+              src / budget / "Q2" / "analysis.json"):
         f.write_text("{}")
     env = {**os.environ, "STAGE": "report", "SIAMDYN": "true"}
-    subprocess.run(["bash", "bench/questions.sh", str(src), str(tmp_path / "rec"), str(tmp_path / "docs")], env=env,
-                   check=True, timeout=60)
+    rec, docs = str(tmp_path / "rec"), str(tmp_path / "docs")
+    args = [str(src), rec, docs] if script == "questions" else [str(src), docs, rec]
+    subprocess.run(["bash", f"bench/{script}.sh", *args], env=env, check=True, timeout=60)
     copied = sorted(str(p.relative_to(tmp_path / "rec")) for p in (tmp_path / "rec").rglob("*") if p.is_file())
-    assert copied == ["q-w4/Q1/eq10/seed0/config.yaml", "q-w4/Q1/eq10/seed0/eval.json",
-                      "q-w4/Q1/eq10/seed0/metrics.jsonl", "q-w4/Q1/eq10/seed0/summary.json",
-                      "q-w4/Q2/analysis.json", "q-w4/experiment.json"]
+    assert copied == [f"{budget}/{name}" for name in (
+        "Q1/eq10/seed0/config.yaml", "Q1/eq10/seed0/eval.json", "Q1/eq10/seed0/metrics.jsonl",
+        "Q1/eq10/seed0/summary.json", "Q2/analysis.json", "experiment.json")]
 
 
 def test_a_claim_reads_its_cells_twin_for_the_seeds_its_own_cell_has_not_run():
