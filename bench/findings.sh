@@ -17,19 +17,17 @@ mkdir -p "$out"
 scales=${SCALES:-core:w4 core:sgd all:standard core:w16 long:w4-long}
 for spec in $scales; do
   grid=${spec%%:*} budget=${spec##*:}
-  if [ "${STAGE:-all}" = report ]; then
-    if [ -d "$out/$budget" ]; then bash "$(dirname "$0")/copy_records.sh" "$out/$budget" "$records/$budget"; fi
-    continue
+  if [ "${STAGE:-all}" != report ]; then
+    pids=()
+    for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do
+      OMP_NUM_THREADS=1 taskset -c $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" \
+        --out "$out/$budget" --no-progress > "$out.$budget.worker$i.log" 2>&1 &
+      pids+=($!)
+    done
+    # a worker killed by hand (to reorder the work) must not cost the other's copy and the report
+    for p in "${pids[@]}"; do wait "$p" || echo "findings: worker $p ended with status $?" >&2; done
+    echo "findings: scale $budget done ($(find "$out/$budget" -name summary.json | wc -l) runs)"
   fi
-  pids=()
-  for ((i = 0; i < (cores < 2 ? 1 : 2); i++)); do
-    OMP_NUM_THREADS=1 taskset -c $((i % cores)) $SIAMDYN experiment "$grid" --budget "$budget" \
-      --out "$out/$budget" --no-progress > "$out.$budget.worker$i.log" 2>&1 &
-    pids+=($!)
-  done
-  # a worker killed by hand (to reorder the work) must not cost the other's copy and the report
-  for p in "${pids[@]}"; do wait "$p" || echo "findings: worker $p ended with status $?" >&2; done
-  echo "findings: scale $budget done ($(find "$out/$budget" -name summary.json | wc -l) runs)"
-  bash "$(dirname "$0")/copy_records.sh" "$out/$budget" "$records/$budget"
+  if [ -d "$out/$budget" ]; then bash "$(dirname "$0")/copy_records.sh" "$out/$budget" "$records/$budget"; fi
 done
 $SIAMDYN report "$records" --out "$docs"

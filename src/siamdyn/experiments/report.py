@@ -201,6 +201,7 @@ def write_report(out: str, dest: str | None = None, overwrite: bool = False) -> 
         lines += gradient_section(standard.groups)
         from siamdyn.experiments.report_analyses import analysis_sections
         lines += analysis_sections(standard.path, fig_dir)
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    prune_figures(fig_dir, earlier, "\n".join(lines))
+    text = "\n".join(lines)
+    atomic_write_text(path, text + "\n")
+    prune_figures(fig_dir, earlier, text)
     return path
