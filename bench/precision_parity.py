@@ -37,7 +37,7 @@ from _common import emit, finished_summary, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.eval import encoder_features, weighted_knn  # noqa: E402
-from siamdyn.models import batchnorm  # noqa: E402
+from siamdyn.models import as_torch_layers, batchnorm  # noqa: E402
 from siamdyn.probe_run import load_trained  # noqa: E402
 from siamdyn.runs import load_run_config, read_metrics  # noqa: E402
 from siamdyn.distributed import Dist  # noqa: E402
@@ -105,7 +105,7 @@ def gradient_error_lines(args: argparse.Namespace, arms: list[str]) -> list[str]
         fmt = arm.memory_format
         model = copy.deepcopy(s.model).to(dtype).to(memory_format=fmt)
         if not arm.exact_batchnorm:  # what the arm's own config would have built
-            batchnorm.as_torch_batchnorm(model)
+            as_torch_layers(model, {batchnorm.BatchNorm2d: torch.nn.BatchNorm2d})
         threads = torch.get_num_threads()
         torch.set_num_threads(arm.threads or threads)
         try:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from siamdyn.inputs import NotRegularFile, open_input
+from siamdyn.models.conv import kernel_choices, restore_kernel_choices
 from siamdyn.errors import SiamdynError
 
 CKPT_FILE, CONFIG_FILE = os.path.join("ckpt", "last.pt"), "config.yaml"
@@ -53,6 +54,7 @@ class Checkpoint:
     probes: dict[str, Any] = field(default_factory=dict)  # the probe session's state (collapse detector)
     elapsed_s: float = 0.0  # wall time of the run's sessions up to this checkpoint
     config_digest: str | None = None  # of `config`: a resume tells an edited config.yaml from the trained one
+    kernel_choices: dict[str, str] = field(default_factory=dict)  # measured conv kernels (models/conv.py)
     torch_rng: torch.Tensor | None = None
     python_rng: Any = None
     numpy_rng: Any = None
@@ -68,12 +70,13 @@ class Checkpoint:
                    data_mean=data_mean, data_std=data_std, aug_rng_ranks=aug_rng_ranks,
                    torch_rng=torch.get_rng_state(), python_rng=random.getstate(),
                    numpy_rng=_numpy_state_to_plain(np.random.get_state()), config_digest=config_digest(config),
-                   **state)
+                   kernel_choices=kernel_choices(), **state)
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, aug_gen: torch.Generator,
                 rank: int = 0) -> None:
-        """Put weights, optimiser state and every RNG stream back as they were at `step`."""
+        """Put weights, optimiser state, every RNG stream and the measured kernels back as they were at `step`."""
         load_weights(model, self.model)
+        restore_kernel_choices(self.kernel_choices)
         optimizer.load_state_dict(self.optimizer)
         aug_gen.set_state(self.aug_rng_ranks[rank].cpu())  # RNG states are CPU byte tensors, CUDA's too
         if self.torch_rng is not None:

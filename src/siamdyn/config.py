@@ -139,6 +139,9 @@ class Config:
     compile: str = knob("auto", "torch.compile the training forward; auto = on for CUDA runs of >= 5000 steps, "
                         "where it pays back its compile time (docs/design.md §7)", choices=("auto", "on", "off"),
                         resumable=True)
+    conv_weight_grad: str = knob("auto", "bf16 CPU convolution weight gradients: auto = time oneDNN against one "
+                                 "im2col matmul per shape and keep the faster (off under deterministic; "
+                                 "docs/design.md §7); torch = oneDNN only", choices=("auto", "torch"))
     fuse_views: bool = knob(False, "encode both views in one 2B pass; BN statistics then pool the views")
     log_every: int = knob(1, "steps between metric lines (collapse std, RankMe, loss)", resumable=True,
                           bounds="[1, 1e9]")

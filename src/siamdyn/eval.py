@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from siamdyn.models.batchnorm import as_torch_batchnorm
+from siamdyn.models import as_torch_layers
 
 
 def fused_for_inference(encoder: nn.Module) -> nn.Module:
@@ -18,7 +18,7 @@ def fused_for_inference(encoder: nn.Module) -> nn.Module:
     it (torch.fx): the same function, one pass over memory fewer per layer. Falls back to a
     plain eval copy when the module cannot be traced. The caller's module is not touched."""
     from torch.fx.experimental.optimization import fuse
-    plain = as_torch_batchnorm(copy.deepcopy(encoder).eval())  # fuse() matches nn.BatchNorm2d exactly
+    plain = as_torch_layers(copy.deepcopy(encoder).eval())  # fuse() matches nn.Conv2d, nn.BatchNorm2d exactly
     try:
         fused = fuse(plain)
     except Exception:  # noqa: BLE001 — an untraceable encoder is still a valid encoder

@@ -94,8 +94,9 @@ class SiameseMethod(nn.Module):
         super().__init__()
         self.cfg = cfg
         own_backbone = backbone is None
-        self.backbone = (ResNet18(cfg.backbone_width, in_channels, exact_batchnorm=cfg.exact_batchnorm)
-                         if own_backbone else backbone)
+        measured = cfg.conv_weight_grad == "auto" and not cfg.deterministic
+        self.backbone = (ResNet18(cfg.backbone_width, in_channels, exact_batchnorm=cfg.exact_batchnorm,
+                                  measured_conv=measured) if own_backbone else backbone)
         feature_dim = feature_dim or getattr(self.backbone, "feature_dim", None)
         if not feature_dim:
             raise ConfigError("SiameseMethod needs feature_dim= for a backbone without a feature_dim attribute "

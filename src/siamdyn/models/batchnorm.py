@@ -95,13 +95,3 @@ class BatchNorm2d(nn.BatchNorm2d):
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         self.running_mean.lerp_(mean, factor)
         self.running_var.lerp_(var * (n / max(n - 1, 1)), factor)
-
-
-def as_torch_batchnorm(module: nn.Module) -> nn.Module:
-    """`module` with each of our BatchNorm2d made an `nn.BatchNorm2d` in place (same state):
-    for tools that match exact module types, such as torch.fx's conv-BN folding. Apply it to
-    a copy you evaluate; the training model keeps its exact statistics."""
-    for m in module.modules():
-        if type(m) is BatchNorm2d:
-            m.__class__ = nn.BatchNorm2d
-    return module

@@ -1,0 +1,155 @@
+"""Conv2d whose bf16 weight gradient on the CPU is one matrix product where that is measured faster.
+
+The weight gradient of a convolution is one matmul over the unfolded input (im2col):
+
+    dW[o, (kh, kw, i)] = Σ_{n, h, w} dY[n, h, w, o] · X_pad[n, h·s + kh, w·s + kw, i]
+                       = (dY as rows)ᵀ @ im2col(X)
+
+On the bf16 CPUs we measured, oneDNN's bf16 weight-gradient kernel is 1.4–4.8× slower than that
+product for the small feature maps of ResNet stages 3–4 (7×7 and 4×4), and faster for the large
+maps of stages 1–2 (docs/design.md §7, "Weight gradients"). So each shape's first backward
+passes *are* the measurement (like cudnn.benchmark, but on the real step's cold caches, where
+a repeated kernel on the same tensors favours im2col): they alternate the two kernels, each gives
+the true gradient, and after `TRIALS` timed calls of each the faster is kept. The choices are
+process-wide (`kernel_choices`), saved in the checkpoint and restored on resume, so a resumed run
+computes with the kernels it was started with. The forward pass and the input gradient are
+PyTorch's own; fp32, CUDA, NCHW input and torch.compile take `nn.Conv2d` unchanged.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from siamdyn.errors import SiamdynError
+
+NATIVE, IM2COL = "native", "im2col"
+_choices: dict[str, str] = {}  # shape key → NATIVE or IM2COL, measured once per process (or restored)
+_trials: dict[str, dict[str, list[float]]] = {}  # shape key → seconds of each kernel's calls while undecided
+TRIALS = 3  # timed calls of each kernel per shape, after one untimed call each (oneDNN builds its primitive)
+LOW_PRECISION = (torch.bfloat16,)  # where oneDNN's weight-gradient kernel lags the matmul
+
+
+def kernel_choices() -> dict[str, str]:
+    """The weight-gradient kernel chosen for each convolution shape so far (for the checkpoint)."""
+    return dict(_choices)
+
+
+def restore_kernel_choices(choices: dict[str, str]) -> None:
+    """Use the kernels a run was started with (from its checkpoint) instead of measuring again."""
+    ok = isinstance(choices, dict) and all(v in (NATIVE, IM2COL) for v in choices.values())
+    if not ok:
+        raise SiamdynError(f"the checkpoint's convolution kernel choices {choices!r} are not all {NATIVE!r} or "
+                           f"{IM2COL!r}; start the run again with --overwrite")
+    _choices.update(choices)
+
+
+def im2col_rows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                padding: tuple[int, int]) -> torch.Tensor:
+    """(N·Ho·Wo, kh·kw·C) rows of an NCHW-shaped channels_last tensor, in (kh, kw, c) order: one
+    strided view of the padded NHWC input, copied once."""
+    n, c = x.shape[:2]
+    xh = x.permute(0, 2, 3, 1)  # a view: channels_last memory is NHWC
+    if padding != (0, 0):
+        xh = F.pad(xh, (0, 0, padding[1], padding[1], padding[0], padding[0]))
+    ho = (xh.shape[1] - kernel[0]) // stride[0] + 1
+    wo = (xh.shape[2] - kernel[1]) // stride[1] + 1
+    sn, sh, sw, sc = xh.stride()
+    windows = xh.as_strided((n, ho, wo, kernel[0], kernel[1], c), (sn, sh * stride[0], sw * stride[1], sh, sw, sc))
+    return windows.reshape(n * ho * wo, kernel[0] * kernel[1] * c)
+
+
+def weight_grad_im2col(x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int, int],
+                       stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """dW = (dY as rows)ᵀ @ im2col(X), returned (O, C, kh, kw) in channels_last memory like the weight."""
+    rows = grad_out.permute(0, 2, 3, 1).reshape(-1, grad_out.shape[1])
+    grad = rows.t() @ im2col_rows(x, kernel, stride, padding)
+    return grad.view(grad_out.shape[1], kernel[0], kernel[1], x.shape[1]).permute(0, 3, 1, 2)
+
+
+def _native_grads(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conv: dict,
+                  mask: list[bool]) -> tuple:
+    return torch.ops.aten.convolution_backward(grad_out, x, weight, conv["bias_sizes"], conv["stride"],
+                                               conv["padding"], [1, 1], False, [0, 0], 1, mask)
+
+
+def _weight_grad(kernel: str, grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                 conv: dict) -> torch.Tensor:
+    if kernel == NATIVE:
+        return _native_grads(grad_out, x, weight, conv, [False, True, False])[1]
+    return weight_grad_im2col(x, grad_out, tuple(weight.shape[2:]), tuple(conv["stride"]), tuple(conv["padding"]))
+
+
+def _trial_weight_grad(key: str, grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                       conv: dict) -> torch.Tensor:
+    """One call of the kernel whose turn it is, timed; the shape's choice once both have `TRIALS`
+    timed calls (im2col must be 10 % faster by the median to replace oneDNN)."""
+    times = _trials.setdefault(key, {NATIVE: [], IM2COL: []})
+    kernel = NATIVE if len(times[NATIVE]) <= len(times[IM2COL]) else IM2COL
+    start = time.perf_counter()
+    grad = _weight_grad(kernel, grad_out, x, weight, conv)
+    times[kernel].append(time.perf_counter() - start)
+    if min(map(len, times.values())) > TRIALS:
+        native, im2col = (statistics.median(times[k][1:]) for k in (NATIVE, IM2COL))  # [0]: untimed warm-up
+        _choices[key] = IM2COL if im2col < 0.9 * native else NATIVE
+        del _trials[key]
+    return grad
+
+
+class _ConvWeightGradChoice(torch.autograd.Function):
+    """F.conv2d forward; input gradient from PyTorch, weight gradient from the kernel chosen for the shape."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.conv = dict(stride=list(stride), padding=list(padding),
+                        bias_sizes=None if bias is None else list(bias.shape))
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x, grad_w, grad_b = None, None, None
+        if need_x or need_b:
+            grad_x, _, grad_b = _native_grads(grad_out, x, weight, ctx.conv, [need_x, False, need_b])
+        if need_w:
+            key = shape_key(x, weight, ctx.conv)
+            grad_w = (_weight_grad(_choices[key], grad_out, x, weight, ctx.conv) if key in _choices
+                      else _trial_weight_grad(key, grad_out, x, weight, ctx.conv))
+        return grad_x, grad_w, grad_b, None, None
+
+
+def shape_key(x: torch.Tensor, weight: torch.Tensor, conv: dict) -> str:
+    """What the measured choice depends on: dtype, shapes, stride, padding, thread count."""
+    return (f"{str(x.dtype).removeprefix('torch.')} x{'x'.join(map(str, x.shape))} w{'x'.join(map(str, weight.shape))}"
+            f" s{conv['stride'][0]}{conv['stride'][1]} p{conv['padding'][0]}{conv['padding'][1]}"
+            f" t{torch.get_num_threads()}")
+
+
+class Conv2d(nn.Conv2d):
+    """`nn.Conv2d` (same parameters and state dict) whose bf16 weight gradient on the CPU, for a
+    channels_last input, comes from the faster of oneDNN and one im2col matmul, measured per shape
+    (`measured=False`: always PyTorch's)."""
+
+    def __init__(self, *args, measured: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.measured = measured
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        if not self._takes_choice(x, dtype):
+            return super().forward(x)
+        weight, bias = self.weight.to(dtype), None if self.bias is None else self.bias.to(dtype)
+        with torch.autocast("cpu", enabled=False):  # the casts above are autocast's own
+            return _ConvWeightGradChoice.apply(x.to(dtype), weight, bias, self.stride, self.padding)
+
+    def _takes_choice(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
+        return (self.measured and dtype in LOW_PRECISION and x.device.type == "cpu" and torch.is_grad_enabled()
+                and self.weight.requires_grad and self.groups == 1 and self.dilation == (1, 1)
+                and self.padding_mode == "zeros" and isinstance(self.padding, tuple) and x.dim() == 4
+                and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling())
