@@ -258,6 +258,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar-shaped"])
     p.add_argument("--limit", type=int, default=0, help="train on this many images (0 = the dataset's default)")
+    p.add_argument("--rounds", type=int, default=1, help="run the variant list this many times (medians reported)")
     p.add_argument("--out", help="write the results table (markdown) here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -265,19 +266,13 @@ def main() -> None:
         return child(args)
     flops = step_flops(args)
     peaks = {name: matmul_peak(args.device, dt) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    rows = {}
-    for variant in args.variants.split(","):
-        cmd = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--limit", str(args.limit),
-               "--batch", str(args.batch), "--width", str(args.width), "--workers", str(args.workers),
-               "--device", args.device, "--dataset", args.dataset]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        if done.returncode or not line:
-            rows[variant] = {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
-        else:
-            rows[variant] = json.loads(line[0][7:])
-        print(variant, rows[variant], flush=True)
+    variants = args.variants.split(",")
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for r in range(args.rounds):  # each round starts one variant later, so a slow spell hits each alike
+        for variant in variants[r % len(variants):] + variants[:r % len(variants)]:
+            runs[variant].append(run_variant(args, variant))
+            print(variant, runs[variant][-1], flush=True)
+    rows = {v: median_run(rs) for v, rs in runs.items()}
     base = rows.get("typical", {}).get("step_s")
     lines = [*header("Training speed, side by side", args.device),
              f"- data {args.dataset}, backbone width {args.width}, batch {args.batch} (two views each), "
@@ -300,8 +295,39 @@ def main() -> None:
                      f"{r['peak_rss_mb']:.0f} | {r.get('peak_gpu_mb', float('nan')):.0f} | " +
                      (f"{r['probe_s']:.2f} s/probe = {100 * r['probe_fraction']:.1f} % of wall" if "probe_s" in r
                       else "—") + " |")
-    lines += default_speedups(rows)
+    lines += default_speedups(rows) + per_round(runs)
     emit(lines, args.out)
+
+
+def run_variant(args: argparse.Namespace, variant: str) -> dict:
+    """One variant in its own process (its own peak RSS): its RESULT line, or the error it ended with."""
+    cmd = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--limit", str(args.limit), "--batch", str(args.batch), "--width", str(args.width),
+           "--workers", str(args.workers), "--device", args.device, "--dataset", args.dataset]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    if done.returncode or not line:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(line[0][7:])
+
+
+def median_run(results: list[dict]) -> dict:
+    """The run with the median step time (the lower middle of an even count); an error if none ran."""
+    ok = sorted((r for r in results if "step_s" in r), key=lambda r: r["step_s"])
+    return ok[(len(ok) - 1) // 2] if ok else results[-1]
+
+
+def per_round(runs: dict[str, list[dict]]) -> list[str]:
+    """With --rounds > 1: the default's ratio to each typical loop in every round, beside the medians."""
+    ours = runs.get("siamdyn-default") or runs.get("siamdyn") or []
+    if len(ours) < 2:
+        return []
+    lines = [f"- {len(ours)} rounds; the table and the line above take each variant's median round; per round:"]
+    for t in ("typical", "typical-bf16"):
+        pairs = [(b["step_s"], a["step_s"]) for a, b in zip(ours, runs.get(t, [])) if "step_s" in a and "step_s" in b]
+        if pairs:
+            lines.append(f"  vs {t}: " + ", ".join(f"{b / a:.2f}×" for b, a in pairs))
+    return lines
 
 
 def default_speedups(rows: dict[str, dict]) -> list[str]:
