@@ -6,7 +6,10 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import sys
+import time
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 # The load when the bench script started, before its own work loads the machine (Unix only).
@@ -32,6 +35,17 @@ def header(title: str, device: str = "cpu") -> list[str]:
             f"- load average (1, 5, 15 min) when the script started: {' '.join(f'{x:.2f}' for x in START_LOAD)} "
             "(benchmark on an idle machine)",
             f"- command: `{command}`"]
+
+
+def median_ms(fn: Callable[[Any], Any], inputs: list, reps: int, skip: int = 2) -> float:
+    """Median milliseconds of `fn(input)` over `reps` calls after `skip` untimed ones, cycling
+    through `inputs` (several different tensors keep the caches as cold as in a training step)."""
+    times = []
+    for i in range(reps + skip):
+        start = time.perf_counter()
+        fn(inputs[i % len(inputs)])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[skip:]) * 1e3
 
 
 def finished_summary(run_dir: str) -> dict | None:

@@ -10,38 +10,29 @@ F.relu(F.batch_norm(...)) forward + backward at the first stage, eager vs torch.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from _common import emit, header
+from _common import emit, header, median_ms
 
 STAGES = [(16, 28), (32, 14), (64, 7), (128, 4)]
 FORMATS = {"NHWC": torch.channels_last, "NCHW": torch.contiguous_format}
 
 
-def median_ms(fn, inputs: list[torch.Tensor], reps: int = 15) -> float:
-    times = []
-    for i in range(reps + 3):
-        x = inputs[i % len(inputs)]
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[3:]) * 1e3
-
-
-def batch_norm_step(channels: int):
+def batch_norm_step(channels: int) -> tuple[Callable, torch.Tensor, torch.Tensor]:
+    """A forward + backward of training-mode BatchNorm (or of `body`), the gradients returned, not
+    accumulated into .grad (which would add a pass over memory to every call)."""
     weight = torch.ones(channels, requires_grad=True)
     bias = torch.zeros(channels, requires_grad=True)
 
-    def step(x: torch.Tensor, body=lambda x: F.batch_norm(x, None, None, weight, bias, True)) -> None:
+    def step(x: torch.Tensor, body=lambda x: F.batch_norm(x, None, None, weight, bias, True)) -> tuple:
         y = body(x)
-        y.backward(torch.ones_like(y))
+        return torch.autograd.grad(y, (x, weight, bias), torch.ones_like(y))
     return step, weight, bias
 
 
-def inputs(batch: int, channels: int, side: int, dtype: torch.dtype, fmt) -> list[torch.Tensor]:
+def inputs(batch: int, channels: int, side: int, dtype: torch.dtype, fmt: torch.memory_format) -> list[torch.Tensor]:
     return [torch.randn(batch, channels, side, side, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
             for _ in range(8)]
 
@@ -57,7 +48,7 @@ def main() -> None:
         "", "| channels, side | bf16 NHWC | bf16 NCHW | fp32 NHWC | fp32 NCHW |", "|---|---|---|---|---|"]
     for channels, side in STAGES:
         step = batch_norm_step(channels)[0]
-        cells = [f"{median_ms(step, inputs(args.batch, channels, side, dtype, fmt)):.2f}"
+        cells = [f"{median_ms(step, inputs(args.batch, channels, side, dtype, fmt), 15, 3):.2f}"
                  for dtype in (torch.bfloat16, torch.float32) for fmt in FORMATS.values()]
         lines.append(f"| {channels}, {side}×{side} | " + " | ".join(cells) + " |")
     if args.compile:
@@ -67,8 +58,8 @@ def main() -> None:
         def body(x):
             return F.relu(F.batch_norm(x, None, None, weight, bias, True))
         compiled = torch.compile(body)
-        eager_ms = median_ms(lambda x: step(x, body), xs)
-        compiled_ms = median_ms(lambda x: step(x, compiled), xs)
+        eager_ms = median_ms(lambda x: step(x, body), xs, 15, 3)
+        compiled_ms = median_ms(lambda x: step(x, compiled), xs, 15, 3)
         lines += ["", f"- BN + ReLU, 16 channels at 28×28, bf16 NHWC, forward + backward: eager {eager_ms:.2f} ms, "
                       f"torch.compile {compiled_ms:.2f} ms (after its compile)"]
     emit(lines, args.out)

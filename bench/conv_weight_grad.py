@@ -14,10 +14,10 @@ import statistics
 import time
 
 import torch
-from _common import emit, header
+from _common import emit, header, median_ms
 
 from siamdyn.models import ResNet18  # noqa: E402
-from siamdyn.models.conv import Conv2d, weight_grad_im2col  # noqa: E402
+from siamdyn.models.conv import IM2COL, NATIVE, TRIALS, Conv2d, _weight_grad  # noqa: E402
 
 NHWC = torch.channels_last
 
@@ -39,33 +39,20 @@ def conv_shapes(width: int, batch: int) -> list[tuple[Conv2d, tuple[int, ...]]]:
     return found
 
 
-def timed(fn, inputs: list[tuple[torch.Tensor, torch.Tensor]], reps: int) -> float:
-    times = []
-    for i in range(reps + 2):
-        x, g = inputs[i % len(inputs)]
-        start = time.perf_counter()
-        fn(x, g)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:]) * 1e3
-
-
 def row(layer: Conv2d, shape: tuple[int, ...], dtype: torch.dtype, reps: int) -> str:
     w = layer.weight.detach().to(dtype).contiguous(memory_format=NHWC)
     k, s, p = layer.kernel_size, layer.stride, layer.padding
     out = torch.nn.functional.conv2d(torch.zeros(shape, dtype=dtype), w, None, s, p).shape
-    inputs = [(torch.randn(shape, dtype=dtype).contiguous(memory_format=NHWC),
-               torch.randn(out, dtype=dtype).contiguous(memory_format=NHWC)) for _ in range(8)]
+    pairs = [(torch.randn(shape, dtype=dtype).contiguous(memory_format=NHWC),
+              torch.randn(out, dtype=dtype).contiguous(memory_format=NHWC)) for _ in range(8)]
+    geometry = dict(stride=list(s), padding=list(p), bias_sizes=None)
 
-    def native(x, g, w=w):
-        return torch.ops.aten.convolution_backward(g, x, w, None, list(s), list(p), [1, 1], False, [0, 0], 1,
-                                                   [False, True, False])[1]
-
-    def im2col(x, g):
-        return weight_grad_im2col(x, g, k, s, p)
-    t_native, t_im2col = timed(native, inputs, reps), timed(im2col, inputs, reps)
-    x, g = inputs[0]
-    exact = native(x.double(), g.double(), w.double())
-    err = [((fn(x, g).double() - exact).norm() / exact.norm()).item() for fn in (native, im2col)]
+    def grad(kernel: str, pair: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor = w) -> torch.Tensor:
+        return _weight_grad(kernel, pair[1], pair[0], weight, geometry)
+    t_native, t_im2col = (median_ms(lambda pair, k=kernel: grad(k, pair), pairs, reps) for kernel in (NATIVE, IM2COL))
+    x, g = pairs[0]
+    exact = grad(NATIVE, (x.double(), g.double()), w.double())
+    err = [((grad(kernel, pairs[0]).double() - exact).norm() / exact.norm()).item() for kernel in (NATIVE, IM2COL)]
     return (f"| {shape[1]}→{w.shape[0]}, {k[0]}×{k[1]} s{s[0]}, {shape[2]}×{shape[3]} | {t_native:.2f} | "
             f"{t_im2col:.2f} | {t_native / t_im2col:.2f}× | {err[0]:.1e} | {err[1]:.1e} |")
 
@@ -81,7 +68,8 @@ def paired_steps(width: int, batch: int, steps: int) -> list[str]:
     for name, kernels in (("measured (auto)", "auto"), ("oneDNN only (torch)", "torch")):
         model = SiameseMethod(Config(backbone_width=width, conv_weight_grad=kernels)).to(memory_format=NHWC)
         arms[name] = (model, torch.optim.SGD(model.parameters(), lr=0.01), [])
-    for i in range(steps + 5):
+    warmup = TRIALS + 2  # every shape meets the two kernels TRIALS + 1 times each, at least twice a step
+    for i in range(steps + warmup):
         for model, opt, times in arms.values():
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -89,12 +77,13 @@ def paired_steps(width: int, batch: int, steps: int) -> list[str]:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if i >= 5:  # the measured arm decides its kernels in its first steps
+            if i >= warmup:  # the measured arm decides its kernels in its first steps
                 times.append(time.perf_counter() - start)
     (a, ta), (b, tb) = ((k, v[2]) for k, v in arms.items())
     ratios = sorted(y / x for x, y in zip(ta, tb))
     q = lambda p: ratios[min(len(ratios) - 1, int(p * len(ratios)))]  # noqa: E731
-    return ["", f"Whole bf16 step, {steps} alternating pairs after 5 (width {width}, batch {batch}, two views):", "",
+    return ["", f"Whole bf16 step, {steps} alternating pairs after {warmup} (width {width}, batch {batch}, "
+            "two views):", "",
             f"- {a}: median {statistics.median(ta):.3f} s; {b}: median {statistics.median(tb):.3f} s",
             f"- per pair, {b} / {a}: median {statistics.median(ratios):.3f}×, quartiles {q(0.25):.3f}–{q(0.75):.3f}×"]
 

@@ -37,7 +37,7 @@ from _common import emit, finished_summary, header
 
 from siamdyn.config import Config  # noqa: E402
 from siamdyn.eval import encoder_features, weighted_knn  # noqa: E402
-from siamdyn.models import as_torch_layers, batchnorm  # noqa: E402
+from siamdyn.models import Conv2d, as_torch_layers, batchnorm  # noqa: E402
 from siamdyn.probe_run import load_trained  # noqa: E402
 from siamdyn.runs import load_run_config, read_metrics  # noqa: E402
 from siamdyn.distributed import Dist  # noqa: E402
@@ -104,8 +104,12 @@ def gradient_error_lines(args: argparse.Namespace, arms: list[str]) -> list[str]
     def backbone_grad(arm: Config, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         fmt = arm.memory_format
         model = copy.deepcopy(s.model).to(dtype).to(memory_format=fmt)
-        if not arm.exact_batchnorm:  # what the arm's own config would have built
-            as_torch_layers(model, {batchnorm.BatchNorm2d: torch.nn.BatchNorm2d})
+        # PyTorch's conv kernels in every arm: a measured weight gradient would depend on which kernel's
+        # turn it is (models/conv.py); the exact BatchNorm only where the arm's own config builds it.
+        twins = {Conv2d: torch.nn.Conv2d}
+        if not arm.exact_batchnorm:
+            twins[batchnorm.BatchNorm2d] = torch.nn.BatchNorm2d
+        as_torch_layers(model, twins)
         threads = torch.get_num_threads()
         torch.set_num_threads(arm.threads or threads)
         try:

@@ -24,7 +24,7 @@ CATEGORIES = [
     ("convolution backward", ("convolution_backward", "mkldnn_convolution_backward")),
     ("convolution forward", ("convolution", "conv2d")),
     ("BatchNorm fwd+bwd", ("batch_norm", "native_batch_norm")),
-    ("matmul (heads, loss)", ("addmm", "mm", "bmm", "linear", "matmul")),
+    ("matmul (heads, loss, im2col)", ("addmm", "mm", "bmm", "linear", "matmul")),
     ("augmentation sampling", ("grid_sampler", "affine_grid", "interpolate", "upsample")),
     ("optimizer", ("sgd", "_foreach", "lerp")),
     ("dtype casts (autocast)", ("_to_copy",)),

@@ -42,6 +42,7 @@ import json
 import math
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -318,15 +319,20 @@ def median_run(results: list[dict]) -> dict:
 
 
 def per_round(runs: dict[str, list[dict]]) -> list[str]:
-    """With --rounds > 1: the default's ratio to each typical loop in every round, beside the medians."""
-    ours = runs.get("siamdyn-default") or runs.get("siamdyn") or []
-    if len(ours) < 2:
+    """With --rounds > 1: each ratio in every round and the median of those (the table's medians are
+    taken per variant, from different rounds, so their ratios and the split above mix rounds)."""
+    rounds = len(runs.get("siamdyn-default") or runs.get("siamdyn") or [])
+    if rounds < 2:
         return []
-    lines = [f"- {len(ours)} rounds; the table and the line above take each variant's median round; per round:"]
-    for t in ("typical", "typical-bf16"):
-        pairs = [(b["step_s"], a["step_s"]) for a, b in zip(ours, runs.get(t, [])) if "step_s" in a and "step_s" in b]
-        if pairs:
-            lines.append(f"  vs {t}: " + ", ".join(f"{b / a:.2f}×" for b, a in pairs))
+    ours = "siamdyn-default" if runs.get("siamdyn-default") else "siamdyn"
+    lines = [f"- {rounds} rounds; the table and the lines above take each variant's median run; per round "
+             "(median of the rounds in brackets):"]
+    for fast, slow in ((ours, "typical"), (ours, "typical-bf16"), ("typical-bf16", "typical")):
+        ratios = [s["step_s"] / f["step_s"] for f, s in zip(runs.get(fast, []), runs.get(slow, []))
+                  if "step_s" in f and "step_s" in s]
+        if ratios:
+            lines.append(f"  {fast} vs {slow}: " + ", ".join(f"{r:.2f}×" for r in ratios)
+                         + f" ({statistics.median(ratios):.2f}×)")
     return lines
 
 

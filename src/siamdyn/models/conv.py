@@ -5,9 +5,9 @@ The weight gradient of a convolution is one matmul over the unfolded input (im2c
     dW[o, (kh, kw, i)] = Σ_{n, h, w} dY[n, h, w, o] · X_pad[n, h·s + kh, w·s + kw, i]
                        = (dY as rows)ᵀ @ im2col(X)
 
-On the bf16 CPUs we measured, oneDNN's bf16 weight-gradient kernel is 1.4–4.8× slower than that
-product for the small feature maps of ResNet stages 3–4 (7×7 and 4×4), and faster for the large
-maps of stages 1–2 (docs/design.md §7, "Weight gradients"). So each shape's first backward
+On the AMX CPU we measured, oneDNN's bf16 weight-gradient kernel took 1.2–4.9× the time of that
+product on the small feature maps of ResNet stages 3–4 (14×14 → 7×7 and smaller), and less on the
+large maps of the stem and stages 1–2 (docs/design.md §7, "Weight gradients"). So each shape's first backward
 passes *are* the measurement (like cudnn.benchmark, but on the real step's cold caches, where
 a repeated kernel on the same tensors favours im2col): they alternate the two kernels, each gives
 the true gradient, and after `TRIALS` timed calls of each the faster is kept. The choices are
@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from siamdyn.errors import SiamdynError
 
 NATIVE, IM2COL = "native", "im2col"
 _choices: dict[str, str] = {}  # shape key → NATIVE or IM2COL, measured once per process (or restored)
 _trials: dict[str, dict[str, list[float]]] = {}  # shape key → seconds of each kernel's calls while undecided
 TRIALS = 3  # timed calls of each kernel per shape, after one untimed call each (oneDNN builds its primitive)
 LOW_PRECISION = (torch.bfloat16,)  # where oneDNN's weight-gradient kernel lags the matmul
+AUTOCAST_INPUTS = (torch.float32, torch.float16, torch.bfloat16)  # what CPU autocast casts to its dtype
+IM2COL_MAX_BYTES = 256 * 2 ** 20  # a larger unfolded input is not tried: the trials must not run out of memory
 
 
 def kernel_choices() -> dict[str, str]:
@@ -39,12 +40,16 @@ def kernel_choices() -> dict[str, str]:
 
 
 def restore_kernel_choices(choices: dict[str, str]) -> None:
-    """Use the kernels a run was started with (from its checkpoint) instead of measuring again."""
-    ok = isinstance(choices, dict) and all(v in (NATIVE, IM2COL) for v in choices.values())
-    if not ok:
-        raise SiamdynError(f"the checkpoint's convolution kernel choices {choices!r} are not all {NATIVE!r} or "
-                           f"{IM2COL!r}; start the run again with --overwrite")
-    _choices.update(choices)
+    """Use the kernels a run was started with (from its checkpoint) instead of measuring again.
+    They are a speed cache, not results: an entry that is not a known kernel is dropped (measured
+    anew), with a warning, rather than ending the run."""
+    entries = list(choices.items()) if isinstance(choices, dict) else [("(not a dict)", choices)]
+    valid = {k: v for k, v in entries if isinstance(k, str) and v in (NATIVE, IM2COL)}
+    bad = [(k, v) for k, v in entries if k not in valid]
+    if bad:
+        warnings.warn(f"the checkpoint's convolution kernel choices hold {bad[0]!r}, not {NATIVE!r} or {IM2COL!r}; "
+                      "those shapes are measured again", stacklevel=2)
+    _choices.update(valid)
 
 
 def im2col_rows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
@@ -83,10 +88,19 @@ def _weight_grad(kernel: str, grad_out: torch.Tensor, x: torch.Tensor, weight: t
     return weight_grad_im2col(x, grad_out, tuple(weight.shape[2:]), tuple(conv["stride"]), tuple(conv["padding"]))
 
 
+def im2col_bytes(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor) -> int:
+    """Size of the unfolded input: one row of kh·kw·C per output pixel."""
+    rows = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+    return rows * weight.shape[1] * weight.shape[2] * weight.shape[3] * x.element_size()
+
+
 def _trial_weight_grad(key: str, grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                        conv: dict) -> torch.Tensor:
     """One call of the kernel whose turn it is, timed; the shape's choice once both have `TRIALS`
     timed calls (im2col must be 10 % faster by the median to replace oneDNN)."""
+    if im2col_bytes(x, weight, grad_out) > IM2COL_MAX_BYTES:
+        _choices[key] = NATIVE
+        return _weight_grad(NATIVE, grad_out, x, weight, conv)
     times = _trials.setdefault(key, {NATIVE: [], IM2COL: []})
     kernel = NATIVE if len(times[NATIVE]) <= len(times[IM2COL]) else IM2COL
     start = time.perf_counter()
@@ -127,7 +141,7 @@ class _ConvWeightGradChoice(torch.autograd.Function):
 def shape_key(x: torch.Tensor, weight: torch.Tensor, conv: dict) -> str:
     """What the measured choice depends on: dtype, shapes, stride, padding, thread count."""
     return (f"{str(x.dtype).removeprefix('torch.')} x{'x'.join(map(str, x.shape))} w{'x'.join(map(str, weight.shape))}"
-            f" s{conv['stride'][0]}{conv['stride'][1]} p{conv['padding'][0]}{conv['padding'][1]}"
+            f" s{conv['stride'][0]}x{conv['stride'][1]} p{conv['padding'][0]}x{conv['padding'][1]}"
             f" t{torch.get_num_threads()}")
 
 
@@ -136,20 +150,36 @@ class Conv2d(nn.Conv2d):
     channels_last input, comes from the faster of oneDNN and one im2col matmul, measured per shape
     (`measured=False`: always PyTorch's)."""
 
-    def __init__(self, *args, measured: bool = True, **kwargs):
+    def __init__(self, *args, measured: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.measured = measured
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        if not self._takes_choice(x, dtype):
+        dtype = self._choice_dtype(x)
+        if dtype is None:
             return super().forward(x)
         weight, bias = self.weight.to(dtype), None if self.bias is None else self.bias.to(dtype)
         with torch.autocast("cpu", enabled=False):  # the casts above are autocast's own
             return _ConvWeightGradChoice.apply(x.to(dtype), weight, bias, self.stride, self.padding)
 
-    def _takes_choice(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
-        return (self.measured and dtype in LOW_PRECISION and x.device.type == "cpu" and torch.is_grad_enabled()
-                and self.weight.requires_grad and self.groups == 1 and self.dilation == (1, 1)
-                and self.padding_mode == "zeros" and isinstance(self.padding, tuple) and x.dim() == 4
-                and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling())
+    def _choice_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """The bf16 dtype this call computes in if it takes the measured path, else None (nn.Conv2d)."""
+        if not self.measured or isinstance(x, torch.fx.Proxy) or not self._plain_conv(x):
+            return None
+        if torch.is_autocast_enabled("cpu"):  # autocast casts float inputs only, as here
+            dtype = torch.get_autocast_dtype("cpu") if x.dtype in AUTOCAST_INPUTS else x.dtype
+        else:  # without autocast nn.Conv2d needs matching dtypes (and says so when they differ)
+            dtype = x.dtype if self.weight.dtype == x.dtype else None
+        return dtype if dtype in LOW_PRECISION else None
+
+    def _plain_conv(self, x: torch.Tensor) -> bool:
+        """A CPU training call of a dense, zero-padded conv on a channels_last batch, in eager autograd:
+        not under torch.compile, fx, torch.func transforms or forward-mode AD (the Function has no
+        jvp or vmap rule), nor with deterministic algorithms asked for (the choice is timed)."""
+        return (x.device.type == "cpu" and torch.is_grad_enabled() and self.weight.requires_grad
+                and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
+                and isinstance(self.padding, tuple) and x.dim() == 4
+                and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling()
+                and torch._C._functorch.peek_interpreter_stack() is None  # no torch.func transform
+                and torch.autograd.forward_ad._current_level < 0
+                and not torch.are_deterministic_algorithms_enabled())
