@@ -30,6 +30,15 @@ def pytest_runtest_makereport(item, call):
             report.longrepr = f"the test printed a traceback:\n{printed[max(0, at - 200):at + 1500]}"
 
 
+@pytest.fixture(autouse=True)
+def torch_determinism_restored():
+    """torch.use_deterministic_algorithms is process-wide: a test that trains with deterministic=true
+    must not switch it on for the tests after it (measured conv kernels, for one, stand down under it)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
 HAVE_FMNIST = os.path.exists(os.path.join(DEFAULT_DATA_DIRS["fashion-mnist"], "train-images-idx3-ubyte.gz"))
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST,
                                   reason="dataset-fashion-mnist not installed (bash scripts/setup.sh installs it)")

@@ -180,6 +180,14 @@ def test_the_backbone_still_traces_with_fx_and_runs_under_torch_func():
     assert set(grads) == set(params) and conv._trials == {}
 
 
+def test_a_deterministic_run_does_not_leave_deterministic_algorithms_on_for_the_next():
+    from siamdyn.runtime import setup_torch
+    setup_torch(Config(**{**TINY, "deterministic": True}))
+    assert torch.are_deterministic_algorithms_enabled()
+    setup_torch(Config(**TINY))  # the next run in this process (an experiment runs many)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_config_turns_the_measurement_off():
     def measured(**kw) -> set:
         model = SiameseMethod(Config(**{**TINY, **kw}))

@@ -39,9 +39,9 @@ def setup_torch(cfg: Config, ctx: Dist = Dist()) -> torch.device:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    else:  # let cuDNN pick the fastest convolution for our fixed shapes (no effect on CPU)
+    # Set either way: a deterministic run must not leave the flag on for the next run in this process.
+    torch.use_deterministic_algorithms(cfg.deterministic)
+    if not cfg.deterministic:  # let cuDNN pick the fastest convolution for our fixed shapes (no effect on CPU)
         torch.backends.cudnn.benchmark = True
     return pick_device(cfg.device, ctx)
 
