@@ -6,7 +6,7 @@ import io
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from siamdyn.cli import main
@@ -153,6 +153,8 @@ def _damage(run: str, how: str, name: str, cut: float, key: str, value: str) -> 
 @given(how=st.sampled_from(["edited", "truncated", "garbled", "deleted", "fifo", "locked", "read-only"]),
        name=st.sampled_from(FILES), cut=st.floats(0, 1), key=st.sampled_from(KEYS[:-3]), value=VALUES,
        command=st.sampled_from(["resume", "probe", "export", "plot", "report"]))
+# found by this test: `report` over a run whose config.yaml was truncated to nothing
+@example(how="truncated", name="config.yaml", cut=0.0, key="backbone_width", value="0", command="report")
 def test_no_run_directory_state_gives_a_traceback(victim, tmp_path_factory, how, name, cut, key, value, command):
     """Every command on a run directory in any of the states a disk can leave it in (a hand edit, a
     truncated or garbled file, a file gone, a FIFO in its place, a lock another writer holds, a read-only

@@ -21,7 +21,7 @@ from siamdyn.experiments.report_tables import (CELL_HEAD, calibration_table, cel
                                                horizon_line, literature_table, paired_table, verdict_matrix)
 from siamdyn.experiments.scales import (Scale, all_verdicts, controls_problems, has_controls, load_scales,
                                         scale_baseline)
-from siamdyn.errors import SiamdynError
+from siamdyn.errors import ConfigError, SiamdynError
 from siamdyn.outputs import atomic_write_text, os_error_line, output_dir
 
 PROTOCOL = (f"Readouts (docs/protocol.md): (a) complete collapse — completeness = min(centre-vector norm "
@@ -110,9 +110,16 @@ def machines(runs: list[Run]) -> str:
     import yaml
     kinds: dict[str, int] = {}
     for r in runs:
-        with open_input(os.path.join(r.path, "config.yaml")) as f:
-            doc = yaml.safe_load(f)
-        versions = doc.get("versions", {})
+        path = os.path.join(r.path, "config.yaml")
+        with open_input(path) as f:
+            try:
+                doc = yaml.safe_load(f)
+            except yaml.YAMLError:
+                doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):  # truncated, garbled, hand-made
+            raise ConfigError(f"{path} is empty or damaged (not the config.yaml siamdyn train writes); train that "
+                              "run again or remove its folder")
+        versions = doc.get("versions") if isinstance(doc.get("versions"), dict) else {}
         cpu = versions.get("cpu", "CPU not recorded (runs from before siamdyn 0.3)")
         kind = f"{cpu}, {versions.get('host_cpus', '?')} cores, {doc['config'].get('precision', 'fp32')}"
         kinds[kind] = kinds.get(kind, 0) + 1
