@@ -182,7 +182,13 @@ def test_across_scales_names_the_axis_that_changes_a_verdict():
     v = lambda *vals: [{"a": Verdict(x, "")} for x in vals]  # noqa: E731
     assert across(v("supported", "contradicted", "contradicted"), scales).startswith("scale-dependent")
     assert across(v("contradicted", "contradicted", "supported"), scales).startswith("optimiser-dependent")
-    assert across(v("supported", "inconclusive", "supported"), scales) == "holds where decided"
+    assert across(v("supported", "inconclusive", "supported"), scales) == "supported wherever decided"
+    # z decided at one scale, p at another, with opposite verdicts: not "holds" (H3a at w8 AdamW / w8 SGD)
+    zp = [{"z": Verdict("contradicted", ""), "p": Verdict("inconclusive", "")},
+          {"z": Verdict("protocol failed", ""), "p": Verdict("not run", "")},
+          {"z": Verdict("protocol failed", ""), "p": Verdict("supported", "")}]
+    assert across(zp, scales) == "the readouts differ (z: contradicted at w4 AdamW 600 steps, p: supported at " \
+        "w8 SGD 600 steps)"
     # a longer horizon at the same width and optimiser moves a verdict: that is the scale, not the optimiser
     horizons = [scale(x) for x in ("w4 AdamW 400 steps", "w4 AdamW 6000 steps")]
     assert across(v("supported", "contradicted"), horizons) == \

@@ -71,14 +71,21 @@ def dependence(by: list[tuple[Scale, str]]) -> str | None:
 
 
 def across(verdicts: list[dict[str, Verdict]], scales: list[Scale]) -> str:
-    """Whether the decided verdicts agree across scales (same optimiser) and optimisers (same width)."""
+    """Whether the decided verdicts agree across scales (same optimiser) and optimisers (same width), per
+    readout; where each readout agrees with itself, whether the readouts (a, z, p) agree with each other."""
     notes = []
     for key in ("a", "z", "p"):
         by = [(s, v[key].value) for s, v in zip(scales, verdicts) if key in v and v[key].value in DECIDED]
         if (differs := dependence(by)) is not None:
             notes.append(f"{'' if key == 'a' else key + ': '}{differs}")
-    decided = [v for vs in verdicts for v in vs.values() if v.value in DECIDED]
-    return "; ".join(notes) if notes else ("holds where decided" if decided else "not decided at any scale")
+    if notes:
+        return "; ".join(notes)
+    decided = [(s, key, v.value) for s, vs in zip(scales, verdicts) for key, v in vs.items() if v.value in DECIDED]
+    if not decided:
+        return "not decided at any scale"
+    if len({value for _, _, value in decided}) > 1:  # z at one scale against p at another: still a disagreement
+        return "the readouts differ (" + ", ".join(f"{key}: {value} at {s.label}" for s, key, value in decided) + ")"
+    return f"{decided[0][2]} wherever decided"
 
 
 def _short(v: dict[str, Verdict]) -> str:
