@@ -34,9 +34,11 @@ def pytest_runtest_makereport(item, call):
 def torch_determinism_restored():
     """torch.use_deterministic_algorithms is process-wide: a test that trains with deterministic=true
     must not switch it on for the tests after it (measured conv kernels, for one, stand down under it)."""
-    before = torch.are_deterministic_algorithms_enabled()
+    import siamdyn.runtime as runtime
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     yield
-    torch.use_deterministic_algorithms(before)
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    runtime._determinism_ours = False
 
 
 HAVE_FMNIST = os.path.exists(os.path.join(DEFAULT_DATA_DIRS["fashion-mnist"], "train-images-idx3-ubyte.gz"))

@@ -43,6 +43,17 @@ def test_resume_continues_to_the_same_weights(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_a_deterministic_run_leaves_determinism_as_it_found_it():
+    from siamdyn.runtime import setup_torch
+    setup_torch(Config(**{**TINY, "deterministic": True}))
+    assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    setup_torch(Config(**TINY))  # the next run in this process (an experiment runs many)
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)  # the user's own setting, before siamdyn's run
+    setup_torch(Config(**TINY))
+    assert torch.are_deterministic_algorithms_enabled()
+
+
 def test_resume_rejects_an_incompatible_config(tmp_path):
     train(Config.from_preset("simsiam", {**TINY, "max_steps": 2}), str(tmp_path / "r"), progress=False)
     with pytest.raises(SiamdynError, match="incompatible config: lr"):

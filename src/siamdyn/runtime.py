@@ -39,11 +39,26 @@ def setup_torch(cfg: Config, ctx: Dist = Dist()) -> torch.device:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    # Set either way: a deterministic run must not leave the flag on for the next run in this process.
-    torch.use_deterministic_algorithms(cfg.deterministic)
-    if not cfg.deterministic:  # let cuDNN pick the fastest convolution for our fixed shapes (no effect on CPU)
-        torch.backends.cudnn.benchmark = True
+    set_determinism(cfg.deterministic)
     return pick_device(cfg.device, ctx)
+
+
+_determinism_ours = False  # whether siamdyn switched torch's deterministic algorithms on (not the user)
+
+
+def set_determinism(deterministic: bool) -> None:
+    """torch.use_deterministic_algorithms for a deterministic run; the next run in this process (an
+    experiment runs many) gets it switched off again, unless the user had it on before siamdyn did.
+    cuDNN's autotuning (no effect on CPU) picks the fastest convolution for our fixed shapes, except in
+    a deterministic run, where a timed choice could differ between a run and its resume."""
+    global _determinism_ours
+    if deterministic and not torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(True)
+        _determinism_ours = True
+    elif not deterministic and _determinism_ours:
+        torch.use_deterministic_algorithms(False)
+        _determinism_ours = False
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def load_data(cfg: Config) -> tuple[ImageData, ImageData]:

@@ -111,10 +111,10 @@ def machines(runs: list[Run]) -> str:
     kinds: dict[str, int] = {}
     for r in runs:
         path = os.path.join(r.path, "config.yaml")
-        with open_input(path) as f:
+        with open_input(path, encoding="utf-8") as f:
             try:
                 doc = yaml.safe_load(f)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, UnicodeDecodeError):
                 doc = None
         if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):  # truncated, garbled, hand-made
             raise ConfigError(f"{path} is empty or damaged (not the config.yaml siamdyn train writes); train that "

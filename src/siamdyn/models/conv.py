@@ -5,7 +5,7 @@ The weight gradient of a convolution is one matmul over the unfolded input (im2c
     dW[o, (kh, kw, i)] = Σ_{n, h, w} dY[n, h, w, o] · X_pad[n, h·s + kh, w·s + kw, i]
                        = (dY as rows)ᵀ @ im2col(X)
 
-On the AMX CPU we measured, oneDNN's bf16 weight-gradient kernel took 1.2–4.9× the time of that
+On the AMX CPU we measured, oneDNN's bf16 weight-gradient kernel took 1.0–4.9× the time of that
 product on the small feature maps of ResNet stages 3–4 (14×14 → 7×7 and smaller), and less on the
 large maps of the stem and stages 1–2 (docs/design.md §7, "Weight gradients"). So each shape's first backward
 passes *are* the measurement (like cudnn.benchmark, but on the real step's cold caches, where
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import statistics
 import time
-import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from siamdyn.errors import warn
 
 NATIVE, IM2COL = "native", "im2col"
 _choices: dict[str, str] = {}  # shape key → NATIVE or IM2COL, measured once per process (or restored)
@@ -39,16 +40,19 @@ def kernel_choices() -> dict[str, str]:
     return dict(_choices)
 
 
-def restore_kernel_choices(choices: dict[str, str]) -> None:
+def restore_kernel_choices(choices: object) -> None:
     """Use the kernels a run was started with (from its checkpoint) instead of measuring again.
     They are a speed cache, not results: an entry that is not a known kernel is dropped (measured
-    anew), with a warning, rather than ending the run."""
-    entries = list(choices.items()) if isinstance(choices, dict) else [("(not a dict)", choices)]
-    valid = {k: v for k, v in entries if isinstance(k, str) and v in (NATIVE, IM2COL)}
-    bad = [(k, v) for k, v in entries if k not in valid]
+    anew), with a one-line warning, rather than ending the run."""
+    if not isinstance(choices, dict):
+        warn(f"the checkpoint's convolution kernel choices are a {type(choices).__name__}, not a mapping; "
+             "every shape is measured again")
+        return
+    valid = {k: v for k, v in choices.items() if isinstance(k, str) and v in (NATIVE, IM2COL)}
+    bad = [(k, v) for k, v in choices.items() if k not in valid]
     if bad:
-        warnings.warn(f"the checkpoint's convolution kernel choices hold {bad[0]!r}, not {NATIVE!r} or {IM2COL!r}; "
-                      "those shapes are measured again", stacklevel=2)
+        warn(f"the checkpoint's convolution kernel choices hold {bad[0]!r}, not {NATIVE!r} or {IM2COL!r}; "
+             "those shapes are measured again")
     _choices.update(valid)
 
 
@@ -126,8 +130,14 @@ class _ConvWeightGradChoice(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        try:  # a batched backward (is_grads_batched, jacobian's vectorize) cannot ask for a memory format
+            batched = torch._C._are_functorch_transforms_active()
+            grad_out = grad_out if batched else grad_out.contiguous(memory_format=torch.channels_last)
+        except RuntimeError:
+            batched = True
+        if batched:  # PyTorch's kernels do it all, as nn.Conv2d's backward would
+            return (*_native_grads(grad_out, x, weight, ctx.conv, [need_x, need_w, need_b]), None, None)
         grad_x, grad_w, grad_b = None, None, None
         if need_x or need_b:
             grad_x, _, grad_b = _native_grads(grad_out, x, weight, ctx.conv, [need_x, False, need_b])
@@ -180,6 +190,6 @@ class Conv2d(nn.Conv2d):
                 and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
                 and isinstance(self.padding, tuple) and x.dim() == 4
                 and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling()
-                and torch._C._functorch.peek_interpreter_stack() is None  # no torch.func transform
+                and not torch._C._are_functorch_transforms_active() and not torch.jit.is_tracing()
                 and torch.autograd.forward_ad._current_level < 0
                 and not torch.are_deterministic_algorithms_enabled())
