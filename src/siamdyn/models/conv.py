@@ -13,7 +13,8 @@ a repeated kernel on the same tensors favours im2col): they alternate the two ke
 the true gradient, and after `TRIALS` timed calls of each the faster is kept. The choices are
 process-wide (`kernel_choices`), saved in the checkpoint and restored on resume, so a resumed run
 computes with the kernels it was started with. The forward pass and the input gradient are
-PyTorch's own; fp32, CUDA, NCHW input and torch.compile take `nn.Conv2d` unchanged.
+PyTorch's own; fp32, CUDA, NCHW input, torch.compile and the other cases `Conv2d._plain_conv` names
+take `nn.Conv2d` unchanged.
 """
 from __future__ import annotations
 
@@ -174,13 +175,14 @@ class Conv2d(nn.Conv2d):
 
     def _choice_dtype(self, x: torch.Tensor) -> torch.dtype | None:
         """The bf16 dtype this call computes in if it takes the measured path, else None (nn.Conv2d)."""
-        if not self.measured or isinstance(x, torch.fx.Proxy) or not self._plain_conv(x):
+        if not self.measured or isinstance(x, torch.fx.Proxy):
             return None
         if torch.is_autocast_enabled("cpu"):  # autocast casts float inputs only, as here
             dtype = torch.get_autocast_dtype("cpu") if x.dtype in AUTOCAST_INPUTS else x.dtype
         else:  # without autocast nn.Conv2d needs matching dtypes (and says so when they differ)
             dtype = x.dtype if self.weight.dtype == x.dtype else None
-        return dtype if dtype in LOW_PRECISION else None
+        # the dtype first: an fp32 run (every AVX2-only machine) pays one check, not all of them
+        return dtype if dtype in LOW_PRECISION and self._plain_conv(x) else None
 
     def _plain_conv(self, x: torch.Tensor) -> bool:
         """A CPU training call of a dense, zero-padded conv on a channels_last batch, in eager autograd:
