@@ -17,7 +17,7 @@ import torch
 from _common import emit, header, median_ms
 
 from siamdyn.models import ResNet18  # noqa: E402
-from siamdyn.models.conv import IM2COL, NATIVE, TRIALS, Conv2d, _weight_grad  # noqa: E402
+from siamdyn.models.conv import IM2COL, NATIVE, TRIALS, Conv2d, conv_geometry, weight_grad  # noqa: E402
 
 NHWC = torch.channels_last
 
@@ -45,10 +45,10 @@ def row(layer: Conv2d, shape: tuple[int, ...], dtype: torch.dtype, reps: int) ->
     out = torch.nn.functional.conv2d(torch.zeros(shape, dtype=dtype), w, None, s, p).shape
     pairs = [(torch.randn(shape, dtype=dtype).contiguous(memory_format=NHWC),
               torch.randn(out, dtype=dtype).contiguous(memory_format=NHWC)) for _ in range(8)]
-    geometry = dict(stride=list(s), padding=list(p), bias_sizes=None)
+    geometry = conv_geometry(s, p)
 
     def grad(kernel: str, pair: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor = w) -> torch.Tensor:
-        return _weight_grad(kernel, pair[1], pair[0], weight, geometry)
+        return weight_grad(kernel, pair[1], pair[0], weight, geometry)
     t_native, t_im2col = (median_ms(lambda pair, k=kernel: grad(k, pair), pairs, reps) for kernel in (NATIVE, IM2COL))
     x, g = pairs[0]
     exact = grad(NATIVE, (x.double(), g.double()), w.double())

@@ -321,10 +321,10 @@ def median_run(results: list[dict]) -> dict:
 def per_round(runs: dict[str, list[dict]]) -> list[str]:
     """With --rounds > 1: each ratio in every round and the median of those (the table's medians are
     taken per variant, from different rounds, so their ratios and the split above mix rounds)."""
-    rounds = len(runs.get("siamdyn-default") or runs.get("siamdyn") or [])
+    ours = "siamdyn-default" if runs.get("siamdyn-default") else "siamdyn"
+    rounds = len(runs.get(ours, []))
     if rounds < 2:
         return []
-    ours = "siamdyn-default" if runs.get("siamdyn-default") else "siamdyn"
     lines = [f"- {rounds} rounds; the table and the lines above take each variant's median run; per round "
              "(median of the rounds in brackets):"]
     for fast, slow in ((ours, "typical"), (ours, "typical-bf16"), ("typical-bf16", "typical")):

@@ -80,9 +80,9 @@ def test_bf16_layer_matches_nn_conv2d(choice):
     key = conv.shape_key(x.bfloat16(), ours.weight.bfloat16(), dict(stride=[2, 2], padding=[1, 1]))
     conv.restore_kernel_choices({key: choice})
     used = []
-    real = conv._weight_grad
+    real = conv.weight_grad
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(conv, "_weight_grad", lambda kernel, *a: used.append(kernel) or real(kernel, *a))
+        mp.setattr(conv, "weight_grad", lambda kernel, *a: used.append(kernel) or real(kernel, *a))
         y, dx, dw = bf16_step(ours, x, g)
     assert used == [choice] and conv.kernel_choices() == {key: choice}
     assert y.dtype == torch.bfloat16 and dw.dtype == torch.float32
@@ -122,7 +122,7 @@ def test_the_first_backward_passes_alternate_the_kernels_then_keep_the_faster(mo
     seconds, expected = SECONDS[case]
     clock = FakeClock(lambda kernel, n: seconds[kernel][min(n, 4) - 1])
     monkeypatch.setattr(conv, "time", clock)
-    monkeypatch.setattr(conv, "_weight_grad", clock.kernel(conv._weight_grad))
+    monkeypatch.setattr(conv, "weight_grad", clock.kernel(conv.weight_grad))
     layer = conv.Conv2d(4, 8, 3, 1, 1, bias=False).to(memory_format=NHWC)
     x, g = torch.randn(4, 4, 6, 6).contiguous(memory_format=NHWC), torch.randn(4, 8, 6, 6)
     trial_calls = 2 * (conv.TRIALS + 1)

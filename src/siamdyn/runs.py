@@ -245,13 +245,22 @@ def _as_read_now(cfg: Config, values: dict[str, Any]) -> dict[str, Any]:
     return read
 
 
+def run_document(run_dir: str) -> dict[str, Any] | None:
+    """A run's whole config.yaml (`config:` and `versions:`), or None where it is empty, damaged or not
+    the mapping `siamdyn train` writes (truncated, garbled, hand-made)."""
+    with open_input(os.path.join(run_dir, CONFIG_FILE), encoding="utf-8") as f:
+        try:
+            doc = yaml.safe_load(f)
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("config"), dict) else None
+
+
 def update_config(out: str, cfg: Config) -> None:
     """config.yaml's values become `cfg`'s (a resume changed resumable ones), its versions kept,
     so that it matches the checkpoints written from now on and a later `--resume` continues them."""
     path = os.path.join(out, CONFIG_FILE)
-    with open_input(path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f)
-    doc = doc if isinstance(doc, dict) and "config" in doc else {}
+    doc = run_document(out) or {}
     atomic_write_text(path, yaml.safe_dump({**doc, "config": cfg.to_dict()}, sort_keys=False))
 
 

@@ -11,6 +11,7 @@ import os
 import re
 
 from siamdyn.inputs import open_input
+from siamdyn.runs import run_document
 from siamdyn.experiments.early_warning import ENCODER_GROUPS
 from siamdyn.experiments.grids import BUDGETS, CORE, FORCED, NEGATIVE, POSITIVE
 from siamdyn.experiments.levels import COMPLETE, HEADS, time_to_collapse
@@ -107,18 +108,12 @@ _CORE_KEYS = {f"{c.grid}/{c.name}" for c in CORE}
 
 def machines(runs: list[Run]) -> str:
     """'N runs on CPU (precision)' per machine kind the runs recorded; older runs recorded none."""
-    import yaml
     kinds: dict[str, int] = {}
     for r in runs:
-        path = os.path.join(r.path, "config.yaml")
-        with open_input(path, encoding="utf-8") as f:
-            try:
-                doc = yaml.safe_load(f)
-            except (yaml.YAMLError, UnicodeDecodeError):
-                doc = None
-        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):  # truncated, garbled, hand-made
-            raise ConfigError(f"{path} is empty or damaged (not the config.yaml siamdyn train writes); train that "
-                              "run again or remove its folder")
+        doc = run_document(r.path)
+        if doc is None:
+            raise ConfigError(f"{os.path.join(r.path, 'config.yaml')} is empty or damaged (not the config.yaml "
+                              "siamdyn train writes); train that run again or remove its folder")
         versions = doc.get("versions") if isinstance(doc.get("versions"), dict) else {}
         cpu = versions.get("cpu", "CPU not recorded (runs from before siamdyn 0.3)")
         kind = f"{cpu}, {versions.get('host_cpus', '?')} cores, {doc['config'].get('precision', 'fp32')}"

@@ -86,8 +86,15 @@ def _native_grads(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                                                conv["padding"], [1, 1], False, [0, 0], 1, mask)
 
 
-def _weight_grad(kernel: str, grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                 conv: dict) -> torch.Tensor:
+def conv_geometry(stride: tuple[int, ...] | list[int], padding: tuple[int, ...] | list[int],
+                  bias: torch.Tensor | None = None) -> dict:
+    """What the backward needs of a conv besides its tensors (aten.convolution_backward's arguments)."""
+    return dict(stride=list(stride), padding=list(padding), bias_sizes=None if bias is None else list(bias.shape))
+
+
+def weight_grad(kernel: str, grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                conv: dict) -> torch.Tensor:
+    """The weight gradient by `kernel` (NATIVE: oneDNN's; IM2COL: one matmul); `conv`: `conv_geometry`'s."""
     if kernel == NATIVE:
         return _native_grads(grad_out, x, weight, conv, [False, True, False])[1]
     return weight_grad_im2col(x, grad_out, tuple(weight.shape[2:]), tuple(conv["stride"]), tuple(conv["padding"]))
@@ -105,11 +112,11 @@ def _trial_weight_grad(key: str, grad_out: torch.Tensor, x: torch.Tensor, weight
     timed calls (im2col must be 10 % faster by the median to replace oneDNN)."""
     if im2col_bytes(x, weight, grad_out) > IM2COL_MAX_BYTES:
         _choices[key] = NATIVE
-        return _weight_grad(NATIVE, grad_out, x, weight, conv)
+        return weight_grad(NATIVE, grad_out, x, weight, conv)
     times = _trials.setdefault(key, {NATIVE: [], IM2COL: []})
     kernel = NATIVE if len(times[NATIVE]) <= len(times[IM2COL]) else IM2COL
     start = time.perf_counter()
-    grad = _weight_grad(kernel, grad_out, x, weight, conv)
+    grad = weight_grad(kernel, grad_out, x, weight, conv)
     times[kernel].append(time.perf_counter() - start)
     if min(map(len, times.values())) > TRIALS:
         native, im2col = (statistics.median(times[k][1:]) for k in (NATIVE, IM2COL))  # [0]: untimed warm-up
@@ -124,8 +131,7 @@ class _ConvWeightGradChoice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
         ctx.save_for_backward(x, weight)
-        ctx.conv = dict(stride=list(stride), padding=list(padding),
-                        bias_sizes=None if bias is None else list(bias.shape))
+        ctx.conv = conv_geometry(stride, padding, bias)
         return F.conv2d(x, weight, bias, stride, padding)
 
     @staticmethod
@@ -144,7 +150,7 @@ class _ConvWeightGradChoice(torch.autograd.Function):
             grad_x, _, grad_b = _native_grads(grad_out, x, weight, ctx.conv, [need_x, False, need_b])
         if need_w:
             key = shape_key(x, weight, ctx.conv)
-            grad_w = (_weight_grad(_choices[key], grad_out, x, weight, ctx.conv) if key in _choices
+            grad_w = (weight_grad(_choices[key], grad_out, x, weight, ctx.conv) if key in _choices
                       else _trial_weight_grad(key, grad_out, x, weight, ctx.conv))
         return grad_x, grad_w, grad_b, None, None
 
