@@ -125,7 +125,7 @@ class PerImageViews(torch.utils.data.Dataset):
         return self.view(img), self.view(img)
 
 
-def run_typical(args: argparse.Namespace, bf16: bool = False) -> dict:
+def run_typical(args: argparse.Namespace, bf16: bool = False, pace: "Pacer | None" = None) -> dict:
     from siamdyn.data import channel_stats
     from siamdyn.optim import build_optimizer
     from siamdyn.runtime import load_data, setup_torch
@@ -155,16 +155,18 @@ def run_typical(args: argparse.Namespace, bf16: bool = False) -> dict:
             torch.cuda.synchronize()
         now = time.perf_counter()
         times.append(now - t)
-        t = now
+        if pace:
+            pace.turn(len(times))
+        t = time.perf_counter()
     return {"step_s": sum(times[args.warmup:]) / args.steps}
 
 
 # ----------------------------------------------------------------------------- siamdyn's loop
-def run_siamdyn(args: argparse.Namespace, overrides: dict) -> dict:
+def run_siamdyn(args: argparse.Namespace, overrides: dict, pace: "Pacer | None" = None) -> dict:
     from siamdyn.train import train
     cfg = make_config(args, max_steps=args.warmup + args.steps, **overrides)
     with tempfile.TemporaryDirectory() as out:
-        summary = train(cfg, out, progress=False)
+        summary = train(cfg, out, progress=False, loggers=pace)
         t = {r["step"]: r["time_s"] for r in read_metrics(out) if "time_s" in r}
         timer = [r["probe_time_s"] for r in read_metrics(out) if "g1_norm" in r]  # cumulative, per probe
         ran = load_run_config(out)  # precision and layout as resolved on this machine
@@ -236,22 +238,41 @@ def matmul_peak(device: str, dtype: torch.dtype, budget_s: float = 1.0) -> float
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
+class Pacer:
+    """A child's half of bench/speed_lockstep.py: after each training step it says so (`TICK`) and waits
+    for its next turn (`GO`); any other line, or a closed stdin, ends the pacing. A siamdyn logger too:
+    each step line (the one with `time_s`) is a step done."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    def __call__(self, metrics: dict, step: int) -> None:
+        if "time_s" in metrics:
+            self.turn(step)
+
+    def turn(self, step: int) -> None:
+        if self.on:
+            print(f"TICK {step}", flush=True)
+            self.on = sys.stdin.readline().strip() == "GO"
+
+
 def child(args: argparse.Namespace) -> None:
+    pace = Pacer() if args.lockstep else None
     if args.child.startswith("typical"):
-        result = run_typical(args, bf16=args.child == "typical-bf16")
+        result = run_typical(args, bf16=args.child == "typical-bf16", pace=pace)
         result["mode"] = ("bf16" if args.child == "typical-bf16" else "fp32") + ", NCHW"
     else:
-        result = run_siamdyn(args, VARIANTS[args.child])
+        result = run_siamdyn(args, VARIANTS[args.child], pace)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and args.device == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     print("RESULT " + json.dumps(result))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="typical,typical-bf16,siamdyn-default,siamdyn,siamdyn-fp32,siamdyn-bf16")
-    p.add_argument("--steps", type=int, default=20)
+def add_run_args(p: argparse.ArgumentParser, variants: str, steps: int) -> None:
+    """The options a variant's run takes (this script's and bench/speed_lockstep.py's)."""
+    p.add_argument("--variants", default=variants)
+    p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--width", type=int, default=16)
@@ -259,9 +280,15 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar-shaped"])
     p.add_argument("--limit", type=int, default=0, help="train on this many images (0 = the dataset's default)")
-    p.add_argument("--rounds", type=int, default=1, help="run the variant list this many times (medians reported)")
     p.add_argument("--out", help="write the results table (markdown) here")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_args(p, "typical,typical-bf16,siamdyn-default,siamdyn,siamdyn-fp32,siamdyn-bf16", steps=20)
+    p.add_argument("--rounds", type=int, default=1, help="run the variant list this many times (medians reported)")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--lockstep", action="store_true", help=argparse.SUPPRESS)  # paced by speed_lockstep.py
     args = p.parse_args()
     if args.child:
         return child(args)
@@ -300,12 +327,16 @@ def main() -> None:
     emit(lines, args.out)
 
 
+def child_command(args: argparse.Namespace, variant: str, steps: int) -> list[str]:
+    """The command that runs one variant in its own process."""
+    return [sys.executable, __file__, "--child", variant, "--steps", str(steps), "--warmup", str(args.warmup),
+            "--limit", str(args.limit), "--batch", str(args.batch), "--width", str(args.width),
+            "--workers", str(args.workers), "--device", args.device, "--dataset", args.dataset]
+
+
 def run_variant(args: argparse.Namespace, variant: str) -> dict:
     """One variant in its own process (its own peak RSS): its RESULT line, or the error it ended with."""
-    cmd = [sys.executable, __file__, "--child", variant, "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--limit", str(args.limit), "--batch", str(args.batch), "--width", str(args.width),
-           "--workers", str(args.workers), "--device", args.device, "--dataset", args.dataset]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(child_command(args, variant, args.steps), capture_output=True, text=True)
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     if done.returncode or not line:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
