@@ -239,9 +239,10 @@ def matmul_peak(device: str, dtype: torch.dtype, budget_s: float = 1.0) -> float
 
 
 class Pacer:
-    """A child's half of bench/speed_lockstep.py: after each training step it says so (`TICK`) and waits
-    for its next turn (`GO`); any other line, or a closed stdin, ends the pacing. A siamdyn logger too:
-    each step line (the one with `time_s`) is a step done."""
+    """A child's half of bench/speed_lockstep.py: once per training step it says so (`TICK`) and waits
+    for its next turn (`GO`); any other line, or a closed stdin, ends the pacing. A siamdyn logger too: it
+    ticks on each step line (the one with `time_s`, written after the step's backward), so a turn holds
+    one step's work, from the previous step's optimizer update to this step's backward."""
 
     def __init__(self) -> None:
         self.on = True

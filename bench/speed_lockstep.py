@@ -7,11 +7,13 @@ bench/speed.py runs each variant for a window of its own, so on a shared VM whos
 (its bf16 matmul rate measured 423-1167 GFLOP/s on one day) a slow spell lands on one variant and
 not another. Here every variant runs in its own process at once, but only one of them computes at
 a time: the parent hands the turn round (one step each, the order rotating every round), so the
-steps compared were minutes, not seconds, apart. A variant's time is the wall clock of its turns,
+steps compared are seconds, not minutes, apart. A variant's time is the wall clock of its turns,
 probes and per-step collapse metrics included (siamdyn-default's probe lands in its step every
 probe_every = 50 steps, as in a user's run). The ratio is total time against total time over the
 window; the spread is that ratio over blocks of `--block` consecutive rounds.
-Only variants that log every step can be paced (a siamdyn step line is a step done).
+Only variants that log every step can be paced (a siamdyn step line is a step done). A window that
+crosses an epoch's end puts siamdyn's epoch-end work (checkpoint, kNN where asked) in that turn, as in
+a user's run. For CPUs only: a GPU's kernels and DataLoader workers run on outside their turn.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from speed import VARIANTS, add_run_args, child_command
 class Child:
     """One variant's process, paced over its stdin / stdout (speed.Pacer is the other half)."""
 
-    def __init__(self, args: argparse.Namespace, variant: str):
+    def __init__(self, args: argparse.Namespace, variant: str) -> None:
         self.variant, self.err = variant, tempfile.TemporaryFile("w+")  # stderr to a file: a pipe could fill
         # Two steps beyond the window, so the last paced turn ends on a step line, not the run's final work.
         cmd = [*child_command(args, variant, args.steps + 2), "--lockstep"]
@@ -40,9 +42,11 @@ class Child:
         for line in self.proc.stdout:
             if line.startswith("TICK"):
                 return
+        raise SystemExit(f"{self.variant} ended before its turns were over: {self.last_error()}")
+
+    def last_error(self) -> str:
         self.err.seek(0)
-        last = (self.err.read().strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"{self.variant} ended before its turns were over: {last}")
+        return (self.err.read().strip().splitlines() or ["no output"])[-1]
 
     def turn(self) -> float:
         """One step of this variant alone: seconds from its go to its next tick."""
@@ -56,21 +60,28 @@ class Child:
         """Unpaced to the end: its RESULT line (precision, layout, peak RSS)."""
         out, _ = self.proc.communicate("END\n")
         line = [x for x in out.splitlines() if x.startswith("RESULT ")]
-        return json.loads(line[0][7:]) if line else {}
+        if self.proc.returncode or not line:
+            raise SystemExit(f"{self.variant} failed after its turns: {self.last_error()}")
+        return json.loads(line[0][7:])
 
 
 def lockstep(args: argparse.Namespace, variants: list[str]) -> dict[str, list[float]]:
     """Each variant's step times over warm-up + window, the turns interleaved."""
     children = [Child(args, v) for v in variants]
-    for c in children:  # set-up (data, model, first step) overlaps; it is warm-up
-        c.tick()
-    times: dict[str, list[float]] = {v: [] for v in variants}
-    for r in range(args.warmup + args.steps):
-        for c in children[r % len(children):] + children[:r % len(children)]:
-            times[c.variant].append(c.turn())
-        if (r + 1) % 25 == 0:
-            print(f"round {r + 1}/{args.warmup + args.steps}", flush=True)
-    args.results = {c.variant: c.finish() for c in children}
+    try:
+        for c in children:  # set-up (data, model, first step) overlaps; it is warm-up
+            c.tick()
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for r in range(args.warmup + args.steps):
+            for c in children[r % len(children):] + children[:r % len(children)]:
+                times[c.variant].append(c.turn())
+            if (r + 1) % 25 == 0:
+                print(f"round {r + 1}/{args.warmup + args.steps}", flush=True)
+        args.results = {c.variant: c.finish() for c in children}
+    finally:  # one child failed: the others must not train on, unpaced, beside whatever runs next
+        for c in children:
+            if c.proc.poll() is None:
+                c.proc.kill()
     return {v: t[args.warmup:] for v, t in times.items()}
 
 
