@@ -81,6 +81,8 @@ SEEDS["q-w4"]["aug"] = 3
 # Controls run a binary cell's count, except under the SGD budgets and at w4: at 3 seeds their prediction
 # bounds for RankMe crossed (q-sgd-w4 and sgd: z; w4: z and p, 2026-12-05), and at q-w4 5 seeds separated them.
 SEEDS["q-sgd-w4"]["control"] = SEEDS["w4"]["control"] = SEEDS["sgd"]["control"] = 5
+# The long runs' negative control at 2 seeds would set its prediction bound with t(1 df) = 12.7: 3 seeds each.
+SEEDS["w4-long"]["control"] = 3
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
             "standard": dict(images=512, views=16, draws=8, probe_epochs=20)}
 ANALYSIS["features"] = ANALYSIS["q-w4"] = ANALYSIS["q-w8"] = ANALYSIS["standard"]
