@@ -65,8 +65,8 @@ class Child:
         return json.loads(line[0][7:])
 
 
-def lockstep(args: argparse.Namespace, variants: list[str]) -> dict[str, list[float]]:
-    """Each variant's step times over warm-up + window, the turns interleaved."""
+def lockstep(args: argparse.Namespace, variants: list[str]) -> tuple[dict[str, list[float]], dict[str, dict]]:
+    """Each variant's step times over the window (warm-up dropped), the turns interleaved, and its RESULT."""
     children = [Child(args, v) for v in variants]
     try:
         for c in children:  # set-up (data, model, first step) overlaps; it is warm-up
@@ -77,12 +77,12 @@ def lockstep(args: argparse.Namespace, variants: list[str]) -> dict[str, list[fl
                 times[c.variant].append(c.turn())
             if (r + 1) % 25 == 0:
                 print(f"round {r + 1}/{args.warmup + args.steps}", flush=True)
-        args.results = {c.variant: c.finish() for c in children}
+        results = {c.variant: c.finish() for c in children}
     finally:  # one child failed: the others must not train on, unpaced, beside whatever runs next
         for c in children:
             if c.proc.poll() is None:
                 c.proc.kill()
-    return {v: t[args.warmup:] for v, t in times.items()}
+    return {v: t[args.warmup:] for v, t in times.items()}, results
 
 
 def ratio_lines(times: dict[str, list[float]], block: int) -> list[str]:
@@ -116,7 +116,7 @@ def main() -> None:
                          "prefetching run on during another variant's turn); use bench/speed.py there")
     if args.steps < args.block:
         raise SystemExit(f"--steps {args.steps} is shorter than one block (--block {args.block})")
-    times = lockstep(args, variants)
+    times, results = lockstep(args, variants)
     lines = [*header("Training speed in lockstep", args.device),
              f"- data {args.dataset}, backbone width {args.width}, batch {args.batch} (two views each), "
              f"{args.warmup} warm-up + {args.steps} timed rounds, one step per variant per round; timed turns: "
@@ -124,7 +124,7 @@ def main() -> None:
              "", "| variant | precision, layout | mean s/step (wall, probes in) | median s/step | slowest step s "
              "| peak RSS MB |", "|---|---|---|---|---|---|"]
     for v, t in times.items():
-        r = args.results[v]
+        r = results[v]
         lines.append(f"| {v} | {r.get('mode', '?')} | {statistics.fmean(t):.3f} | {statistics.median(t):.3f} | "
                      f"{max(t):.3f} | {r.get('peak_rss_mb', float('nan')):.0f} |")
     emit([*lines, "", *ratio_lines(times, args.block)], args.out)
