@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Findings v3 from scratch (or resumed: finished runs are skipped), one command:
+# Findings v3 from scratch (or resumed: finished runs are skipped), one command for every column of
+# docs/findings.md but the GPU's (bench/questions.sh's three scales included, last):
 #   bash bench/findings.sh [OUT=runs/findings-v3] [DOCS=docs] [RECORDS=bench/results/findings-v3]
 # Per scale (docs/protocol.md): two `siamdyn experiment` workers share the scale's folder, one per
 # core at one thread each (fp32 kernels slow 3-4x when two threads share a core); each scale's finished
@@ -30,4 +31,9 @@ for spec in $scales; do
   fi
   if [ -d "$out/$budget" ]; then bash "$(dirname "$0")/copy_records.sh" "$out/$budget" "$records/$budget"; fi
 done
+# the open questions' three scales are columns of the same matrix: a full regeneration (SCALES unset) runs
+# them too, through bench/questions.sh (its report is the last step); QUESTIONS=0 leaves them out
+if [ -z "${SCALES:-}" ] && [ "${QUESTIONS:-1}" = 1 ]; then
+  exec bash "$(dirname "$0")/questions.sh" "$(dirname "$out")/questions" "$records" "$docs"
+fi
 $SIAMDYN report "$records" --out "$docs"

@@ -2,14 +2,16 @@
 Fashion-MNIST images with the papers' SGD recipe, several seeds as parallel processes on one
 GPU, sized from a pilot to fit a wall-clock budget, archived for `siamdyn report`.
 
-    python bench/gpu_findings.py OUT [--minutes 8] [--workers 6] [--seeds 3] [--grid core|Qgpu]
+    python bench/gpu_findings.py OUT [--minutes 8] [--workers 6] [--seeds 3] [--control-seeds 5]
+                                     [--grid core|Qgpu]
     (bench/gpu_findings.sh wraps it; --dry: the CPU smoke the test suite runs)
 
 Phases: (1) a pilot — the negative control for `--pilot-steps` steps in every worker slot at
 once — measures seconds per step under that load; (2) max_steps is chosen so that every run
 fits the time left, (3) the workers take runs from the shared folder (controls first, seed
 by seed; a run another worker holds is skipped), each stops taking new runs at the deadline,
-(4) OUT/gpu_findings.tar.gz holds the run records (no checkpoints) of OUT/<scale>/.
+(4) the random-init reference (baseline.json) is read on the device, and
+OUT/gpu_findings.tar.gz holds it and the run records (no checkpoints) of OUT/<scale>/.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def register(name: str, budget: dict, args: argparse.Namespace) -> None:
     BUDGETS[name] = budget
     grids.FORCED[name] = SGD_RECIPE  # BYOL's cells keep their crops and λ, not their AdamW
     grids.SEEDS[name] = {"binary": args.seeds, "ladder": args.seeds, "question": args.seeds,
-                         "bimodal": args.bimodal_seeds or args.seeds}
+                         "bimodal": args.bimodal_seeds or args.seeds, "control": args.control_seeds or args.seeds}
     grids.PROBE_EPOCHS[name] = 2 if args.dry else 10
 
 
@@ -67,7 +69,8 @@ def worker(args: argparse.Namespace) -> None:
 
 def spawn(args: argparse.Namespace, n: int) -> list[subprocess.Popen]:
     cmd = [sys.executable, os.path.abspath(__file__), args.out, "--seeds", str(args.seeds), "--grid", args.grid,
-           "--bimodal-seeds", str(args.bimodal_seeds or args.seeds)]
+           "--bimodal-seeds", str(args.bimodal_seeds or args.seeds), "--control-seeds",
+           str(args.control_seeds or args.seeds)]
     cmd += ["--dry"] if args.dry else []
     return [subprocess.Popen(cmd + ["--worker", str(i)]) for i in range(n)]
 
@@ -115,6 +118,8 @@ def main() -> None:
     ap.add_argument("--grid", default="core", choices=("core", "Qgpu"),
                     help="core: findings v3's conditions; Qgpu: the open questions' GPU cells (Q3 and five Q1 cells)")
     ap.add_argument("--bimodal-seeds", type=int, default=None, help="seeds of a bimodal cell (default --seeds)")
+    ap.add_argument("--control-seeds", type=int, default=None,
+                    help="seeds of each control (default --seeds; at 3 the w8 SGD controls' z bounds overlapped)")
     ap.add_argument("--pilot-steps", type=int, default=60)
     ap.add_argument("--dry", action="store_true", help="CPU smoke at toy sizes (the test suite)")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -129,7 +134,7 @@ def main() -> None:
     register(scale, budget_for(args, 10), args)  # the plan's size, before the steps are known
     from siamdyn.experiments.runner import plan
     n_runs = len(plan([args.grid], scale, None))
-    left = args.minutes * 60 - (time.time() - start) - (20 if args.dry else 75)  # archive, eval, start-up
+    left = args.minutes * 60 - (time.time() - start) - (20 if args.dry else 105)  # baseline, archive, eval, start-up
     rounds = -(-n_runs // args.workers)
     # 15 %: held-out readings, kNN, the final probe (the pilot ran with the budget's gradient probes already)
     steps = max(10, int(left / rounds / per_step / 1.15) // 10 * 10)
@@ -149,6 +154,9 @@ def main() -> None:
     with open(os.path.join(spec["scale_dir"], "experiment.json"), "w") as f:
         json.dump(meta, f, indent=2)
     done = sum(os.path.exists(os.path.join(d, "summary.json")) for d, _, _ in os.walk(spec["scale_dir"]))
+    if done:  # the random-init reference, on this device: the machine that reads the archive may have no GPU
+        from siamdyn.experiments.scales import load_scale, scale_baseline
+        scale_baseline(load_scale(spec["scale_dir"]))
     print(f"gpu_findings: {done}/{n_runs} runs finished in {(time.time() - start) / 60:.1f} min; "
           f"archive {archive(args.out, spec['scale_dir'])}", flush=True)
     if done < n_runs:

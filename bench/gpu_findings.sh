@@ -5,14 +5,14 @@
 #                                          or $SIAMDYN_DATA: carry .data when calling the device tool)
 # questions: the open questions' GPU cells instead (grid Qgpu: Q3's linear predictor over 20 seeds with
 # probes every 10 steps, five Q1 cells × 3 seeds, the controls), a second scale for Q1 and Q3.
-# Findings v3's core conditions at width 64 on all 60 000 images, SGD, 3 seeds, 6 runs at once,
+# Findings v3's core conditions at width 64 on all 60 000 images, SGD, 3 seeds (the controls 5), 6 runs at once,
 # steps sized by a pilot (bench/gpu_findings.py). Writes OUT/gpu_findings.tar.gz (≤ 16 MiB):
 # untar it into the findings folder (bench/results/findings-v3/) and run `siamdyn report` on it.
 # SIAMDYN_GPU_CHECK_DRY=1: the CPU smoke at toy sizes the test suite runs.
 set -u
 out=${1:?usage: bash bench/gpu_findings.sh OUT [core|questions]}
 case ${2:-core} in
-  core) grid=(--grid core) ;;
+  core) grid=(--grid core --control-seeds 5) ;;
   questions) grid=(--grid Qgpu --bimodal-seeds 20) ;;
   *) echo "gpu_findings: unknown mode '$2'; use core or questions" >&2; exit 2 ;;
 esac
@@ -20,6 +20,7 @@ PY=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src SIAMDYN_DATA=${SIAMDYN_DATA:-$PWD/.data/fashion-mnist}
 if [ -n "${SIAMDYN_GPU_CHECK_DRY:-}" ]; then
+  [ "${2:-core}" = core ] && grid=(--grid core --control-seeds 3)  # one control seed beyond the cells', as on the GPU
   exec $PY bench/gpu_findings.py "$out" --dry --minutes "${SIAMDYN_DRY_MINUTES:-3}" --workers 2 --seeds 2 --pilot-steps 6 \
     "${grid[@]}"
 fi

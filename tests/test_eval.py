@@ -1,7 +1,9 @@
 import pytest
 import torch
 
+from siamdyn.config import Config
 from siamdyn.eval import euclidean_knn, linear_probe, weighted_knn
+from tests.conftest import TINY
 
 
 def clusters(n_per=20, seed=0):
@@ -53,3 +55,23 @@ def test_bn_folded_encoder_gives_the_same_features_and_leaves_the_model_alone(ex
     n_bn = lambda m: sum(isinstance(c, torch.nn.BatchNorm2d) for c in m.modules())  # noqa: E731
     assert n_bn(fused) == 0 < n_bn(model.backbone)  # folded away in the copy, kept in the model
     torch.testing.assert_close(fused(x), model.backbone(x), atol=1e-4, rtol=1e-4)
+
+
+def test_random_init_reference_is_a_mean_over_draws_each_its_own_seed():
+    """run_baseline's init_seeds: the mean of draws cfg.seed, cfg.seed + 1, …, each the reading a single-draw
+    baseline with that seed gives; the SD is the draws' sample SD; a bad count is refused."""
+    import statistics
+
+    from siamdyn.baseline import run_baseline
+    cfg = Config.from_preset("simsiam", {**TINY, "limit": 256, "test_limit": 64})
+    many = run_baseline(cfg, linear_epochs=1, init_seeds=3)
+    draws = many["random_init_kaiming_weighted_knn_by_seed"]
+    assert len(draws) == 3 and len(set(draws)) > 1  # three different encoders
+    assert many["random_init_kaiming_weighted_knn"] == pytest.approx(sum(draws) / 3)
+    assert many["random_init_kaiming_weighted_knn_sd"] == pytest.approx(statistics.stdev(draws))
+    assert len(many["random_init_kaiming_linear_by_seed"]) == 3
+    second = run_baseline(cfg.replace(seed=cfg.seed + 1), linear_epochs=1)
+    assert second["random_init_kaiming_weighted_knn"] == pytest.approx(draws[1])
+    assert "random_init_kaiming_weighted_knn_sd" not in second  # one draw: no spread to state
+    with pytest.raises(ValueError, match="init_seeds=0"):
+        run_baseline(cfg, init_seeds=0)

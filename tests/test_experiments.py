@@ -2,6 +2,7 @@
 re-running skips finished runs, an interrupted run resumes, and the report opens with each
 scale's calibration, then three-valued verdicts per scale, the literature table and a
 section per scale; a folder of scales (width and optimiser axes) reports as columns."""
+import json
 import os
 import re
 import subprocess
@@ -13,6 +14,7 @@ from siamdyn.errors import SiamdynError
 from siamdyn.experiments.grids import GRIDS, grid_cells
 from siamdyn.experiments.report import write_report
 from siamdyn.experiments.runner import plan, run_experiment
+from siamdyn.experiments.scales import INIT_SEEDS
 from siamdyn.experiments.verdicts import plateau_verdict, proportion_verdict, spearman, threshold_verdict, trend_verdict
 
 
@@ -122,6 +124,11 @@ def test_verdicts_are_three_valued():
     assert threshold_verdict([0.1, 0.9, 0.5], 0.3, True, "x").value == "inconclusive"
     assert threshold_verdict([0.1], 0.3, True, "x").value == "inconclusive"  # one run has no spread
     assert threshold_verdict([], 0.3, False, "x").value == "not run"
+    # a bound within rounding of its threshold prints with the decimals that tell them apart
+    tie = threshold_verdict([0.76, 0.80, 0.84], 0.6981, False, "x")  # lower bound 0.7006
+    lo = float(re.search(r"CI ([0-9.]+),", tie.statistic).group(1))
+    assert tie.value == "supported" and lo > 0.6981 and "vs 0.698" in tie.statistic, tie.statistic
+    assert "vs 0.30" in threshold_verdict([0.05, 0.1, 0.08], 0.3, True, "x").statistic  # no tie: two decimals
     assert proportion_verdict(2, 20, "not collapsed").value == "supported"  # CP [0.01, 0.32]
     assert proportion_verdict(18, 20, "not collapsed").value == "contradicted"
     assert proportion_verdict(2, 5, "not collapsed").value == "inconclusive"
@@ -155,11 +162,15 @@ def test_scales_report_as_columns_with_the_gpu_smoke(tmp_path):
     done = subprocess.run(["bash", "bench/gpu_findings.sh", str(gpu)], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "18/18 runs finished" in done.stdout
+    assert "21/21 runs finished" in done.stdout  # 9 cells × 2 seeds and each control's third seed
     scales = tmp_path / "findings"
     with tarfile.open(gpu / "gpu_findings.tar.gz") as tar:
         names = tar.getnames()
         assert not any("/ckpt" in n for n in names) and any(n.endswith("eval.json") for n in names)
+        assert "dry-sgd/controls/siamese/seed2/summary.json" in names
+        # the random-init reference comes from the device that trained: the reader may have no GPU
+        base = json.load(tar.extractfile("dry-sgd/baseline.json"))
+        assert len(base["random_init_kaiming_weighted_knn_by_seed"]) == INIT_SEEDS
         tar.extractall(scales, filter="data")
     run_experiment("core", "smoke", 1, str(scales / "smoke"), progress=False)
     text = open(write_report(str(scales))).read()
@@ -182,7 +193,9 @@ def test_across_scales_names_the_axis_that_changes_a_verdict():
     v = lambda *vals: [{"a": Verdict(x, "")} for x in vals]  # noqa: E731
     assert across(v("supported", "contradicted", "contradicted"), scales).startswith("scale-dependent")
     assert across(v("contradicted", "contradicted", "supported"), scales).startswith("optimiser-dependent")
-    assert across(v("supported", "inconclusive", "supported"), scales) == "supported wherever decided"
+    assert across(v("supported", "inconclusive", "supported"), scales) == "supported wherever decided (2 of 3 scales)"
+    assert across(v("inconclusive", "supported", "not run"), scales) == \
+        "supported at w8 AdamW 600 steps only (no other scale decides it)"
     # z decided at one scale, p at another, with opposite verdicts: not "holds" (H3a at w8 AdamW / w8 SGD)
     zp = [{"z": Verdict("contradicted", ""), "p": Verdict("inconclusive", "")},
           {"z": Verdict("protocol failed", ""), "p": Verdict("not run", "")},
@@ -230,7 +243,13 @@ def test_the_gpu_budget_builds_a_valid_config_for_every_core_cell(monkeypatch):
         cfg = cell_config(cell, "gpu-test", 0)
         assert (cfg.optimizer, cfg.backbone_width, cfg.limit, cfg.device) == ("sgd", 64, 0, "cuda"), cell
     # `questions`: the open questions' GPU cells, Q3's early predictors read from probes every 10 steps
-    args = argparse.Namespace(dry=False, grid="Qgpu", seeds=3, bimodal_seeds=20)
+    core = argparse.Namespace(dry=False, grid="core", seeds=3, bimodal_seeds=None, control_seeds=5)
+    for table in (grids.BUDGETS, grids.FORCED, grids.SEEDS, grids.PROBE_EPOCHS):
+        monkeypatch.setitem(table, "gpu-core-test", None)
+    gpu.register("gpu-core-test", gpu.budget_for(core, 1000), core)
+    jobs = plan(["core"], "gpu-core-test", None)  # bench/gpu_findings.sh's core: the controls at 5 seeds
+    assert len(jobs) == 9 * 3 + 3 * 2 and sum(c.name == "siamese" for c, _ in jobs) == 5
+    args = argparse.Namespace(dry=False, grid="Qgpu", seeds=3, bimodal_seeds=20, control_seeds=None)
     for table in (grids.BUDGETS, grids.FORCED, grids.SEEDS, grids.PROBE_EPOCHS):
         monkeypatch.setitem(table, "gpu-q-test", None)  # so that the entries register adds are removed after
     gpu.register("gpu-q-test", gpu.budget_for(args, 1000), args)

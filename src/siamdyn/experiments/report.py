@@ -77,9 +77,11 @@ def header(out: str, scales: list[Scale], dest: str) -> list[str]:
                         if budget in BUDGETS else "")
                      + f"): {len(runs)} finished runs, {sum(r.summary['wall_time_s'] for r in runs) / 60:.0f} min of "
                      f"their own wall time, {wall / 60:.0f} min of `siamdyn experiment`; machines: {machines(runs)}")
-    lines += ["", f"Commands: `siamdyn experiment core --budget B --out {out}/B` per scale (resumable; one worker "
-              f"per core may share a folder), `bash bench/gpu_findings.sh OUT` for the GPU column, then "
-              f"`siamdyn report {out}" + (f" --out {dest}`" if dest != out else "`"), ""]
+    lines += ["", "Commands: `bash bench/findings.sh` trains every CPU column (resumable: finished runs are skipped; "
+              "the open questions' scales through bench/questions.sh), copies the run records and writes this "
+              "report; `bash bench/gpu_findings.sh OUT` is the GPU column (untar its archive beside the others); "
+              f"`siamdyn report {out}" + (f" --out {dest}`" if dest != out else "`") + " rewrites this report from "
+              "the records alone (docs/protocol.md, Regenerate)", ""]
     return lines
 
 
@@ -141,7 +143,7 @@ def claims_sections(scales: list[Scale]) -> list[str]:
                   "(logistic in log10 λ; docs/protocol.md).", "", *critical]
     lines += ["## Literature", "", "Each number checked against the paper's text; docs/literature_check.md "
               "holds the quotes and says what could not be checked.", "", *literature_table(claimed, verdicts)]
-    return lines + [horizon_line(claimed), ""]
+    return lines + [horizon_line(claimed, verdicts), ""]
 
 
 FIGURE_LINK = re.compile(r"figures/findings/([^)\s]+)")

@@ -33,7 +33,7 @@ def negative_control_cell(scale: Scale, base: dict) -> str:
 def calibration_table(scales: list[Scale], baselines: list[dict], problems: list[list[str]]) -> list[str]:
     lines = ["| scale | controls | RankMe(z): positive / negative / collapsed below / healthy above | "
              "RankMe(p): same | negative control: completeness / RankMe(p) moves in window / kNN − random init | "
-             "random-init kNN / linear % |", "|---|---|---|---|---|---|"]
+             "random-init kNN / linear % (mean ± SD over draws) |", "|---|---|---|---|---|---|"]
     for s, base, prob in zip(scales, baselines, problems):
         cells = []
         for head in HEADS:
@@ -44,11 +44,18 @@ def calibration_table(scales: list[Scale], baselines: list[dict], problems: list
             at = lambda pos, cal=cal: math.exp(cal.positive + pos * (cal.negative - cal.positive))  # noqa: E731
             cells.append(f"{math.exp(cal.positive):.1f} / {math.exp(cal.negative):.1f} / "
                          f"{at(cal.collapsed_below):.1f} / {at(cal.healthy_above):.1f}")
-        ref = f"{base.get('random_init_kaiming_weighted_knn', math.nan):.1f} / " \
-              f"{base.get('random_init_kaiming_linear', math.nan):.1f}"
+        ref = " / ".join(random_init_cell(base, f"random_init_kaiming_{name}") for name in ("weighted_knn", "linear"))
         lines.append(f"| {s.label} | {'calibrate' if not prob else 'fail: ' + '; '.join(prob)} | "
                      + " | ".join(cells) + f" | {negative_control_cell(s, base)} | {ref} |")
     return lines + [""]
+
+
+def random_init_cell(base: dict, key: str) -> str:
+    """A random-init reading of baseline.json: mean ± SD over its draws (the draw alone in older records)."""
+    if key not in base:
+        return "—"
+    draws = base.get(f"{key}_by_seed")
+    return f"{base[key]:.1f} ± {base[key + '_sd']:.1f} ({len(draws)})" if draws else f"{base[key]:.1f} (1)"
 
 
 def dependence(by: list[tuple[Scale, str]]) -> str | None:
@@ -85,7 +92,10 @@ def across(verdicts: list[dict[str, Verdict]], scales: list[Scale]) -> str:
         return "not decided at any scale"
     if len({value for _, _, value in decided}) > 1:  # z at one scale against p at another: still a disagreement
         return "the readouts differ (" + ", ".join(f"{key}: {value} at {s.label}" for s, key, value in decided) + ")"
-    return f"{decided[0][2]} wherever decided"
+    where = list(dict.fromkeys(s.label for s, _, _ in decided))
+    if len(where) == 1:  # no axis tested: the claim is read at one scale
+        return f"{decided[0][2]} at {where[0]} only (no other scale decides it)"
+    return f"{decided[0][2]} wherever decided ({len(where)} of {len(scales)} scales)"
 
 
 def _short(v: dict[str, Verdict]) -> str:
@@ -167,9 +177,22 @@ def cell_row(key: str, scale: Scale, base: dict) -> str:
             f"{_ms([x['linear_over_random'] for x in rep], '{:+.1f}')} |")
 
 
-def horizon_line(scales: list[Scale]) -> str:
-    parts = [f"{s.label}: {sorted({r.steps for rs in s.groups.values() for r in rs})} steps" for s in scales]
-    return ("Horizon: a \"does not collapse\" verdict means \"not within the run\": " + "; ".join(parts)
+def horizon_line(scales: list[Scale], verdicts: dict[str, list[dict[str, Verdict]]]) -> str:
+    """Each collapse claim (either prediction: a contradicted "collapses" is a "does not collapse" too) with
+    the longest run that decided it: "not within N steps"."""
+    parts = []
+    for c in CLAIMS:
+        if c.predicted not in ("collapsed", "not collapsed"):
+            continue
+        decided = [s for s, vs in zip(scales, verdicts[c.key]) if s.setting and
+                   any(v.value in DECIDED for v in vs.values())]
+        if not decided:
+            parts.append(f"{c.key} not decided")
+            continue
+        longest = max(s.setting[2] for s in decided)
+        parts.append(f"{c.key} to {longest} steps ({', '.join(s.label for s in decided if s.setting[2] == longest)})")
+    return ("Horizon: a \"does not collapse\" verdict means \"not within the run\"; the longest run that decides "
+            "each collapse claim: " + "; ".join(parts)
             + ". BYOL reports its failures after 300 epochs, SimSiam after 100.")
 
 

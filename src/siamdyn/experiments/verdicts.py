@@ -45,8 +45,18 @@ def threshold_verdict(values: list[float], threshold: float, predicted_below: bo
     mean, lo, hi = t_interval(values)
     if len(values) < MIN_RUNS:
         return Verdict("inconclusive", f"{what} {mean:.2f} over 1 run (fewer than {MIN_RUNS})")
-    stat = f"{what} {mean:.2f} [t 95 % CI {lo:.2f}, {hi:.2f}] over {len(values)} runs vs {threshold:.2f}"
+    d = tie_digits(threshold, lo, hi)
+    stat = f"{what} {mean:.{d}f} [t 95 % CI {lo:.{d}f}, {hi:.{d}f}] over {len(values)} runs vs {threshold:.{d}f}"
     return Verdict(_decide(lo, hi, threshold, predicted_below), stat)
+
+
+def tie_digits(threshold: float, *bounds: float) -> int:
+    """Decimals to print so that no bound reads equal to the threshold it was decided against (2 where
+    they differ at 2, up to 4): a bound of 0.749 against 0.753 must not print as 0.75 against 0.75."""
+    for d in (2, 3, 4):
+        if all(f"{b:.{d}f}" != f"{threshold:.{d}f}" for b in bounds if math.isfinite(b)):
+            return d
+    return 4
 
 
 def proportion_verdict(collapsed: int, n: int, predicted: str) -> Verdict:
