@@ -326,3 +326,23 @@ def test_the_cli_says_when_a_grids_analysis_is_still_pending(tmp_path, monkeypat
     (tmp_path / "Q2" / "analysis.json").write_text("{}")
     assert main(["experiment", "Q2", "--budget", "smoke-q", "--out", str(tmp_path)]) == 0
     assert "write the findings with `siamdyn report" in capsys.readouterr().out
+
+
+def test_paired_table_gives_the_paired_t_interval_beside_the_sign_test(monkeypatch):
+    """Three pairs: the sign test's p cannot fall below 0.25, the paired t interval of the mean difference
+    (changed − base, matched by seed, unmatched seeds dropped) can exclude 0."""
+    from types import SimpleNamespace
+
+    from siamdyn.experiments import report_tables
+    monkeypatch.setattr(report_tables, "position", lambda run, head, cal: run.pos)
+    run = lambda seed, pos: SimpleNamespace(cfg=SimpleNamespace(seed=seed), pos=pos)  # noqa: E731
+    cells = {"H2/linear-predictor-lr-x10": [run(0, 0.9), run(1, 1.0), run(2, 0.95), run(7, 0.0)],
+             "H2/linear-predictor": [run(0, 0.5), run(1, 0.55), run(2, 0.6)]}
+    scale = SimpleNamespace(label="w4 AdamW 600 steps", calibration={},
+                            runs=lambda keys: [r for k in keys for r in cells.get(k, [])])
+    rows = [ln for ln in report_tables.paired_table([scale]) if ln.startswith("| H2d vs H2c")]
+    assert len(rows) == 2  # z and p
+    cols = [c.strip() for c in rows[0].strip("|").split("|")]
+    mean, lo, hi = map(float, re.match(r"([+-][0-9.]+) \[([+-][0-9.]+), ([+-][0-9.]+)\]", cols[3]).groups())
+    assert mean == pytest.approx(0.40) and 0 < lo < mean < hi  # differences 0.40, 0.45, 0.35
+    assert cols[4:] == ["3/3", "0.250"]

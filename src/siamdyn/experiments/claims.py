@@ -34,7 +34,9 @@ CLAIMS = [
           "scaled by ½", ("controls/siamese",), "a",
           context="the paper argues this case, it reports no run of it"),
     Claim("H2a", "H2", "Without the predictor (stop-gradient kept) SimSiam collapses completely.",
-          "SimSiam tab. 1 (a): no predictor → 0.1 %", ("H2/no-predictor",), "a"),
+          "SimSiam tab. 1 (a): no predictor → 0.1 %", ("H2/no-predictor",), "a",
+          context="the paper reports accuracy, not which level collapses: a disagreement at level (a) can sit "
+                  "beside a dimensional collapse at level (b), which the matrix gives under each verdict"),
     Claim("H2b", "H2", "A fixed random predictor fails without collapsing completely: the loss stays high.",
           "SimSiam tab. 1 (b): fixed random init → 1.5 %, 'this failure is not about collapsing. The training "
           "does not converge, and the loss remains high'; BYOL tab. 21: predictor lr × 0 at τ = 0 → 0.01 %",

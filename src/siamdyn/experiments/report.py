@@ -18,8 +18,9 @@ from siamdyn.experiments.levels import COMPLETE, HEADS, time_to_collapse
 from siamdyn.experiments.readings import WINDOW, Run
 from siamdyn.experiments.report_figures import plot_positions
 from siamdyn.experiments.report_format import mean_std as _ms
-from siamdyn.experiments.report_tables import (CELL_HEAD, calibration_table, cell_row, critical_lr_lines,
-                                               horizon_line, literature_table, paired_table, verdict_matrix)
+from siamdyn.experiments.report_tables import (CELL_HEAD, axes_summary, calibration_table, cell_row,
+                                               critical_lr_lines, horizon_line, literature_table, paired_table,
+                                               verdict_matrix)
 from siamdyn.experiments.scales import (Scale, all_verdicts, controls_problems, has_controls, load_scales,
                                         scale_baseline)
 from siamdyn.errors import ConfigError, SiamdynError
@@ -134,15 +135,19 @@ def claims_sections(scales: list[Scale]) -> list[str]:
     lines = ["## Verdicts", "", "Each claim at its level (a, b), per scale; level (b) gives z and p apart"
              + (f"; {left_out}: not all three controls ran (left out of the claims' tables: this matrix, the paired "
                 "comparisons, the H4 fit, the literature and the horizon)." if left_out else "."),
-             "", *verdict_matrix(claimed, verdicts)]
+             "", *verdict_matrix(claimed, verdicts), axes_summary(claimed, verdicts), ""]
     lines += ["## Seed-paired comparisons", "", "Cells that share seeds start from the same weights and data "
-              "order; the sign test counts the seeds where the changed cell's level-(b) position is higher.", "",
+              "order; the paired t interval is that of the mean difference of level-(b) positions (changed − "
+              "base), the sign test counts the seeds where the changed cell's position is higher (it cannot "
+              "reach p < 0.05 below 6 pairs).", "",
               *paired_table(claimed)]
     if critical := critical_lr_lines(claimed):
         lines += ["## The critical predictor lr (H4)", "", "P(collapse) against the predictor's lr multiplier λ "
                   "(logistic in log10 λ; docs/protocol.md).", "", *critical]
-    lines += ["## Literature", "", "Each number checked against the paper's text; docs/literature_check.md "
-              "holds the quotes and says what could not be checked.", "", *literature_table(claimed, verdicts)]
+    lines += ["## Literature", "", "Each number was looked up in the paper's text; the third column says how far "
+              "that succeeded, docs/literature_check.md holds the quotes and says what could not be checked. A claim "
+              "states what its source reports: supported here is agreement, contradicted disagreement.", "",
+              *literature_table(claimed, verdicts)]
     return lines + [horizon_line(claimed, verdicts), ""]
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 import statistics
 
-from siamdyn.experiments.claims import CLAIMS, PAIRED
+from siamdyn.experiments.claims import CLAIMS, PAIRED, Claim
 from siamdyn.experiments.levels import (HEADS, completeness, head_state, loss_as_cosine, position, representation,
                                         z_shrank)
 from siamdyn.experiments.levels import time_to_collapse as head_ttc
 from siamdyn.experiments.readings import window_mean
 from siamdyn.experiments.report_format import mean_std as _ms
 from siamdyn.experiments.scales import Scale
-from siamdyn.experiments.stats import sign_test
+from siamdyn.experiments.stats import sign_test, t_interval
 from siamdyn.experiments.verdicts import Verdict
 
 DECIDED = ("supported", "contradicted")
@@ -126,9 +126,26 @@ def verdict_matrix(scales: list[Scale], verdicts: dict[str, list[dict[str, Verdi
     return lines + [""]
 
 
+def axes_summary(scales: list[Scale], verdicts: dict[str, list[dict[str, Verdict]]]) -> str:
+    """One line under the matrix: which claims depend on the scale, on the optimiser, differ between readouts,
+    are decided at one scale alone (no axis tested), or nowhere."""
+    labels = {c.key: across(verdicts[c.key], scales) for c in CLAIMS}
+    tests = {"scale-dependent": lambda v: "scale-dependent" in v,
+             "optimiser-dependent": lambda v: "optimiser-dependent" in v,
+             "readouts or unpaired axes differ": lambda v: v.startswith(("the readouts", "differs")),
+             "the same verdict at every scale that decides it": lambda v: "wherever" in v,
+             "decided at one scale only (no axis tested)": lambda v: " only (" in v,
+             "not decided at any scale": lambda v: v.startswith("not decided")}
+    parts = [f"{name}: {', '.join(k for k, v in labels.items() if test(v)) or 'none'}" for name, test in tests.items()]
+    return "Across the axes: " + "; ".join(parts) + "."
+
+
 def paired_table(scales: list[Scale]) -> list[str]:
-    """Seed-paired sign tests on the level-(b) positions of cells that share seeds."""
-    lines = ["| comparison | scale | head | higher in changed cell / pairs | sign test p |", "|---|---|---|---|---|"]
+    """Seed-paired comparisons of the level-(b) positions of cells that share seeds: the paired t interval of
+    the mean difference (it can decide at 3 pairs) and the sign test (whose smallest p is 0.25 at 3 pairs,
+    0.0625 at 5: it cannot reject below 6)."""
+    lines = ["| comparison | scale | head | mean difference [paired t 95 % CI] | higher in changed cell / pairs | "
+             "sign test p |", "|---|---|---|---|---|---|"]
     for name, changed, base in PAIRED:
         for s in scales:
             by_seed = {r.cfg.seed: r for r in s.runs([base])}  # runs(): a cell's SAME_CELL twin counts too
@@ -139,17 +156,32 @@ def paired_table(scales: list[Scale]) -> list[str]:
                          and (pb := position(by_seed[r.cfg.seed], head, cal)) is not None]
                 if diffs:
                     pos, n, p = sign_test(diffs)
-                    lines.append(f"| {name} | {s.label} | {head} | {pos}/{n} | {p:.3f} |")
+                    mean, lo, hi = t_interval(diffs)
+                    ci = f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]" if len(diffs) > 1 else f"{mean:+.2f} (one pair)"
+                    lines.append(f"| {name} | {s.label} | {head} | {ci} | {pos}/{n} | {p:.3f} |")
     return lines + [""]
 
 
 def literature_table(scales: list[Scale], verdicts: dict[str, list[dict[str, Verdict]]]) -> list[str]:
-    lines = ["| claim | published | checked against the text | ours, per scale | context |", "|---|---|---|---|---|"]
+    lines = ["| claim | published | checked against the text | ours, per scale | ours against the published | "
+             "context |", "|---|---|---|---|---|---|"]
     for c in CLAIMS:
         ours = "; ".join(f"{s.label}: " + ", ".join(f"{k + ' ' if k in HEADS else ''}{v.value}" for k, v in vs.items())
                          for s, vs in zip(scales, verdicts[c.key]))
-        lines.append(f"| {c.key} | {c.source} | {c.checked} | {ours} | {c.context} |")
+        lines.append(f"| {c.key} | {c.source} | {c.checked} | {ours} | {agreement(c, across(verdicts[c.key], scales))} "
+                     f"| {c.context} |")
     return lines + [""]
+
+
+def agreement(claim: Claim, across_label: str) -> str:
+    """Our verdicts against the published result: each claim states what its source reports, so supported
+    wherever decided is agreement and contradicted is disagreement."""
+    if claim.checked == "not a published result":
+        return "— (no published result)"
+    for start, word in (("supported", "agree"), ("contradicted", "**disagree**"), ("not decided", "not decided")):
+        if across_label.startswith(start):
+            return word
+    return "mixed (see the matrix)"
 
 
 CELL_HEAD = ["| run group | seeds | (a) completeness | (a) loss as cos | (b) position z | (b) position p | "
