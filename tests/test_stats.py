@@ -34,7 +34,12 @@ def test_logistic_fit_recovers_a_known_critical_value():
     fit = logistic_critical(list(xs), list(rng.random(len(xs)) < p_collapse))
     assert not fit.separated and fit.low < 0.3 < fit.high and 0.15 < fit.critical < 0.6
     sep = logistic_critical([0.01, 0.1, 1.0, 10.0], [True, True, False, False])
-    assert sep.separated and (sep.low, sep.high) == (pytest.approx(0.1), pytest.approx(1.0))
+    assert sep.separated and sep.bracket == (pytest.approx(0.1), pytest.approx(1.0))
+    # Firth's fit stays finite: by symmetry λ* is the rungs' geometric middle, inside a (wide) interval
+    assert sep.critical == pytest.approx(10 ** -0.5, rel=1e-6) and sep.low < 0.1 and sep.high > 1.0 and sep.b < 0
+    # more runs at each rung: a steeper fit and a narrower interval, λ* still between the split rungs
+    sep5 = logistic_critical([0.01] * 5 + [0.1] * 5 + [1.0] * 5 + [10.0] * 5, [True] * 10 + [False] * 10)
+    assert 0.1 < sep5.low < sep5.critical < sep5.high < 1.0 and sep5.b < sep.b
 
 
 def _run(z: float, p: float, centre: float = 0.2, loss: float = -0.9) -> Run:

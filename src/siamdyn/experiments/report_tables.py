@@ -244,7 +244,9 @@ def critical_lr_lines(scales: list[Scale]) -> list[str]:
             counts = ", ".join(f"λ = {x:g}: {sum(e for y, e in pairs if y == x)}/{sum(y == x for y, _ in pairs)}"
                                for x in ladder.rungs)
             if fit.separated:
-                what = f"the outcomes separate perfectly: λ* lies between {fit.low:g} and {fit.high:g}"
+                what = (f"the outcomes separate perfectly between λ = {fit.bracket[0]:g} and {fit.bracket[1]:g} (no "
+                        f"maximum-likelihood fit); Firth's penalised fit: λ* = {fit.critical:.3g} [delta-method 95 % "
+                        f"{fit.low:.3g}, {fit.high:.3g}], slope {fit.b:+.2f}")
             elif fit.critical is None:
                 what = "no fit: every run has the same outcome"
             else:
