@@ -173,12 +173,14 @@ def test_scales_report_as_columns_with_the_gpu_smoke(tmp_path):
         assert len(base["random_init_kaiming_weighted_knn_by_seed"]) == INIT_SEEDS
         tar.extractall(scales, filter="data")
     run_experiment("core", "smoke", 1, str(scales / "smoke"), progress=False)
+    run_experiment("core", "smoke-w8", 1, str(scales / "smoke-w8"), progress=False)  # the scale axis
     text = open(write_report(str(scales))).read()
     matrix = next(ln for ln in text.splitlines() if ln.startswith("| claim | level |"))
-    assert "w4 AdamW 12 steps" in matrix and "w4 SGD 12 steps" in matrix
+    assert "w4 AdamW 12 steps" in matrix and "w8 AdamW 12 steps" in matrix and "w4 SGD 12 steps" in matrix
+    assert text.count("\nAcross the axes: scale-dependent: ") == 1
     assert "## w4 SGD 12 steps" in text and "## w4 AdamW 12 steps" in text
     h2b = next(ln for ln in text.splitlines() if ln.startswith("| **H2b**"))
-    assert h2b.count("completeness") == 2  # level (a): one verdict per scale
+    assert h2b.count("completeness") == 3  # level (a): one verdict per scale
 
 
 def test_across_scales_names_the_axis_that_changes_a_verdict():

@@ -44,6 +44,7 @@ BUDGETS["sgd"] = dict(BUDGETS["standard"])
 # claims a longer run could overturn (grid `long`), with its own controls at that horizon.
 BUDGETS["w4-long"] = {**BUDGETS["w4"], "max_steps": 6000, "heldout_every": 250, "log_every": 25, "probe_every": 500}
 BUDGETS["smoke-sgd"] = dict(BUDGETS["smoke"])
+BUDGETS["smoke-w8"] = {**BUDGETS["smoke"], "backbone_width": 8}  # the smoke's scale axis: a second width
 # The open questions' smoke: half the steps, probes and held-out readings every 3 (Q3 reads them).
 BUDGETS["smoke-q"] = {**BUDGETS["smoke"], "max_steps": 6, "probe_every": 3, "probe_first": 0, "heldout_every": 3}
 # The seed's open questions (grids Q1, Q1-aug) at the cheapest scale: w4 over 400 steps, so that
@@ -68,7 +69,7 @@ SEEDS = {"smoke": {"binary": 1, "ladder": 1, "bimodal": 2}, "standard": {"binary
          "w16": {"binary": 3, "ladder": 3, "bimodal": 3}, "sgd": {"binary": 3, "ladder": 3, "bimodal": 3},
          "w4-long": {"binary": 2, "ladder": 2, "bimodal": 2}, "q-w4": {"binary": 5, "ladder": 5, "bimodal": 20},
          "q-sgd-w4": {"binary": 3, "ladder": 3, "bimodal": 20}, "q-w8": {"binary": 3, "ladder": 3, "bimodal": 3}}
-SEEDS["smoke-sgd"] = SEEDS["smoke"]
+SEEDS["smoke-sgd"] = SEEDS["smoke-w8"] = SEEDS["smoke"]
 # The seed's open questions read P(complete collapse) per cell: ≥ 5 seeds where they run.
 SEEDS["smoke-q"] = dict(SEEDS["smoke"])
 for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("standard", 5), ("sgd", 5), ("w16", 3),
@@ -89,8 +90,8 @@ ANALYSIS["features"] = ANALYSIS["q-w4"] = ANALYSIS["q-w8"] = ANALYSIS["standard"
 ANALYSIS["smoke-q"] = ANALYSIS["smoke"]
 # A linear probe of the final backbone (eval.json, the representation readout of findings v3), in
 # epochs over the train split: 0 leaves it out.
-PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "standard": 20, "features": 0, "w4": 20, "w16": 20, "sgd": 20,
-                "w4-long": 20, "q-w4": 20, "q-sgd-w4": 0, "q-w8": 20}
+PROBE_EPOCHS = {"smoke": 0, "smoke-sgd": 2, "smoke-w8": 0, "standard": 20, "features": 0, "w4": 20, "w16": 20,
+                "sgd": 20, "w4-long": 20, "q-w4": 20, "q-sgd-w4": 0, "q-w8": 20}
 
 
 @dataclass(frozen=True)
