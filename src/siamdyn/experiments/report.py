@@ -95,7 +95,8 @@ def scale_section(scale: Scale, base: dict, fig_dir: str, index: int) -> list[st
                  f"{max(ttc[h]) if ttc[h] else '—'} ({h})" if (c := scale.calibration.get(h)) and c.separated
                  else f"— ({h}: not calibrated)" for h in HEADS)
              + f" of {scale.controls[0].steps if scale.controls else '?'}. Raw-pixel kNN on this bank "
-             f"{base.get('raw_pixels_weighted_knn', float('nan')):.1f} %.", "", *CELL_HEAD]
+             f"{base.get('raw_pixels_weighted_knn', float('nan')):.1f} %. Each cell: mean ± SD over its seeds; "
+             "(c) against the mean of the random-init draws.", "", *CELL_HEAD]
     keys = [k for k, runs in scale.groups.items() if runs]
     lines += [cell_row(k, scale, base) for k in keys]
     shown = {k: scale.groups[k] for k in keys if k.startswith("controls/") or k in _CORE_KEYS}
