@@ -197,7 +197,9 @@ def test_across_scales_names_the_axis_that_changes_a_verdict():
     assert across(v("contradicted", "contradicted", "supported"), scales).startswith("optimiser-dependent")
     assert across(v("supported", "inconclusive", "supported"), scales) == "supported wherever decided (2 of 3 scales)"
     assert across(v("inconclusive", "supported", "not run"), scales) == \
-        "supported at w8 AdamW 600 steps only (no other scale decides it)"
+        "supported at w8 AdamW 600 steps only (undecided at the 1 other scale that ran it)"
+    assert across(v("not run", "supported", "not run"), scales) == \
+        "supported at w8 AdamW 600 steps only (not run at any other scale)"
     # z decided at one scale, p at another, with opposite verdicts: not "holds" (H3a at w8 AdamW / w8 SGD)
     zp = [{"z": Verdict("contradicted", ""), "p": Verdict("inconclusive", "")},
           {"z": Verdict("protocol failed", ""), "p": Verdict("not run", "")},
@@ -348,3 +350,46 @@ def test_paired_table_gives_the_paired_t_interval_beside_the_sign_test(monkeypat
     mean, lo, hi = map(float, re.match(r"([+-][0-9.]+) \[([+-][0-9.]+), ([+-][0-9.]+)\]", cols[3]).groups())
     assert mean == pytest.approx(0.40) and 0 < lo < mean < hi  # differences 0.40, 0.45, 0.35
     assert cols[4:] == ["3/3", "0.250"]
+
+
+def test_axes_summary_horizon_and_literature_read_every_label_across_gives():
+    """The line under the matrix puts each claim in the group its across-label names (a z readout that
+    'differs' between unpaired scales included), the horizon names each collapse claim's longest deciding
+    run, and the literature column turns the across-label into agree / disagree / mixed."""
+    from types import SimpleNamespace
+
+    from siamdyn.experiments.claims import CLAIMS
+    from siamdyn.experiments.report_tables import agreement, axes_summary, horizon_line, random_init_cell
+    from siamdyn.experiments.verdicts import Verdict
+    def scale(label: str) -> SimpleNamespace:
+        width, optimiser, steps, _ = label.split()
+        return SimpleNamespace(label=label, setting=(int(width[1:]), optimiser, int(steps)))
+    scales = [scale(x) for x in ("w4 AdamW 6000 steps", "w4 AdamW 600 steps", "w8 SGD 600 steps")]
+    a = lambda *vals: [{"a": Verdict(x, "")} for x in vals]  # noqa: E731
+    verdicts = {c.key: a("not run", "not run", "not run") for c in CLAIMS}
+    verdicts.update({"H1": a("supported", "contradicted", "not run"),  # a longer horizon moves it: scale
+                     "H2b": a("not run", "supported", "contradicted"),  # w4 AdamW against w8 SGD: unpaired
+                     "H2d": [{"z": Verdict("contradicted", "")}, {"z": Verdict("not run", "")},
+                             {"z": Verdict("supported", "")}],
+                     "H3a": a("contradicted", "inconclusive", "contradicted"),
+                     "H5": a("not run", "supported", "inconclusive")})
+    summary = axes_summary(scales, verdicts)
+    assert summary.startswith("Across the axes: ")
+    groups = dict(part.split(": ", 1) for part in summary[len("Across the axes: "):].rstrip(".").split("; "))
+    assert groups["scale-dependent"] == "H1" and groups["optimiser-dependent"] == "none"
+    assert groups["readouts or unpaired axes differ"] == "H2b, H2d"
+    assert groups["the same verdict at every scale that decides it"] == "H3a"
+    assert groups["decided at one scale only"] == "H5"
+    assert groups["not decided at any scale"].startswith("H1b, H2a, H2c, H3d,")
+    assert "H4a" in groups["not decided at any scale"]
+    horizon = horizon_line(scales, verdicts)
+    assert "H1 to 6000 steps (w4 AdamW 6000 steps)" in horizon and "H3a to 6000 steps" in horizon
+    assert "H5 to 600 steps (w4 AdamW 600 steps)" in horizon and "H1b not decided" in horizon
+    by_key = {c.key: c for c in CLAIMS}
+    assert agreement(by_key["H3a"], "contradicted wherever decided (2 of 3 scales)") == "**disagree**"
+    assert agreement(by_key["H2b"], "supported at w4 AdamW 600 steps only (not run at any other scale)") == "agree"
+    assert agreement(by_key["H2b"], "scale-dependent (supported at …)") == "mixed (see the matrix)"
+    assert agreement(by_key["H6"], "contradicted wherever decided").startswith("— (no published result)")
+    assert agreement(by_key["H1b"], "supported wherever decided").startswith("— (the source argues it")
+    assert random_init_cell({"k": 53.58, "k_sd": 5.33, "k_by_seed": [1, 2, 3, 4, 5]}, "k") == "53.6 ± 5.3 (5)"
+    assert random_init_cell({"k": 57.95}, "k") == "58.0 (1)" and random_init_cell({}, "k") == "—"

@@ -40,6 +40,11 @@ def test_logistic_fit_recovers_a_known_critical_value():
     # more runs at each rung: a steeper fit and a narrower interval, λ* still between the split rungs
     sep5 = logistic_critical([0.01] * 5 + [0.1] * 5 + [1.0] * 5 + [10.0] * 5, [True] * 10 + [False] * 10)
     assert 0.1 < sep5.low < sep5.critical < sep5.high < 1.0 and sep5.b < sep.b
+    # both outcomes at the one rung where they meet (quasi-complete separation): no maximum-likelihood fit
+    # exists (Newton's information matrix goes singular), Firth's does, with λ* near that rung
+    quasi = logistic_critical([0.01] * 3 + [0.1] * 3 + [1.0] * 5 + [10.0] * 3, [True] * 5 + [False] * 9)
+    assert quasi.firth and not quasi.separated and quasi.bracket is None and 0.03 < quasi.critical < 0.6
+    assert not fit.firth  # overlapping outcomes: the maximum-likelihood fit
 
 
 def _run(z: float, p: float, centre: float = 0.2, loss: float = -0.9) -> Run:

@@ -18,7 +18,8 @@ class Claim:
     predicted: str = "collapsed"
     rungs: tuple[float, ...] = field(default_factory=tuple)  # ladder / plateau: the value of each cell
     context: str = ""  # what a reader needs to compare our setting with the published one
-    checked: str = "checked"  # checked | partly checked | not checked (docs/literature_check.md)
+    # checked | checked (an argument, no run) | partly checked | not a published result (docs/literature_check.md)
+    checked: str = "checked"
 
     @property
     def ladder(self) -> bool:
@@ -32,7 +33,7 @@ CLAIMS = [
     Claim("H1b", "H1", "Without stop-gradient and without predictor (plain Siamese, eq. 9) it collapses completely.",
           "SimSiam §4.2 'Predictor': with h = identity the gradient has the direction of D(z1, z2)'s, "
           "scaled by ½", ("controls/siamese",), "a",
-          context="the paper argues this case, it reports no run of it"),
+          context="the paper argues this case, it reports no run of it", checked="checked (an argument, no run)"),
     Claim("H2a", "H2", "Without the predictor (stop-gradient kept) SimSiam collapses completely.",
           "SimSiam tab. 1 (a): no predictor → 0.1 %", ("H2/no-predictor",), "a",
           context="the paper reports accuracy, not which level collapses: a disagreement at level (a) can sit "

@@ -144,8 +144,8 @@ def claims_sections(scales: list[Scale]) -> list[str]:
               *paired_table(claimed)]
     if critical := critical_lr_lines(claimed):
         lines += ["## The critical predictor lr (H4)", "", "P(collapse) against the predictor's lr multiplier λ "
-                  "(logistic in log10 λ; docs/protocol.md). The λ = 1 rung is the healthy control, whose runs set "
-                  "the collapsed bound, so its 0 collapsed is near-certain by construction. For comparison, BYOL "
+                  "(logistic in log10 λ; docs/protocol.md). The λ = 1 rung is the healthy control, whose runs anchor "
+                  "position 1 of the scale, so its 0 collapsed is near-certain by construction. For comparison, BYOL "
                   "tab. 21 (τ = 0, 300 epochs): λ = 1 → 5.5 %, λ = 2 → 62.8 %, so its λ* lies between 1 and 2.",
                   "", *critical]
     lines += ["## Literature", "", "Each number was looked up in the paper's text; the third column says how far "

@@ -93,8 +93,11 @@ def across(verdicts: list[dict[str, Verdict]], scales: list[Scale]) -> str:
     if len({value for _, _, value in decided}) > 1:  # z at one scale against p at another: still a disagreement
         return "the readouts differ (" + ", ".join(f"{key}: {value} at {s.label}" for s, key, value in decided) + ")"
     where = list(dict.fromkeys(s.label for s, _, _ in decided))
-    if len(where) == 1:  # no axis tested: the claim is read at one scale
-        return f"{decided[0][2]} at {where[0]} only (no other scale decides it)"
+    if len(where) == 1:
+        ran = sum(any(v.value != "not run" for v in vs.values()) for vs in verdicts)
+        rest = "not run at any other scale" if ran == 1 else \
+            f"undecided at the {ran - 1} other scale{'s' if ran > 2 else ''} that ran it"
+        return f"{decided[0][2]} at {where[0]} only ({rest})"
     return f"{decided[0][2]} wherever decided ({len(where)} of {len(scales)} scales)"
 
 
@@ -132,9 +135,9 @@ def axes_summary(scales: list[Scale], verdicts: dict[str, list[dict[str, Verdict
     labels = {c.key: across(verdicts[c.key], scales) for c in CLAIMS}
     tests = {"scale-dependent": lambda v: "scale-dependent" in v,
              "optimiser-dependent": lambda v: "optimiser-dependent" in v,
-             "readouts or unpaired axes differ": lambda v: v.startswith(("the readouts", "differs")),
+             "readouts or unpaired axes differ": lambda v: v.startswith("the readouts") or "differs (" in v,
              "the same verdict at every scale that decides it": lambda v: "wherever" in v,
-             "decided at one scale only (no axis tested)": lambda v: " only (" in v,
+             "decided at one scale only": lambda v: " only (" in v,
              "not decided at any scale": lambda v: v.startswith("not decided")}
     parts = [f"{name}: {', '.join(k for k, v in labels.items() if test(v)) or 'none'}" for name, test in tests.items()]
     return "Across the axes: " + "; ".join(parts) + "."
@@ -178,6 +181,8 @@ def agreement(claim: Claim, across_label: str) -> str:
     wherever decided is agreement and contradicted is disagreement."""
     if claim.checked == "not a published result":
         return "— (no published result)"
+    if "no run" in claim.checked:
+        return "— (the source argues it, reports no run)"
     for start, word in (("supported", "agree"), ("contradicted", "**disagree**"), ("not decided", "not decided")):
         if across_label.startswith(start):
             return word
@@ -243,13 +248,16 @@ def critical_lr_lines(scales: list[Scale]) -> list[str]:
             fit = logistic_critical([x for x, _ in pairs], [e for _, e in pairs])
             counts = ", ".join(f"λ = {x:g}: {sum(e for y, e in pairs if y == x)}/{sum(y == x for y, _ in pairs)}"
                                for x in ladder.rungs)
+            est = (f"λ* = {fit.critical:.3g} [delta-method 95 % {fit.low:.3g}, {fit.high:.3g}], slope {fit.b:+.2f}"
+                   if fit.critical is not None else "it did not converge")
             if fit.separated:
                 what = (f"the outcomes separate perfectly between λ = {fit.bracket[0]:g} and {fit.bracket[1]:g} (no "
-                        f"maximum-likelihood fit); Firth's penalised fit: λ* = {fit.critical:.3g} [delta-method 95 % "
-                        f"{fit.low:.3g}, {fit.high:.3g}], slope {fit.b:+.2f}")
-            elif fit.critical is None:
+                        f"maximum-likelihood fit); Firth's penalised fit: {est}")
+            elif fit.critical is None and not fit.firth:
                 what = "no fit: every run has the same outcome"
+            elif fit.firth:
+                what = f"the outcomes meet at one rung (no maximum-likelihood fit); Firth's penalised fit: {est}"
             else:
-                what = f"λ* = {fit.critical:.3g} [delta-method 95 % {fit.low:.3g}, {fit.high:.3g}], slope {fit.b:+.2f}"
+                what = est
             lines.append(f"- {s.label}, {head}: collapsed {counts}; {what}")
     return lines + [""] if lines else []

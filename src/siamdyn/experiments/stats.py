@@ -87,47 +87,58 @@ class LogisticFit:
     high: float | None
     separated: bool  # the outcomes split perfectly by x: no finite maximum-likelihood fit (a, b: Firth's)
     bracket: tuple[float, float] | None = None  # separated: the two rungs the outcomes split between
+    firth: bool = False  # a, b from Firth's penalised likelihood (separation, or no maximum-likelihood fit)
 
 
 def logistic_critical(xs: list[float], events: list[bool], level: float = LEVEL) -> LogisticFit:
     """Logistic fit of `events` against log10 `xs` and the critical x* = 10^(−a/b) with a delta-method
-    interval on log10 x*. Maximum likelihood (Newton's method) where it exists; under perfect separation
-    it does not, and Firth's penalised likelihood (Firth 1993), which stays finite, gives the fit, with the
-    two rungs the outcomes split between as `bracket`."""
+    interval on log10 x*. Maximum likelihood (Newton's method) where it exists; under separation, complete
+    or quasi-complete (both outcomes only at the one rung where they meet), it does not, and Firth's
+    penalised likelihood (Firth 1993), which stays finite, gives the fit; a complete split also gives the
+    two rungs it lies between as `bracket`."""
     u = np.log10(np.asarray(xs, dtype=float))
     y = np.asarray(events, dtype=float)
     below, above = u[y == 1], u[y == 0]
     if len(below) == 0 or len(above) == 0:
         return LogisticFit(math.nan, math.nan, None, None, None, False)
-    bracket = None
+    bracket, firth = None, False
     for lo_side, hi_side in ((below, above), (above, below)):
+        firth = firth or bool(lo_side.max() <= hi_side.min())
         if lo_side.max() < hi_side.min():  # separated: every event on one side of every non-event
             bracket = (float(10 ** lo_side.max()), float(10 ** hi_side.min()))
     X = np.stack([np.ones_like(u), u], 1)
-    beta, cov = _newton_logistic(X, y, firth=bracket is not None)
-    a, b = beta
+    fit = _newton_logistic(X, y, firth)
+    if fit is None and not firth:  # no maximum-likelihood fit after all: Firth's
+        fit, firth = _newton_logistic(X, y, True), True
+    if fit is None:
+        return LogisticFit(math.nan, math.nan, None, None, None, bracket is not None, bracket, firth)
+    (a, b), cov = fit
     crit = -a / b  # log10 x*; gradient of −a/b in (a, b) is (−1/b, a/b²)
     grad = np.array([-1 / b, a / b ** 2])
     se = math.sqrt(float(grad @ cov @ grad))
     zq = st.norm.ppf(0.5 + level / 2)
     return LogisticFit(float(a), float(b), float(10 ** crit), float(10 ** (crit - zq * se)),
-                       float(10 ** (crit + zq * se)), bracket is not None, bracket)
+                       float(10 ** (crit + zq * se)), bracket is not None, bracket, firth)
 
 
-def _newton_logistic(X: np.ndarray, y: np.ndarray, firth: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(β, inverse Fisher information at β). Firth: the score gains h_i(½ − p_i), h the hat matrix's
-    diagonal, the gradient of ½ log det I(β) that keeps β finite under separation."""
+def _newton_logistic(X: np.ndarray, y: np.ndarray, firth: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """(β, inverse Fisher information at β), or None where Newton's method does not converge. Firth: the
+    score gains h_i(½ − p_i), h the hat matrix's diagonal, the gradient of ½ log det I(β) that keeps β
+    finite under separation."""
     beta = np.zeros(X.shape[1])
-    for _ in range(200):
-        p = 1 / (1 + np.exp(-X @ beta))
-        w = p * (1 - p)
-        inv = np.linalg.inv(X.T @ (X * w[:, None]))
-        score = X.T @ (y - p)
-        if firth:
-            score = score + X.T @ (w * np.einsum("ij,jk,ik->i", X, inv, X) * (0.5 - p))
-        step = inv @ score
-        beta = beta + step
-        if np.abs(step).max() < 1e-10:
-            break
-    p = 1 / (1 + np.exp(-X @ beta))
-    return beta, np.linalg.inv(X.T @ (X * (p * (1 - p))[:, None]))
+    try:
+        for _ in range(200):
+            p = 1 / (1 + np.exp(-X @ beta))
+            w = p * (1 - p)
+            inv = np.linalg.inv(X.T @ (X * w[:, None]))
+            score = X.T @ (y - p)
+            if firth:
+                score = score + X.T @ (w * np.einsum("ij,jk,ik->i", X, inv, X) * (0.5 - p))
+            step = inv @ score
+            beta = beta + step
+            if np.abs(step).max() < 1e-10:
+                p = 1 / (1 + np.exp(-X @ beta))
+                return beta, np.linalg.inv(X.T @ (X * (p * (1 - p))[:, None]))
+    except np.linalg.LinAlgError:  # a singular information matrix: the fit runs off to infinity
+        return None
+    return None

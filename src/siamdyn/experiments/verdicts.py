@@ -75,7 +75,8 @@ def trend_verdict(rungs: dict[float, list[float]], sign: int, what: str) -> Verd
         return Verdict("not run", "fewer than two rungs finished")
     xs = [math.log10(x) if x > 0 else -9.0 for x, v in rungs.items() for _ in v]
     rho, lo, hi = spearman_interval(xs, [y for v in rungs.values() for y in v])
-    stat = f"Spearman ρ({what}) = {rho:+.2f} [Fisher-z 95 % CI {lo:+.2f}, {hi:+.2f}] over {len(xs)} runs"
+    d = tie_digits(0.0, abs(lo), abs(hi))
+    stat = f"Spearman ρ({what}) = {rho:+.{d}f} [Fisher-z 95 % CI {lo:+.{d}f}, {hi:+.{d}f}] over {len(xs)} runs"
     if min(map(len, rungs.values())) < MIN_RUNS:
         return Verdict("inconclusive", stat + f" (a rung with fewer than {MIN_RUNS} runs)")
     if math.isnan(lo):
@@ -98,7 +99,8 @@ def plateau_verdict(first: list[float], last: list[float], what: str) -> Verdict
     df = (va + vb) ** 2 / max(va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1), 1e-300)
     half = float(st.t.ppf(0.975, df)) * se
     lo, hi = diff - half, diff + half
-    stat = (f"Δ {what} = {diff:+.2f} [Welch 95 % CI {lo:+.2f}, {hi:+.2f}] against ±{PLATEAU_MARGIN:.2f} "
+    d = tie_digits(PLATEAU_MARGIN, abs(lo), abs(hi))
+    stat = (f"Δ {what} = {diff:+.{d}f} [Welch 95 % CI {lo:+.{d}f}, {hi:+.{d}f}] against ±{PLATEAU_MARGIN:.{d}f} "
             f"(×1.25), {len(a)} + {len(b)} runs")
     if lo > -PLATEAU_MARGIN and hi < PLATEAU_MARGIN:
         return Verdict("supported", stat)
