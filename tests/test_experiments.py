@@ -200,6 +200,10 @@ def test_across_scales_names_the_axis_that_changes_a_verdict():
         "supported at w8 AdamW 600 steps only (undecided at the 1 other scale that ran it)"
     assert across(v("not run", "supported", "not run"), scales) == \
         "supported at w8 AdamW 600 steps only (not run at any other scale)"
+    # a head whose controls failed beside a head with no runs: that scale did not run the claim either
+    failed_z = {"z": Verdict("not run", ""), "p": Verdict("protocol failed", "")}
+    assert across([failed_z, {"z": Verdict("supported", "")}, failed_z], scales) == \
+        "supported at w8 AdamW 600 steps only (not run at any other scale)"
     # z decided at one scale, p at another, with opposite verdicts: not "holds" (H3a at w8 AdamW / w8 SGD)
     zp = [{"z": Verdict("contradicted", ""), "p": Verdict("inconclusive", "")},
           {"z": Verdict("protocol failed", ""), "p": Verdict("not run", "")},

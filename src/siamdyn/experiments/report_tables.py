@@ -94,11 +94,18 @@ def across(verdicts: list[dict[str, Verdict]], scales: list[Scale]) -> str:
         return "the readouts differ (" + ", ".join(f"{key}: {value} at {s.label}" for s, key, value in decided) + ")"
     where = list(dict.fromkeys(s.label for s, _, _ in decided))
     if len(where) == 1:
-        ran = sum(any(v.value != "not run" for v in vs.values()) for vs in verdicts)
+        ran = sum(_ran(vs) for vs in verdicts)
         rest = "not run at any other scale" if ran == 1 else \
             f"undecided at the {ran - 1} other scale{'s' if ran > 2 else ''} that ran it"
         return f"{decided[0][2]} at {where[0]} only ({rest})"
     return f"{decided[0][2]} wherever decided ({len(where)} of {len(scales)} scales)"
+
+
+def _ran(readouts: dict[str, Verdict]) -> bool:
+    """Whether a scale ran a claim's cells: a readout read them, or every readout failed its controls (a
+    head's "protocol failed" beside another's "not run" says nothing about the cells)."""
+    values = [v.value for v in readouts.values()]
+    return any(x not in ("not run", "protocol failed") for x in values) or all(x == "protocol failed" for x in values)
 
 
 def _short(v: dict[str, Verdict]) -> str:
