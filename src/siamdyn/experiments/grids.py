@@ -79,9 +79,9 @@ for _budget, _n in (("smoke", 1), ("smoke-q", 1), ("q-w4", 5), ("w4", 5), ("stan
 # feature-mean base's ≈ 850 s each); most Q1 cells read 5/5 or 4/1 there (a 3-seed majority holds), but two
 # split 3/2 (docs/open_questions.md, Readouts). Elsewhere a binary cell's count.
 SEEDS["q-w4"]["aug"] = 3
-# Controls run a binary cell's count, except under the SGD budgets and at w4: at 3 seeds their prediction
-# bounds for RankMe crossed (q-sgd-w4 and sgd: z; w4: z and p, 2026-12-05), and at q-w4 5 seeds separated z.
-SEEDS["q-sgd-w4"]["control"] = SEEDS["w4"]["control"] = SEEDS["sgd"]["control"] = 5
+# Controls run a binary cell's count, except under the SGD budgets and at w4 and w16: at 3 seeds their prediction
+# bounds for RankMe crossed (q-sgd-w4 and sgd: z; w4: z and p; w16: p, 2026-12-05), and at q-w4 5 seeds separated z.
+SEEDS["q-sgd-w4"]["control"] = SEEDS["w4"]["control"] = SEEDS["sgd"]["control"] = SEEDS["w16"]["control"] = 5
 # The long runs' negative control at 2 seeds would set its prediction bound with t(1 df) = 12.7: 3 seeds each.
 SEEDS["w4-long"]["control"] = 3
 ANALYSIS = {"smoke": dict(images=64, views=4, draws=3, probe_epochs=2),
