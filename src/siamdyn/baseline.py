@@ -59,7 +59,7 @@ def run_baseline(cfg: Config, inits: tuple[str, ...] = ("kaiming",), linear_epoc
 
 def summarise_draws(key: str, values: list[float]) -> dict[str, Any]:
     """`key`: the mean of the draws; with more than one, `key_sd` (sample SD) and `key_by_seed`."""
-    out: dict[str, Any] = {key: sum(values) / len(values)}
+    out: dict[str, Any] = {key: statistics.fmean(values)}
     if len(values) > 1:
         out[f"{key}_sd"] = statistics.stdev(values)
         out[f"{key}_by_seed"] = values

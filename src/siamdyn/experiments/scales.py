@@ -118,13 +118,11 @@ def scale_baseline(scale: Scale) -> dict:
             return cached
     if not scale.controls:
         return {}
-    import torch
-
     from siamdyn.baseline import run_baseline
     from siamdyn.experiments.grids import PROBE_EPOCHS
     cfg = scale.controls[0].cfg
-    if cfg.device == "cuda" and not torch.cuda.is_available():  # a GPU scale read here: the reference on this CPU
-        cfg = cfg.replace(device="cpu")
+    if cfg.device == "cuda":  # a GPU scale read on a machine without one: auto falls back to the CPU
+        cfg = cfg.replace(device="auto")
     result = run_baseline(cfg.replace(seed=0), linear_epochs=PROBE_EPOCHS.get(scale.meta.get("budget", ""), 0) or 20,
                           init_seeds=INIT_SEEDS)
     atomic_write_text(path, json.dumps(result, indent=2))
