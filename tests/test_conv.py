@@ -22,6 +22,7 @@ SHAPES = [  # (in, out, kernel, stride, padding, input side): ResNet's 3x3 and 1
 def fresh_choices(monkeypatch):
     monkeypatch.setattr(conv, "_choices", {})
     monkeypatch.setattr(conv, "_trials", {})
+    monkeypatch.setattr(conv, "_started", {})
 
 
 def pair(i, o, k, stride, pad, side, dtype=torch.float64, seed=0):
@@ -217,6 +218,7 @@ def test_a_resumed_run_computes_with_the_kernels_it_was_started_with(tmp_path):
     conv._choices.clear()
     conv._choices.update(flipped)  # what another measurement might have said
     conv._trials.clear()  # as in a fresh process
+    conv._started.clear()
     train(Config.from_preset("simsiam", {**TINY, "precision": "bf16", "channels_last": "on", "max_steps": 5}),
           str(tmp_path / "run"), resume=True, progress=False)
     assert {k: conv.kernel_choices()[k] for k in saved} == saved

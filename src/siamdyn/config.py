@@ -143,6 +143,9 @@ class Config:
                                  "im2col matmul per shape and keep the faster (off under deterministic; "
                                  "docs/design.md §7); torch = oneDNN only", choices=("auto", "torch"))
     fuse_views: bool = knob(False, "encode both views in one 2B pass; BN statistics then pool the views")
+    parallel_views: str = knob("auto", "each view's forward and backward on a thread of its own with its share of "
+                               "the cores (CPU); auto = on for a single-process CPU run with >= 2 threads and "
+                               "term 2 off (docs/design.md §7)", choices=("auto", "on", "off"), resumable=True)
     log_every: int = knob(1, "steps between metric lines (collapse std, RankMe, loss)", resumable=True,
                           bounds="[1, 1e9]")
     knn_every: int = knob(1, "epochs between kNN evaluations; 0 = only at the end", resumable=True,

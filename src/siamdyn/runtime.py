@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from siamdyn.config import Config
@@ -16,6 +17,7 @@ from siamdyn.data import AugmentParams, BatchAugment, ImageData, channel_stats, 
 from siamdyn.distributed import Dist, check_batch, rank_seed, sync_batchnorm
 from siamdyn.errors import ConfigError, DataError, warn
 from siamdyn.methods import SiameseMethod
+from siamdyn.methods.parallel_views import ViewThreads, view_threads
 from siamdyn.optim import build_optimizer
 
 
@@ -136,6 +138,8 @@ class Session:
     total_steps: int  # where the run stops (max_steps may stop early on the same schedule)
     compiled: bool = False  # `net` is torch.compile'd (config compile, resolved by choose_compile)
     compile_reason: str = ""
+    view_threads: ViewThreads | None = None  # the views' threads (config parallel_views, by choose_parallel_views)
+    views_reason: str = ""
 
 
 def build_session(cfg: Config, ctx: Dist, initial_state: dict | None = None) -> Session:
@@ -161,10 +165,11 @@ def build_session(cfg: Config, ctx: Dist, initial_state: dict | None = None) -> 
     compiled, compile_reason = choose_compile(cfg, device, total_steps)
     if compiled:  # the probes and checkpoints keep using `model`, the uncompiled module
         net = torch.compile(net)
+    pool, views_reason = choose_parallel_views(cfg, device, ctx, compiled, model)
     aug_gen = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ctx.rank))
     return Session(cfg, ctx, device, train_set, test_set, mean, std, make_augment(cfg, mean, std, device), model,
                    net, build_optimizer(model, cfg), train_set.images.to(device), aug_gen, steps_per_epoch,
-                   schedule_steps, total_steps, compiled, compile_reason)
+                   schedule_steps, total_steps, compiled, compile_reason, pool, views_reason)
 
 
 # torch.compile's first step cost 29 s on an H200 and saved 5.8 ms per later step (width 64, batch
@@ -188,3 +193,31 @@ def choose_compile(cfg: Config, device: torch.device, total_steps: int) -> tuple
     import torch._dynamo
     torch._dynamo.config.suppress_errors = True
     return True, f"auto: on for a CUDA run of {total_steps} >= {COMPILE_MIN_STEPS} steps"
+
+
+def choose_parallel_views(cfg: Config, device: torch.device, ctx: Dist, compiled: bool,
+                          model: SiameseMethod) -> tuple[ViewThreads | None, str]:
+    """(the views' threads or None, why) for `cfg.parallel_views` (methods/parallel_views.py)."""
+    if cfg.parallel_views == "off":
+        return None, "parallel_views=off"
+    threads = torch.get_num_threads()
+    obstacle = ("it runs on CPUs only" if device.type != "cpu" else
+                "torchrun runs one process per device" if ctx.enabled else
+                "the step is torch.compile'd" if compiled else
+                "fuse_views=true encodes the views in one pass" if cfg.fuse_views else
+                f"grad_terms={cfg.grad_terms}: the views' backward passes meet in the target branch"
+                if cfg.grad_terms != "predictor_branch" else "")
+    if cfg.parallel_views == "on":
+        if obstacle:
+            raise ConfigError(f"parallel_views=on cannot run here: {obstacle}; set parallel_views=auto or off")
+        return view_threads(2, max(1, threads // 2)), f"parallel_views=on: {max(1, threads // 2)} thread(s) per view"
+    # auto also leaves alone what it cannot prove safe: a deterministic run, fewer threads than views, and a
+    # backbone with state besides BatchNorm's (its forward could change it from both threads at once)
+    bn = (nn.modules.batchnorm._BatchNorm,)
+    other_state = any(not isinstance(m, bn) for m in model.modules() for _ in m.buffers(recurse=False))
+    obstacle = obstacle or ("deterministic=true" if cfg.deterministic else
+                            f"{threads} thread(s) for 2 views" if threads < 2 else
+                            "the model has buffers outside BatchNorm" if other_state else "")
+    if obstacle:
+        return None, f"auto: off ({obstacle})"
+    return view_threads(2, threads // 2), f"auto: on, {threads // 2} thread(s) per view"

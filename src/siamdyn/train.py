@@ -26,6 +26,8 @@ from siamdyn.distributed import (Dist, any_rank, gather_objects, init_distribute
 from siamdyn.errors import SiamdynError, TrainingDiverged, warn
 from siamdyn.eval import knn_accuracy, time_to_accuracy
 from siamdyn.loggers import LoggerTarget, MultiLogger, as_logger
+from siamdyn.methods import StepOutput
+from siamdyn.methods.parallel_views import forward_backward as parallel_forward_backward
 from siamdyn.optim import ema_tau, lr_factor, set_lr
 from siamdyn.probes.session import ProbeSession, StepReading
 from siamdyn.run_start import RunStart
@@ -74,7 +76,8 @@ def _train_locked(st: Start, out: str, progress: bool, desc: str, run: Progress,
     s, probes, ctx = st.session, st.probes, st.session.ctx
     if ctx.is_main:
         print(f"siamdyn: precision {st.cfg.precision} ({st.precision.reason}); torch.compile "
-              f"{'on' if s.compiled else 'off'} ({s.compile_reason})", file=sys.stderr)
+              f"{'on' if s.compiled else 'off'} ({s.compile_reason}); parallel views {s.views_reason}",
+              file=sys.stderr)
     if st.changes:  # resumable changes (run length, logging, device …): said once, and kept in the log
         log.write({"step": run.step, "resume_changes": st.changes})
         if ctx.is_main:
@@ -209,16 +212,26 @@ def train_step(s: Session, probes: ProbeSession, x: torch.Tensor, step: int, fac
     set_lr(s.optimizer, cfg, factor)
     with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
         probes.before_step(step, views, xbar)  # on the same views, before the step
-        result = s.net(views, xbar)
+        s.optimizer.zero_grad(set_to_none=True)
+        result = forward_backward(s, views, xbar)
     loss = mean_over_ranks(s.ctx, result.loss.detach())  # the global-batch loss
-    s.optimizer.zero_grad(set_to_none=True)
-    result.loss.backward()
     probes.end_step(step, loss, s.model.gradient_finite(loss), result if extra is not None else None, extra or {},
                     final=step + 1 == s.total_steps)
     read()
     probes.after_backward()
     s.optimizer.step()
     probes.after_step(step, result)
+
+
+def forward_backward(s: Session, views: list[torch.Tensor], xbar: torch.Tensor | None) -> StepOutput:
+    """The step's loss, and its gradient in the parameters' .grad: each view on a thread of its own
+    where `s.view_threads` is set (methods/parallel_views.py), else one forward and one backward."""
+    if s.view_threads is not None:
+        return parallel_forward_backward(s.model, views, xbar, s.view_threads)
+    result = s.net(views, xbar)
+    with torch.autocast(s.device.type, enabled=False):  # the backward runs as the forward ran
+        result.loss.backward()
+    return result
 
 
 def take_readings(s: Session, probes: ProbeSession, run: Progress, log: RunLog, bar: tqdm, desc: str, out: str,

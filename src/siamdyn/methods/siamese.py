@@ -158,15 +158,21 @@ class SiameseMethod(nn.Module):
         # passes through it into the encoder.
         ps = [self.predictor(z if term1 else z.detach()) for z in zs]
         targets = target_kind.make(self, views, zs, xbar, term2)
-        # The loss and its normalisations in fp32 (or wider) even under bf16 autocast (docs/design.md
-        # §7): a bf16 cosine is quantised to steps of 2^-8 near ±1, where a healthy run sits.
-        wide = torch.promote_types(ps[0].dtype, torch.float32)  # a float64 model keeps float64
-        with torch.autocast(ps[0].device.type, enabled=False):
-            losses = torch.stack([self.pair_loss(ps[i].to(wide), targets[j].to(wide)) for i, j in target_kind.pairs])
-        # SimSiam averages the two symmetric terms, BYOL sums them (its gradients are twice
-        # SimSiam's for the same per-pair loss).
-        loss = losses.sum() if self.cfg.symmetrize == "sum" else losses.mean()
+        loss = self.combine_losses([self.wide_pair_loss(ps[i], targets[j]) for i, j in target_kind.pairs])
         return StepOutput(loss, zs, ps, targets, feats)
+
+    def wide_pair_loss(self, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """D(p, t) and its normalisations in fp32 (or wider) even under bf16 autocast (docs/design.md
+        §7): a bf16 cosine is quantised to steps of 2^-8 near ±1, where a healthy run sits."""
+        wide = torch.promote_types(p.dtype, torch.float32)  # a float64 model keeps float64
+        with torch.autocast(p.device.type, enabled=False):
+            return self.pair_loss(p.to(wide), t.to(wide))
+
+    def combine_losses(self, pair_losses: list[torch.Tensor]) -> torch.Tensor:
+        """SimSiam averages the two symmetric terms, BYOL sums them (its gradients are twice
+        SimSiam's for the same per-pair loss)."""
+        losses = torch.stack(pair_losses)
+        return losses.sum() if self.cfg.symmetrize == "sum" else losses.mean()
 
     # -------------------------------------------------------------- optimisation
     def param_groups(self) -> list[dict]:

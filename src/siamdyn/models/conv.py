@@ -19,6 +19,7 @@ take `nn.Conv2d` unchanged.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 
 import torch
@@ -30,6 +31,8 @@ from siamdyn.errors import warn
 NATIVE, IM2COL = "native", "im2col"
 _choices: dict[str, str] = {}  # shape key → NATIVE or IM2COL, measured once per process (or restored)
 _trials: dict[str, dict[str, list[float]]] = {}  # shape key → seconds of each kernel's calls while undecided
+_started: dict[str, int] = {}  # shape key → trial calls started (whose turn is next)
+_trial_lock = threading.Lock()
 TRIALS = 3  # timed calls of each kernel per shape, after one untimed call each (oneDNN builds its primitive)
 LOW_PRECISION = (torch.bfloat16,)  # where oneDNN's weight-gradient kernel lags the matmul
 AUTOCAST_INPUTS = (torch.float32, torch.float16, torch.bfloat16)  # what CPU autocast casts to its dtype
@@ -109,19 +112,26 @@ def im2col_bytes(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor) 
 def _trial_weight_grad(key: str, grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                        conv: dict) -> torch.Tensor:
     """One call of the kernel whose turn it is, timed; the shape's choice once both have `TRIALS`
-    timed calls (im2col must be 10 % faster by the median to replace oneDNN)."""
+    timed calls (im2col must be 10 % faster by the median to replace oneDNN). Thread-safe: parallel
+    views (methods/parallel_views.py) reach the same shape from two threads at once."""
     if im2col_bytes(x, weight, grad_out) > IM2COL_MAX_BYTES:
         _choices[key] = NATIVE
         return weight_grad(NATIVE, grad_out, x, weight, conv)
-    times = _trials.setdefault(key, {NATIVE: [], IM2COL: []})
-    kernel = NATIVE if len(times[NATIVE]) <= len(times[IM2COL]) else IM2COL
+    with _trial_lock:  # the turn goes by calls started, so two threads at once take both kernels
+        started = _started[key] = _started.get(key, 0) + 1
+    kernel = NATIVE if started % 2 else IM2COL
     start = time.perf_counter()
     grad = weight_grad(kernel, grad_out, x, weight, conv)
-    times[kernel].append(time.perf_counter() - start)
-    if min(map(len, times.values())) > TRIALS:
-        native, im2col = (statistics.median(times[k][1:]) for k in (NATIVE, IM2COL))  # [0]: untimed warm-up
-        _choices[key] = IM2COL if im2col < 0.9 * native else NATIVE
-        del _trials[key]
+    elapsed = time.perf_counter() - start
+    with _trial_lock:
+        if key in _choices:  # decided while this call ran (on another thread)
+            return grad
+        times = _trials.setdefault(key, {NATIVE: [], IM2COL: []})
+        times[kernel].append(elapsed)
+        if min(map(len, times.values())) > TRIALS:
+            native, im2col = (statistics.median(times[k][1:]) for k in (NATIVE, IM2COL))  # [0]: untimed warm-up
+            _choices[key] = IM2COL if im2col < 0.9 * native else NATIVE
+            del _trials[key], _started[key]
     return grad
 
 

@@ -1,0 +1,184 @@
+"""Both views of a step at once on a multi-core CPU: one thread per view, each with its share of the cores.
+
+At width 16 on 28×28 images one convolution or BatchNorm is too small to keep two cores busy: two
+threads made the step 1.6–1.7× faster than one, not 2× (docs/design.md §7, "Parallel views"). With
+the stop-gradient (term 2 off, docs/seed.md §3) the two online branches never meet in the backward
+pass: D(p_i, sg(t_j)) sends gradient into view i's branch only. So view i's forward, and the
+backward of its loss terms, run on thread i with a single-view share of the cores; the target is
+made between the two phases, on the caller's thread, as in the sequential step.
+
+What stays as in the sequential step:
+- BatchNorm running statistics are updated in view order: a view's call of a BatchNorm layer waits
+  until the previous view's call of that layer is done (`BatchNormOrder`).
+- Each parameter receives one gradient per view; a + b == b + a in IEEE arithmetic, so the order in
+  which the threads add them does not matter and the step is deterministic. An fp32 step equals the
+  sequential step run with the same threads per view bit for bit (tests/test_parallel_views.py).
+- Under bf16 autocast a weight's cast is cached per thread, so a layer the views share gets its two
+  gradients summed in fp32 after the cast, not in bf16 before it (a rounding, never a bias).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import queue
+import threading
+from collections import defaultdict
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+
+import torch
+import torch.nn as nn
+
+if TYPE_CHECKING:
+    from siamdyn.methods.siamese import SiameseMethod, StepOutput
+
+T = TypeVar("T")
+
+
+class _Worker(threading.Thread):
+    """A thread that runs the jobs put on its queue with `threads` intra-op threads of its own."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.threads, self.jobs, self.ready = threads, queue.SimpleQueue(), threading.Event()
+
+    def run(self) -> None:
+        # A thread's first ATen call copies the process-wide thread count into it; make that call
+        # now, then set this thread's own (which also sets the process-wide one: the caller restores it).
+        torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        self.ready.set()
+        while (job := self.jobs.get()) is not None:
+            fn, future = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as e:  # handed to the caller, who re-raises it
+                    future.set_exception(e)
+
+
+class ViewThreads:
+    """`n` worker threads with `threads` intra-op threads each; `run` gives job i to worker i."""
+
+    def __init__(self, n: int, threads: int) -> None:
+        caller_threads = torch.get_num_threads()
+        self.threads = threads
+        self.workers = [_Worker(threads, f"siamdyn-view{i}") for i in range(n)]
+        for w in self.workers:
+            w.start()
+            w.ready.wait()
+        torch.set_num_threads(caller_threads)  # each worker set the process-wide count to its own
+
+    def run(self, jobs: list[Callable[[], T]]) -> list[T]:
+        """jobs[i]() on worker i, all at once; their results, or the first job's error once all have ended."""
+        futures: list[cf.Future] = []
+        for worker, job in zip(self.workers, jobs, strict=True):
+            futures.append(cf.Future())
+            worker.jobs.put((job, futures[-1]))
+        cf.wait(futures)
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.jobs.put(None)
+        for w in self.workers:
+            w.join()
+
+
+_POOLS: dict[tuple[int, int], ViewThreads] = {}  # (views, threads each) → the process's pool, shared by its runs
+
+
+def view_threads(n: int, threads: int) -> ViewThreads:
+    """The process-wide pool of `n` view threads with `threads` intra-op threads each (made on first use)."""
+    if (n, threads) not in _POOLS:
+        _POOLS[(n, threads)] = ViewThreads(n, threads)
+    return _POOLS[(n, threads)]
+
+
+class BatchNormOrder:
+    """Inside `with order:`, a view's call of a BatchNorm layer of `model` waits until the previous view
+    has made the same call (its c-th of that layer) or has ended its part, so the running statistics
+    are updated view after view, as in the sequential step. Threads say their view with `view(i)`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.cond = threading.Condition()
+        self.calls: dict[tuple[int, int], int] = defaultdict(int)  # (view, layer id) → calls done
+        self.ended: set[int] = set()
+        self.local = threading.local()
+        self.handles: list = []
+
+    def __enter__(self) -> "BatchNormOrder":
+        for m in self.layers:
+            self.handles += [m.register_forward_pre_hook(self._before), m.register_forward_hook(self._after)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    @contextlib.contextmanager
+    def view(self, i: int) -> Iterator[None]:
+        """This thread computes view `i` (0 = first) until the block ends, however it ends."""
+        self.local.view = i
+        try:
+            yield
+        finally:
+            self.local.view = None
+            with self.cond:
+                self.ended.add(i)
+                self.cond.notify_all()
+
+    def _before(self, layer: nn.Module, args: object) -> None:
+        v = getattr(self.local, "view", None)
+        if not v:  # view 0, or a call outside a view (the target, made on the caller's thread)
+            return
+        key = id(layer)
+        with self.cond:
+            self.cond.wait_for(lambda: self.calls[(v - 1, key)] > self.calls[(v, key)] or v - 1 in self.ended)
+
+    def _after(self, layer: nn.Module, args: object, out: object) -> None:
+        v = getattr(self.local, "view", None)
+        if v is None:
+            return
+        with self.cond:
+            self.calls[(v, id(layer))] += 1
+            self.cond.notify_all()
+
+
+def forward_backward(model: "SiameseMethod", views: list[torch.Tensor], xbar: torch.Tensor | None,
+                     pool: ViewThreads) -> "StepOutput":
+    """`model(views, xbar)` and the backward of its loss, view i's branch on `pool`'s thread i. The
+    caller's autocast carries over to the threads. Needs term 2 off (`grad_terms=predictor_branch`)."""
+    from siamdyn.methods.siamese import StepOutput
+    if model.cfg.grad_terms != "predictor_branch":
+        raise ValueError("parallel views need grad_terms=predictor_branch: with term 2 on, the views' "
+                         "backward passes meet in the target branch")
+    device = views[0].device.type
+    cast = dict(device_type=device, dtype=torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device))
+    order = BatchNormOrder(model)
+
+    def online(i: int) -> Callable[[], tuple]:
+        def job() -> tuple:
+            with order.view(i), torch.autocast(**cast):
+                f, z = model.encode(views[i])
+                return f, z, model.predictor(z)
+        return job
+
+    with order:
+        feats, zs, ps = map(list, zip(*pool.run([online(i) for i in range(len(views))])))
+    targets = model.target.make(model, views, zs, xbar, False)  # behind the stop-gradient: no graph back
+    pairs = model.target.pairs
+    weight = 1.0 if model.cfg.symmetrize == "sum" else 1.0 / len(pairs)  # what sum / mean hand each term
+
+    def backward(i: int) -> Callable[[], list]:
+        def job() -> list:
+            mine = [model.wide_pair_loss(ps[a], targets[b]) for a, b in pairs if a == i]
+            torch.autograd.backward(mine, [torch.full_like(t, weight) for t in mine])
+            return [t.detach() for t in mine]
+        return job
+
+    by_view = pool.run([backward(i) for i in range(len(views))])
+    mine = [iter(terms) for terms in by_view]
+    loss = model.combine_losses([next(mine[a]) for a, _ in pairs])
+    return StepOutput(loss, zs, ps, targets, feats)

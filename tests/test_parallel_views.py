@@ -1,0 +1,200 @@
+"""Parallel views (methods/parallel_views.py): each view's forward and backward on a thread of its own,
+with the sequential step's result: the same gradients, the same BatchNorm running statistics."""
+import contextlib
+import json
+import threading
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import TINY, needs_fmnist
+from siamdyn.checkpoint import Checkpoint
+from siamdyn.config import Config
+from siamdyn.distributed import Dist
+from siamdyn.errors import ConfigError
+from siamdyn.methods import SiameseMethod
+from siamdyn.methods import parallel_views as pv
+from siamdyn.runtime import choose_parallel_views, load_data
+from siamdyn.train import train
+
+NHWC = torch.channels_last
+
+
+def method_and_views(precision: str = "fp32", **over) -> tuple[SiameseMethod, list[torch.Tensor]]:
+    cfg = Config.from_preset("simsiam", {**TINY, "precision": precision, "channels_last": "on", **over})
+    torch.manual_seed(0)
+    train_set, _ = load_data(cfg)
+    x = train_set.images[:32].float().div(255)
+    views = [(x + 0.1 * torch.randn_like(x)).contiguous(memory_format=NHWC) for _ in range(2)]
+    return SiameseMethod(cfg, train_set.shape[0]).to(memory_format=NHWC), views
+
+
+@contextlib.contextmanager
+def one_thread():
+    """The caller at the thread count each view gets in parallel (one), so a target it makes matches too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def sequential(model: SiameseMethod, views: list[torch.Tensor], xbar: torch.Tensor | None = None):
+    """The reference: one forward, one backward."""
+    with one_thread():
+        model.zero_grad(set_to_none=True)
+        out = model(views, xbar)
+        out.loss.backward()
+    return out
+
+
+def parallel(model: SiameseMethod, views: list[torch.Tensor], xbar: torch.Tensor | None = None):
+    with one_thread():
+        model.zero_grad(set_to_none=True)
+        return pv.forward_backward(model, views, xbar, pv.view_threads(2, 1))
+
+
+def state(model: SiameseMethod) -> dict[str, torch.Tensor]:
+    """Every gradient and buffer (BatchNorm running statistics and counters)."""
+    return {**{f"grad:{k}": p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+            **{f"buffer:{k}": b.clone() for k, b in model.named_buffers()}}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} of {len(a)} differ, first {differ[:3]}"
+
+
+@pytest.mark.parametrize("target", ["online", "ema", "view_mean"])
+def test_fp32_parallel_step_is_the_sequential_step_bit_for_bit(target):
+    extra = {"target": target, "mean_views": 2} if target == "view_mean" else {"target": target}
+    model, views = method_and_views(**extra)
+    xbar = torch.stack(views).mean(0) if target == "view_mean" else None
+    ref_model, _ = method_and_views(**extra)
+    ref_model.load_state_dict(model.state_dict())
+    for _ in range(2):  # the second step starts from the running statistics the first left
+        ref, out = sequential(ref_model, views, xbar), parallel(model, views, xbar)
+        assert torch.equal(out.loss, ref.loss.detach())
+        assert all(torch.equal(a, b) for a, b in zip(out.z, ref.z))
+        assert_same(state(model), state(ref_model))
+        assert any(k.startswith("grad:backbone") for k in state(model))
+
+
+def test_batchnorm_running_statistics_follow_view_order_when_view_1_runs_ahead():
+    """View 0's thread is held back at its first layer: without the order, view 1 would update every
+    running statistic first and the buffers would differ from the sequential step's."""
+    model, views = method_and_views()
+    ref_model, _ = method_and_views()
+    ref_model.load_state_dict(model.state_dict())
+    sequential(ref_model, views)
+
+    def hold_view0(module, args):
+        if threading.current_thread().name == "siamdyn-view0":
+            time.sleep(0.3)
+    handle = model.backbone.stem.register_forward_pre_hook(hold_view0)
+    try:
+        parallel(model, views)
+    finally:
+        handle.remove()
+    assert_same(state(model), state(ref_model))
+
+
+def test_a_failing_view_raises_in_the_caller_and_leaves_no_thread_waiting():
+    model, views = method_and_views()
+    bad = [views[0], views[1].repeat(1, 3, 1, 1)]  # 3 channels for a 1-channel stem: fails inside its thread
+    with pytest.raises(RuntimeError):
+        parallel(model, bad)
+    with pytest.raises(RuntimeError):  # view 0 fails first: view 1, waiting on view 0's BatchNorm, goes on
+        parallel(model, bad[::-1])
+    parallel(model, views)  # the pool still works
+
+
+def test_each_view_thread_has_its_own_thread_count_and_the_caller_keeps_its_own():
+    before = torch.get_num_threads()
+    pool = pv.ViewThreads(2, 1)
+    try:
+        assert pool.run([torch.get_num_threads, torch.get_num_threads]) == [1, 1]
+        assert torch.get_num_threads() == before
+        names = pool.run([lambda: threading.current_thread().name] * 2)
+        assert names == ["siamdyn-view0", "siamdyn-view1"]
+    finally:
+        pool.close()
+
+
+def test_bf16_parallel_step_matches_the_sequential_step_to_rounding():
+    """Under bf16 autocast a shared layer's two gradients are summed in fp32 after the weight's cast
+    (per thread), not in bf16 before it: the same gradient up to bf16 rounding."""
+    model, views = method_and_views("bf16")
+    ref_model, _ = method_and_views("bf16")
+    ref_model.load_state_dict(model.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        parallel(model, views)
+        sequential(ref_model, views)
+    a, b = state(model), state(ref_model)
+    assert a.keys() == b.keys()
+    for k in a:
+        scale = b[k].float().abs().max().clamp(min=1e-6)
+        assert (a[k].float() - b[k].float()).abs().max() / scale < 0.05, k
+
+
+def test_auto_says_why_it_is_off_and_on_refuses_what_it_cannot_run():
+    cpu = torch.device("cpu")
+    model, _ = method_and_views()
+
+    def choose(**over):
+        cfg = Config.from_preset("simsiam", {**TINY, **over})
+        return choose_parallel_views(cfg, cpu, Dist(), False, model)
+    threads = torch.get_num_threads()
+    if threads >= 2:
+        pool, why = choose()
+        assert pool is not None and "auto: on" in why
+    assert choose(parallel_views="off") == (None, "parallel_views=off")
+    assert "deterministic" in choose(deterministic=True)[1] and choose(deterministic=True)[0] is None
+    for over, word in [({"grad_terms": "both"}, "grad_terms=both"), ({"fuse_views": True}, "fuse_views")]:
+        pool, why = choose(**over)
+        assert pool is None and word in why
+        with pytest.raises(ConfigError, match=f"parallel_views=on cannot run here: .*{word}"):
+            choose(parallel_views="on", **over)
+    on = Config.from_preset("simsiam", {**TINY, "parallel_views": "on"})
+    with pytest.raises(ConfigError, match="CPUs only"):
+        choose_parallel_views(on, torch.device("meta"), Dist(), False, model)
+    with pytest.raises(ConfigError, match="torch.compile"):
+        choose_parallel_views(on, cpu, Dist(), True, model)
+    torch.set_num_threads(1)
+    try:
+        assert "1 thread(s) for 2 views" in choose()[1]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_state_outside_batchnorm_keeps_auto_off():
+    model, _ = method_and_views()
+    model.backbone.register_buffer("steps_seen", torch.zeros(()))
+    cfg = Config.from_preset("simsiam", {**TINY})
+    pool, why = choose_parallel_views(cfg, torch.device("cpu"), Dist(), False, model)
+    assert pool is None and "buffers outside BatchNorm" in why
+
+
+@needs_fmnist
+def test_a_training_run_with_parallel_views_equals_the_sequential_run_at_one_thread_per_view(tmp_path):
+    """The whole loop: parallel views at one thread per view against parallel_views=off at one thread,
+    fp32: the same losses and final weights (BatchNorm buffers included)."""
+    base = {**TINY, "dataset": "fashion-mnist", "limit": 256, "test_limit": 64, "max_steps": 4, "epochs": 1,
+            "channels_last": "on", "knn_every": 0, "lr": 0.01}
+    runs = {}
+    for name, over in {"parallel": {"parallel_views": "on", "threads": 2},
+                       "sequential": {"parallel_views": "off", "threads": 1}}.items():
+        threads = torch.get_num_threads()
+        try:
+            train(Config.from_preset("simsiam", {**base, **over}), str(tmp_path / name), progress=False)
+        finally:
+            torch.set_num_threads(threads)
+        lines = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = [d["loss"] for d in lines if "loss" in d]  # the caller's own readings run at its thread count
+        runs[name + "/weights"] = Checkpoint.load_run(str(tmp_path / name)).model
+    assert len(runs["parallel"]) == 4 and runs["parallel"] == runs["sequential"]
+    assert_same(runs["parallel/weights"], runs["sequential/weights"])
