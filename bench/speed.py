@@ -24,6 +24,7 @@ Each variant runs in its own subprocess (so peak RSS is its own), after `--warmu
   siamdyn-log10    the same with the collapse metrics every 10 steps, not every step
   siamdyn-fused-views  both views in one pass of 2×batch (BN statistics pooled over views)
   siamdyn-torch-conv  probes off, conv_weight_grad=torch: oneDNN's weight gradients only (models/conv.py)
+  siamdyn-sequential  probes off, parallel_views=off: the views one after the other, all threads each
   siamdyn-1thread  torch.set_num_threads(1) (the thread setting's effect)
   siamdyn-compile  the same with torch.compile (compile time is in the warm-up)
   siamdyn-bf16-compile  both
@@ -71,6 +72,7 @@ VARIANTS = {
     "siamdyn-log10": {"probe_every": 0, "log_every": 10},
     "siamdyn-fused-views": {"probe_every": 0, "fuse_views": True},
     "siamdyn-torch-conv": {"probe_every": 0, "conv_weight_grad": "torch"},
+    "siamdyn-sequential": {"probe_every": 0, "parallel_views": "off"},
     "siamdyn-1thread": {"probe_every": 0, "threads": 1},
     "siamdyn-compile": {"probe_every": 0, "compile": "on"},
     "siamdyn-bf16-compile": {"probe_every": 0, "precision": "bf16", "compile": "on"},

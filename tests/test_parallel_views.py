@@ -7,9 +7,7 @@ import time
 
 import pytest
 import torch
-import torch.nn as nn
 
-from conftest import TINY, needs_fmnist
 from siamdyn.checkpoint import Checkpoint
 from siamdyn.config import Config
 from siamdyn.distributed import Dist
@@ -18,6 +16,7 @@ from siamdyn.methods import SiameseMethod
 from siamdyn.methods import parallel_views as pv
 from siamdyn.runtime import choose_parallel_views, load_data
 from siamdyn.train import train
+from tests.conftest import TINY, needs_fmnist
 
 NHWC = torch.channels_last
 

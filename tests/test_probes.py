@@ -42,6 +42,24 @@ def test_split_matches_separate_autograd_and_adds_up_to_both():
     assert rec["dl_dp_norm"] > 0
 
 
+def test_split_with_an_xbar_target_matches_two_separate_forward_passes():
+    """The split shares one encoder pass between its two terms; the x̄ target (eq. 10) is made per term."""
+    torch.manual_seed(0)
+    model = SiameseMethod(Config.from_preset("xbar", {**TINY, "mean_views": 2}), 1)
+    g = torch.Generator().manual_seed(1)
+    views = [torch.randn(16, 1, 16, 16, generator=g) for _ in range(2)]
+    xbar = torch.stack(views).mean(0)
+    rec = gradient_split(model, views, xbar)
+    norms = []
+    for grad_terms in ("predictor_branch", "target_branch"):
+        model.zero_grad(set_to_none=True)
+        model(views, xbar, grad_terms=grad_terms).loss.backward()
+        grads = [p.grad for m in model.encoder_groups().values() for p in m.parameters() if p.grad is not None]
+        norms.append(float(torch.cat([g.flatten() for g in grads]).norm()))
+    assert rec["g1_norm"] == pytest.approx(norms[0], rel=1e-5) and rec["g2_norm"] == pytest.approx(norms[1], rel=1e-5)
+    assert norms[1] > 0
+
+
 def test_split_of_an_ema_method_measures_the_online_target():
     model, views = _model_and_views("byol")
     rec = gradient_split(model, views)

@@ -24,7 +24,7 @@ import torch.nn as nn
 from siamdyn.config import Config
 from siamdyn.errors import ConfigError
 from siamdyn.methods.losses import LOSSES
-from siamdyn.methods.targets import TARGETS
+from siamdyn.methods.targets import TARGETS, Target
 from siamdyn.models import PREDICTORS, PROJECTORS, ResNet18, init_weights
 
 
@@ -149,11 +149,17 @@ class SiameseMethod(nn.Module):
         input (x̄ for `view_mean`). `grad_terms` and `target` override the config (the
         instruments use them to measure term 2 of an EMA method as if its target were online)."""
         check_views(views)
-        grad_terms = grad_terms or self.cfg.grad_terms
         target_kind = self.target if target is None else TARGETS[target]()
+        feats, zs = map(list, zip(*self.per_view(self.encode, views)))
+        return self.heads(feats, zs, views, xbar, grad_terms or self.cfg.grad_terms, target_kind)
+
+    def heads(self, feats: list[torch.Tensor], zs: list[torch.Tensor], views: list[torch.Tensor],
+              xbar: torch.Tensor | None, grad_terms: str, target_kind: Target) -> StepOutput:
+        """The forward after the encoder (its features `feats`, projections `zs`): predictor, target and
+        loss, with the gradient terms `grad_terms` let through. The gradient split calls it twice on one
+        encoder pass."""
         term1 = grad_terms in ("predictor_branch", "both")
         term2 = grad_terms in ("both", "target_branch")
-        feats, zs = map(list, zip(*self.per_view(self.encode, views)))
         # Term 1 off: the predictor still learns from its own input, but no gradient
         # passes through it into the encoder.
         ps = [self.predictor(z if term1 else z.detach()) for z in zs]

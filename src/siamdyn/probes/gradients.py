@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 
 from siamdyn.distributed import Dist, mean_over_ranks
-from siamdyn.methods.siamese import SiameseMethod, check_groups
+from siamdyn.methods.siamese import SiameseMethod, check_groups, check_views
+from siamdyn.methods.targets import TARGETS
 from siamdyn.probes.collapse import stack_scalars
 
 Group = Union[nn.Module, Iterable[torch.Tensor]]
@@ -109,8 +110,8 @@ def gradient_split(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tens
 
 def gradient_split_tensors(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tensor | None = None,
                            ctx: Dist = Dist(), groups: dict[str, Group] | None = None) -> dict[str, torch.Tensor]:
-    """`gradient_split` as 0-d tensors on the device: two extra forward/backward passes and no
-    host read (the training loop's probes read them with the step's other numbers)."""
+    """`gradient_split` as 0-d tensors on the device: one extra forward pass of the encoder, two
+    backward passes, and no host read (the training loop's probes read them with the step's other numbers)."""
     if not isinstance(model, SiameseMethod):  # it runs the method's own two gradient terms
         raise TypeError(f"gradient_split needs a SiameseMethod (unwrapped from DDP or torch.compile), got "
                         f"{type(model).__name__}; for a model of your own, call split_gradient(term1_loss, "
@@ -121,13 +122,17 @@ def gradient_split_tensors(model: nn.Module, views: list[torch.Tensor], xbar: to
                      stacklevel=3)
     flat_params = [p for ps in params.values() for p in ps]
     sizes = {name: sum(p.numel() for p in ps) for name, ps in params.items()}
-    target = "online" if model.cfg.target == "ema" else None
+    target = TARGETS["online"]() if model.cfg.target == "ema" else model.target
     split = {}
     with frozen_buffers(model):
+        check_views(views)
+        # one encoder pass for both terms: in training mode BatchNorm normalises with the batch's own
+        # statistics, so a second pass would give the same values (and cost a third of a step)
+        feats, zs = map(list, zip(*model.per_view(model.encode, views)))
         for term, grad_terms in (("g1", "predictor_branch"), ("g2", "target_branch")):
-            out = model(views, xbar, grad_terms=grad_terms, target=target)
+            out = model.heads(feats, zs, views, xbar, grad_terms, target)
             inputs = flat_params + (out.p if term == "g1" else [])
-            grads = torch.autograd.grad(out.loss, inputs, allow_unused=True)
+            grads = torch.autograd.grad(out.loss, inputs, allow_unused=True, retain_graph=term == "g1")
             split[term] = mean_over_ranks(ctx, _flat(grads[:len(flat_params)], flat_params))
             if term == "g1":
                 # ∂l/∂p: the seed's ∂L/∂h factor that both dφ/dt and term 1 carry. Globally
