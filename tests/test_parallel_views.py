@@ -31,14 +31,19 @@ def method_and_views(precision: str = "fp32", **over) -> tuple[SiameseMethod, li
 
 
 @contextlib.contextmanager
-def one_thread():
-    """The caller at the thread count each view gets in parallel (one), so a target it makes matches too."""
+def torch_threads(n: int):
+    """torch's thread count set to `n` inside the block (an earlier run's `threads=` may have left another)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def one_thread():
+    """The caller at the thread count each view gets in parallel (one), so a target it makes matches too."""
+    return torch_threads(1)
 
 
 def sequential(model: SiameseMethod, views: list[torch.Tensor], xbar: torch.Tensor | None = None):
@@ -145,37 +150,33 @@ def test_auto_says_why_it_is_off_and_on_refuses_what_it_cannot_run():
     model, _ = method_and_views()
 
     def choose(**over):
-        cfg = Config.from_preset("simsiam", {**TINY, **over})
-        return choose_parallel_views(cfg, cpu, Dist(), False, model)
-    threads = torch.get_num_threads()
-    if threads >= 2:
+        return choose_parallel_views(Config.from_preset("simsiam", {**TINY, **over}), cpu, Dist(), False, model)
+    with torch_threads(2):
         pool, why = choose()
-        assert pool is not None and "auto: on" in why
-    assert choose(parallel_views="off") == (None, "parallel_views=off")
-    assert "deterministic" in choose(deterministic=True)[1] and choose(deterministic=True)[0] is None
-    for over, word in [({"grad_terms": "both"}, "grad_terms=both"), ({"fuse_views": True}, "fuse_views")]:
-        pool, why = choose(**over)
-        assert pool is None and word in why
-        with pytest.raises(ConfigError, match=f"parallel_views=on cannot run here: .*{word}"):
-            choose(parallel_views="on", **over)
-    on = Config.from_preset("simsiam", {**TINY, "parallel_views": "on"})
-    with pytest.raises(ConfigError, match="CPUs only"):
-        choose_parallel_views(on, torch.device("meta"), Dist(), False, model)
-    with pytest.raises(ConfigError, match="torch.compile"):
-        choose_parallel_views(on, cpu, Dist(), True, model)
-    torch.set_num_threads(1)
-    try:
-        assert "1 thread(s) for 2 views" in choose()[1]
-    finally:
-        torch.set_num_threads(threads)
+        assert pool is not None and why == "auto: on, 1 thread(s) per view"
+        assert choose(parallel_views="off") == (None, "parallel_views=off")
+        assert choose(deterministic=True) == (None, "auto: off (deterministic=true)")
+        for over, word in [({"grad_terms": "both"}, "grad_terms=both"), ({"fuse_views": True}, "fuse_views")]:
+            pool, why = choose(**over)
+            assert pool is None and word in why
+            with pytest.raises(ConfigError, match=f"parallel_views=on cannot run here: .*{word}"):
+                choose(parallel_views="on", **over)
+        on = Config.from_preset("simsiam", {**TINY, "parallel_views": "on"})
+        with pytest.raises(ConfigError, match="CPUs only"):
+            choose_parallel_views(on, torch.device("meta"), Dist(), False, model)
+        with pytest.raises(ConfigError, match="torch.compile"):
+            choose_parallel_views(on, cpu, Dist(), True, model)
+    with torch_threads(1):
+        assert choose() == (None, "auto: off (1 thread(s) for 2 views)")
 
 
 def test_state_outside_batchnorm_keeps_auto_off():
     model, _ = method_and_views()
     model.backbone.register_buffer("steps_seen", torch.zeros(()))
-    cfg = Config.from_preset("simsiam", {**TINY})
-    pool, why = choose_parallel_views(cfg, torch.device("cpu"), Dist(), False, model)
-    assert pool is None and "buffers outside BatchNorm" in why
+    with torch_threads(2):
+        pool, why = choose_parallel_views(Config.from_preset("simsiam", TINY), torch.device("cpu"), Dist(), False,
+                                          model)
+    assert pool is None and why == "auto: off (the model has buffers outside BatchNorm)"
 
 
 @needs_fmnist
