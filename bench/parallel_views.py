@@ -9,13 +9,15 @@
 
 The three settings take turns, one step each per round, so a slow spell of a shared VM lands on all
 of them alike; the table holds each setting's median and the ratios per round. "Scaling" is the
-1-thread step over the setting's step: 2.0 on two cores means both cores are fully used.
+1-thread step over the setting's step: 2.0 on two cores means both cores are fully used. The timed
+conv kernels (models/conv.py) are measured per thread count, so the 1-thread settings share theirs.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from typing import Callable
 
 import torch
 from _common import emit, header
@@ -37,20 +39,24 @@ def setup(args: argparse.Namespace) -> tuple[SiameseMethod, list[torch.Tensor]]:
     return SiameseMethod(cfg, train_set.shape[0]).to(memory_format=torch.channels_last), views
 
 
-def settings(model: SiameseMethod, views: list[torch.Tensor], threads: int) -> dict:
+def settings(model: SiameseMethod, views: list[torch.Tensor], threads: int, bf16: bool) -> dict[str, Callable]:
+    """Each setting's step as train.py runs it: the forward under autocast, the backward after it."""
     pool = pv.view_threads(2, max(1, threads // 2))
 
-    def sequential(n: int):
+    def sequential(n: int) -> Callable[[], None]:
         def step() -> None:
             torch.set_num_threads(n)
             model.zero_grad(set_to_none=True)
-            model(views).loss.backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(views).loss
+            loss.backward()
             torch.set_num_threads(threads)
         return step
 
     def parallel() -> None:
         model.zero_grad(set_to_none=True)
-        pv.forward_backward(model, views, None, pool)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the threads take it over
+            pv.forward_backward(model, views, None, pool)
     return {"sequential, 1 thread": sequential(1), f"sequential, {threads} threads": sequential(threads),
             "parallel views": parallel}
 
@@ -67,15 +73,14 @@ def main() -> None:
         args.precision = choose_precision(torch.device("cpu")).precision
     threads = torch.get_num_threads()
     model, views = setup(args)
-    runs = settings(model, views, threads)
+    runs = settings(model, views, threads, args.precision == "bf16")
     times: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(args.pairs + 5):
         for name, fn in runs.items():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                start = time.perf_counter()
-                fn()
-                if r >= 5:
-                    times[name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            fn()
+            if r >= 5:
+                times[name].append(time.perf_counter() - start)
     one = times["sequential, 1 thread"]
     lines = header("Parallel views: forward + backward of both views, three ways")
     lines += [f"- fashion-mnist images, width {args.width}, batch {args.batch} (two views), {args.precision}, "

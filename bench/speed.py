@@ -1,8 +1,6 @@
 """Side-by-side training speed: siamdyn's loop vs a typical SSL loop, in one run.
 
-    python bench/speed.py                       # fmnist-small on this machine's CPU
-    python bench/speed.py --device cuda --dataset cifar-shaped --width 64
-    python bench/speed.py --variants typical,siamdyn,siamdyn-probes --steps 100
+    python bench/speed.py [--device cuda --dataset cifar-shaped --width 64] [--variants typical,siamdyn]
 
 Each variant runs in its own subprocess (so peak RSS is its own), after `--warmup` steps:
   typical          per-image augmentation in a torch Dataset + DataLoader, fp32, NCHW,

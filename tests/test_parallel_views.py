@@ -117,32 +117,60 @@ def test_a_failing_view_raises_in_the_caller_and_leaves_no_thread_waiting():
     parallel(model, views)  # the pool still works
 
 
-def test_each_view_thread_has_its_own_thread_count_and_the_caller_keeps_its_own():
-    before = torch.get_num_threads()
-    pool = pv.ViewThreads(2, 1)
-    try:
-        assert pool.run([torch.get_num_threads, torch.get_num_threads]) == [1, 1]
-        assert torch.get_num_threads() == before
-        names = pool.run([lambda: threading.current_thread().name] * 2)
-        assert names == ["siamdyn-view0", "siamdyn-view1"]
-    finally:
-        pool.close()
+def test_each_view_thread_has_its_own_thread_count_and_later_threads_get_the_callers():
+    """A worker's torch.set_num_threads also sets the process-wide count that a thread started later
+    copies on its first call; the pool puts the caller's back."""
+    with torch_threads(2):
+        pool = pv.ViewThreads(2, 1)
+        try:
+            assert pool.run([torch.get_num_threads, torch.get_num_threads]) == [1, 1]
+            assert pool.run([lambda: threading.current_thread().name] * 2) == ["siamdyn-view0", "siamdyn-view1"]
+            seen = []
+            later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+            later.start()
+            later.join()
+            assert seen == [2]
+        finally:
+            pool.close()
+
+
+def test_wrong_counts_fail_before_any_view_runs():
+    with pytest.raises(ValueError, match="at least one worker and one thread"):
+        pv.ViewThreads(2, 0)
+    model, views = method_and_views()
+    before = {k: b.clone() for k, b in model.named_buffers()}
+    with pytest.raises(ValueError, match="3 views for 2 view threads"):
+        parallel(model, views + views[:1])
+    assert all(torch.equal(b, before[k]) for k, b in model.named_buffers())
+
+
+def test_a_batchnorm_layer_run_twice_in_one_view_is_refused():
+    """Its running statistics could not follow the sequential order: a clear error, not a wrong result."""
+    model, views = method_and_views()
+    assert isinstance(model.projector[1], torch.nn.BatchNorm1d)
+    model.projector.insert(2, model.projector[1])  # the same layer again, right after itself
+    with pytest.raises(RuntimeError, match=r"BatchNorm layer 'projector.1' runs twice in one view's forward"):
+        parallel(model, views)
 
 
 def test_bf16_parallel_step_matches_the_sequential_step_to_rounding():
-    """Under bf16 autocast a shared layer's two gradients are summed in fp32 after the weight's cast
-    (per thread), not in bf16 before it: the same gradient up to bf16 rounding."""
-    model, views = method_and_views("bf16")
-    ref_model, _ = method_and_views("bf16")
+    """Under bf16 autocast a weight cast once for both views (autocast's cache) gets their two gradients
+    summed in fp32 where they reach the parameter, not in bf16 before the cast: those differ by a
+    rounding; BatchNorm's parameters and statistics, never cast, are equal (oneDNN's weight gradients
+    only: the timed kernel choice would alternate kernels between the two runs)."""
+    model, views = method_and_views("bf16", conv_weight_grad="torch")
+    ref_model, _ = method_and_views("bf16", conv_weight_grad="torch")
     ref_model.load_state_dict(model.state_dict())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         parallel(model, views)
         sequential(ref_model, views)
     a, b = state(model), state(ref_model)
-    assert a.keys() == b.keys()
-    for k in a:
-        scale = b[k].float().abs().max().clamp(min=1e-6)
-        assert (a[k].float() - b[k].float()).abs().max() / scale < 0.05, k
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    cast = {f"grad:{n}.{p}" for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+            for p, _ in m.named_parameters(recurse=False)}
+    assert differ and set(differ) <= cast, set(differ) - cast
+    for k in differ:
+        assert (a[k] - b[k]).abs().max() / b[k].abs().max() < 1e-2, k
 
 
 def test_auto_says_why_it_is_off_and_on_refuses_what_it_cannot_run():

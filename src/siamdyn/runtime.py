@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from siamdyn.config import Config
@@ -17,7 +16,7 @@ from siamdyn.data import AugmentParams, BatchAugment, ImageData, channel_stats, 
 from siamdyn.distributed import Dist, check_batch, rank_seed, sync_batchnorm
 from siamdyn.errors import ConfigError, DataError, warn
 from siamdyn.methods import SiameseMethod
-from siamdyn.methods.parallel_views import ViewThreads, view_threads
+from siamdyn.methods.parallel_views import ViewThreads, batchnorm_layers, view_threads
 from siamdyn.optim import build_optimizer
 
 
@@ -213,8 +212,8 @@ def choose_parallel_views(cfg: Config, device: torch.device, ctx: Dist, compiled
         return view_threads(2, max(1, threads // 2)), f"parallel_views=on: {max(1, threads // 2)} thread(s) per view"
     # auto also leaves alone what it cannot prove safe: a deterministic run, fewer threads than views, and a
     # backbone with state besides BatchNorm's (its forward could change it from both threads at once)
-    bn = (nn.modules.batchnorm._BatchNorm,)
-    other_state = any(not isinstance(m, bn) for m in model.modules() for _ in m.buffers(recurse=False))
+    ordered = {id(m) for _, m in batchnorm_layers(model)}
+    other_state = any(id(m) not in ordered for m in model.modules() for _ in m.buffers(recurse=False))
     obstacle = obstacle or ("deterministic=true" if cfg.deterministic else
                             f"{threads} thread(s) for 2 views" if threads < 2 else
                             "the model has buffers outside BatchNorm" if other_state else "")

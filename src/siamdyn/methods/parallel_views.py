@@ -13,13 +13,18 @@ What stays as in the sequential step:
 - Each parameter receives one gradient per view; a + b == b + a in IEEE arithmetic, so the order in
   which the threads add them does not matter and the step is deterministic. An fp32 step equals the
   sequential step run with the same threads per view bit for bit (tests/test_parallel_views.py).
-- Under bf16 autocast a weight's cast is cached per thread, so a layer the views share gets its two
-  gradients summed in fp32 after the cast, not in bf16 before it (a rounding, never a bias).
+- Under bf16 autocast the two views may share one cached bf16 cast of a weight, but each thread's
+  backward passes its own gradient through that cast, so a layer's two gradients are summed in fp32
+  when they reach the parameter, not in bf16 before the cast as in one backward pass: the same
+  gradient up to bf16 rounding, never a bias.
+A layer that runs twice in one view's forward (a shared BatchNorm, say) is refused: its running
+statistics could not follow the sequential order.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import os
 import queue
 import threading
 from collections import defaultdict
@@ -60,6 +65,8 @@ class ViewThreads:
     """`n` worker threads with `threads` intra-op threads each; `run` gives job i to worker i."""
 
     def __init__(self, n: int, threads: int) -> None:
+        if n < 1 or threads < 1:
+            raise ValueError(f"ViewThreads needs at least one worker and one thread each; got {n} and {threads}")
         caller_threads = torch.get_num_threads()
         self.threads = threads
         self.workers = [_Worker(threads, f"siamdyn-view{i}") for i in range(n)]
@@ -70,8 +77,10 @@ class ViewThreads:
 
     def run(self, jobs: list[Callable[[], T]]) -> list[T]:
         """jobs[i]() on worker i, all at once; their results, or the first job's error once all have ended."""
+        if len(jobs) != len(self.workers):  # before any job starts: none may run on alone
+            raise ValueError(f"{len(jobs)} jobs for {len(self.workers)} view threads")
         futures: list[cf.Future] = []
-        for worker, job in zip(self.workers, jobs, strict=True):
+        for worker, job in zip(self.workers, jobs):
             futures.append(cf.Future())
             worker.jobs.put((job, futures[-1]))
         cf.wait(futures)
@@ -85,6 +94,8 @@ class ViewThreads:
 
 
 _POOLS: dict[tuple[int, int], ViewThreads] = {}  # (views, threads each) → the process's pool, shared by its runs
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads: it makes its own
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def view_threads(n: int, threads: int) -> ViewThreads:
@@ -100,7 +111,8 @@ class BatchNormOrder:
     are updated view after view, as in the sequential step. Threads say their view with `view(i)`."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.names = {id(m): name for name, m in batchnorm_layers(model)}
+        self.layers = [m for _, m in batchnorm_layers(model)]
         self.cond = threading.Condition()
         self.calls: dict[tuple[int, int], int] = defaultdict(int)  # (view, layer id) → calls done
         self.ended: set[int] = set()
@@ -131,11 +143,16 @@ class BatchNormOrder:
 
     def _before(self, layer: nn.Module, args: object) -> None:
         v = getattr(self.local, "view", None)
-        if not v:  # view 0, or a call outside a view (the target, made on the caller's thread)
+        if v is None:  # a call outside a view (the target, made on the caller's thread)
             return
         key = id(layer)
         with self.cond:
-            self.cond.wait_for(lambda: self.calls[(v - 1, key)] > self.calls[(v, key)] or v - 1 in self.ended)
+            if self.calls[(v, key)]:  # the next view's first call could come between this view's two
+                raise RuntimeError(f"parallel views: BatchNorm layer {self.names[key]!r} runs twice in one view's "
+                                   "forward, so its running statistics cannot follow the sequential order; "
+                                   "set parallel_views=off")
+            if v:
+                self.cond.wait_for(lambda: self.calls[(v - 1, key)] > 0 or v - 1 in self.ended)
 
     def _after(self, layer: nn.Module, args: object, out: object) -> None:
         v = getattr(self.local, "view", None)
@@ -146,11 +163,19 @@ class BatchNormOrder:
             self.cond.notify_all()
 
 
+def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, layer) of every BatchNorm of `model`: the only state parallel views keep in order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def forward_backward(model: "SiameseMethod", views: list[torch.Tensor], xbar: torch.Tensor | None,
                      pool: ViewThreads) -> "StepOutput":
     """`model(views, xbar)` and the backward of its loss, view i's branch on `pool`'s thread i. The
     caller's autocast carries over to the threads. Needs term 2 off (`grad_terms=predictor_branch`)."""
-    from siamdyn.methods.siamese import StepOutput
+    from siamdyn.methods.siamese import StepOutput, check_views
+    check_views(views)
+    if len(views) != len(pool.workers):
+        raise ValueError(f"{len(views)} views for {len(pool.workers)} view threads")
     if model.cfg.grad_terms != "predictor_branch":
         raise ValueError("parallel views need grad_terms=predictor_branch: with term 2 on, the views' "
                          "backward passes meet in the target branch")
@@ -174,7 +199,8 @@ def forward_backward(model: "SiameseMethod", views: list[torch.Tensor], xbar: to
     def backward(i: int) -> Callable[[], list]:
         def job() -> list:
             mine = [model.wide_pair_loss(ps[a], targets[b]) for a, b in pairs if a == i]
-            torch.autograd.backward(mine, [torch.full_like(t, weight) for t in mine])
+            if mine:
+                torch.autograd.backward(mine, [torch.full_like(t, weight) for t in mine])
             return [t.detach() for t in mine]
         return job
 

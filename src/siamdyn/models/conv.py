@@ -30,7 +30,7 @@ from siamdyn.errors import warn
 
 NATIVE, IM2COL = "native", "im2col"
 _choices: dict[str, str] = {}  # shape key → NATIVE or IM2COL, measured once per process (or restored)
-_trials: dict[str, dict[str, list[float]]] = {}  # shape key → seconds of each kernel's calls while undecided
+_trials: dict[str, dict[str, list[tuple[int, float]]]] = {}  # shape key → (turn, seconds) of each kernel's calls
 _started: dict[str, int] = {}  # shape key → trial calls started (whose turn is next)
 _trial_lock = threading.Lock()
 TRIALS = 3  # timed calls of each kernel per shape, after one untimed call each (oneDNN builds its primitive)
@@ -113,23 +113,30 @@ def _trial_weight_grad(key: str, grad_out: torch.Tensor, x: torch.Tensor, weight
                        conv: dict) -> torch.Tensor:
     """One call of the kernel whose turn it is, timed; the shape's choice once both have `TRIALS`
     timed calls (im2col must be 10 % faster by the median to replace oneDNN). Thread-safe: parallel
-    views (methods/parallel_views.py) reach the same shape from two threads at once."""
+    views (methods/parallel_views.py) reach the same shape from two threads at once, so the turn goes
+    by calls started, and each call's timing is kept with its turn number (they may end out of order)."""
     if im2col_bytes(x, weight, grad_out) > IM2COL_MAX_BYTES:
         _choices[key] = NATIVE
         return weight_grad(NATIVE, grad_out, x, weight, conv)
-    with _trial_lock:  # the turn goes by calls started, so two threads at once take both kernels
-        started = _started[key] = _started.get(key, 0) + 1
-    kernel = NATIVE if started % 2 else IM2COL
+    with _trial_lock:
+        decided = _choices.get(key)  # by another thread since the caller looked
+        turn = None if decided else _started.setdefault(key, 0) + 1
+        if turn:
+            _started[key] = turn
+    if decided:
+        return weight_grad(decided, grad_out, x, weight, conv)
+    kernel = NATIVE if turn % 2 else IM2COL
     start = time.perf_counter()
     grad = weight_grad(kernel, grad_out, x, weight, conv)
     elapsed = time.perf_counter() - start
     with _trial_lock:
-        if key in _choices:  # decided while this call ran (on another thread)
+        if key in _choices:  # decided while this call ran
             return grad
         times = _trials.setdefault(key, {NATIVE: [], IM2COL: []})
-        times[kernel].append(elapsed)
+        times[kernel].append((turn, elapsed))
         if min(map(len, times.values())) > TRIALS:
-            native, im2col = (statistics.median(times[k][1:]) for k in (NATIVE, IM2COL))  # [0]: untimed warm-up
+            # turns 1 and 2 are each kernel's untimed warm-up (oneDNN builds its primitive)
+            native, im2col = (statistics.median(t for n, t in times[k] if n > 2) for k in (NATIVE, IM2COL))
             _choices[key] = IM2COL if im2col < 0.9 * native else NATIVE
             del _trials[key], _started[key]
     return grad
