@@ -137,6 +137,10 @@ def test_each_view_thread_has_its_own_thread_count_and_later_threads_get_the_cal
 def test_wrong_counts_fail_before_any_view_runs():
     with pytest.raises(ValueError, match="at least one worker and one thread"):
         pv.ViewThreads(2, 0)
+    ran = []
+    with pytest.raises(ValueError, match="1 jobs for 2 view threads"):
+        pv.view_threads(2, 1).run([lambda: ran.append(1)])
+    assert ran == []
     model, views = method_and_views()
     before = {k: b.clone() for k, b in model.named_buffers()}
     with pytest.raises(ValueError, match="3 views for 2 view threads"):
@@ -196,6 +200,15 @@ def test_auto_says_why_it_is_off_and_on_refuses_what_it_cannot_run():
             choose_parallel_views(on, cpu, Dist(), True, model)
     with torch_threads(1):
         assert choose() == (None, "auto: off (1 thread(s) for 2 views)")
+
+
+def test_a_batchnorm_layer_in_two_places_keeps_auto_off():
+    model, _ = method_and_views()
+    model.projector.insert(2, model.projector[1])
+    with torch_threads(2):
+        pool, why = choose_parallel_views(Config.from_preset("simsiam", TINY), torch.device("cpu"), Dist(), False,
+                                          model)
+    assert pool is None and why == "auto: off (a BatchNorm layer sits in two places of the model)"
 
 
 def test_state_outside_batchnorm_keeps_auto_off():

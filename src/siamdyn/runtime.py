@@ -214,9 +214,12 @@ def choose_parallel_views(cfg: Config, device: torch.device, ctx: Dist, compiled
     # backbone with state besides BatchNorm's (its forward could change it from both threads at once)
     ordered = {id(m) for _, m in batchnorm_layers(model)}
     other_state = any(id(m) not in ordered for m in model.modules() for _ in m.buffers(recurse=False))
+    places = [id(m) for _, m in model.named_modules(remove_duplicate=False) if id(m) in ordered]
+    shared = len(places) > len(set(places))  # one layer, two uses: its second call in a view would be refused
     obstacle = obstacle or ("deterministic=true" if cfg.deterministic else
                             f"{threads} thread(s) for 2 views" if threads < 2 else
-                            "the model has buffers outside BatchNorm" if other_state else "")
+                            "the model has buffers outside BatchNorm" if other_state else
+                            "a BatchNorm layer sits in two places of the model" if shared else "")
     if obstacle:
         return None, f"auto: off ({obstacle})"
     return view_threads(2, threads // 2), f"auto: on, {threads // 2} thread(s) per view"

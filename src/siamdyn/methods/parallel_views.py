@@ -1,7 +1,7 @@
 """Both views of a step at once on a multi-core CPU: one thread per view, each with its share of the cores.
 
 At width 16 on 28×28 images one convolution or BatchNorm is too small to keep two cores busy: two
-threads made the step 1.6–1.7× faster than one, not 2× (docs/design.md §7, "Parallel views"). With
+threads made the step 1.75–1.80× faster than one, not 2× (docs/design.md §7, "Parallel views"). With
 the stop-gradient (term 2 off, docs/seed.md §3) the two online branches never meet in the backward
 pass: D(p_i, sg(t_j)) sends gradient into view i's branch only. So view i's forward, and the
 backward of its loss terms, run on thread i with a single-view share of the cores; the target is
@@ -11,8 +11,10 @@ What stays as in the sequential step:
 - BatchNorm running statistics are updated in view order: a view's call of a BatchNorm layer waits
   until the previous view's call of that layer is done (`BatchNormOrder`).
 - Each parameter receives one gradient per view; a + b == b + a in IEEE arithmetic, so the order in
-  which the threads add them does not matter and the step is deterministic. An fp32 step equals the
-  sequential step run with the same threads per view bit for bit (tests/test_parallel_views.py).
+  which the threads add them does not matter and the step is deterministic (heads that draw random
+  numbers, dropout, would draw them in an order that changes between runs: set parallel_views=off).
+  An fp32 step equals the sequential step run with the same threads per view bit for bit
+  (tests/test_parallel_views.py).
 - Under bf16 autocast the two views may share one cached bf16 cast of a weight, but each thread's
   backward passes its own gradient through that cast, so a layer's two gradients are summed in fp32
   when they reach the parameter, not in bf16 before the cast as in one backward pass: the same
@@ -45,13 +47,19 @@ class _Worker(threading.Thread):
     def __init__(self, threads: int, name: str) -> None:
         super().__init__(name=name, daemon=True)
         self.threads, self.jobs, self.ready = threads, queue.SimpleQueue(), threading.Event()
+        self.failed: BaseException | None = None
 
     def run(self) -> None:
         # A thread's first ATen call copies the process-wide thread count into it; make that call
         # now, then set this thread's own (which also sets the process-wide one: the caller restores it).
-        torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        self.ready.set()
+        try:
+            torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        except BaseException as e:  # the caller, waiting on `ready`, raises it
+            self.failed = e
+            return
+        finally:
+            self.ready.set()
         while (job := self.jobs.get()) is not None:
             fn, future = job
             if future.set_running_or_notify_cancel():
@@ -74,6 +82,10 @@ class ViewThreads:
             w.start()
             w.ready.wait()
         torch.set_num_threads(caller_threads)  # each worker set the process-wide count to its own
+        failed = [w.failed for w in self.workers if w.failed is not None]
+        if failed:
+            self.close()
+            raise failed[0]
 
     def run(self, jobs: list[Callable[[], T]]) -> list[T]:
         """jobs[i]() on worker i, all at once; their results, or the first job's error once all have ended."""
@@ -90,7 +102,8 @@ class ViewThreads:
         for w in self.workers:
             w.jobs.put(None)
         for w in self.workers:
-            w.join()
+            if w.is_alive():
+                w.join()
 
 
 _POOLS: dict[tuple[int, int], ViewThreads] = {}  # (views, threads each) → the process's pool, shared by its runs
@@ -107,8 +120,9 @@ def view_threads(n: int, threads: int) -> ViewThreads:
 
 class BatchNormOrder:
     """Inside `with order:`, a view's call of a BatchNorm layer of `model` waits until the previous view
-    has made the same call (its c-th of that layer) or has ended its part, so the running statistics
-    are updated view after view, as in the sequential step. Threads say their view with `view(i)`."""
+    has made its call of that layer or has ended its part, so the running statistics are updated view
+    after view, as in the sequential step (two views; a layer runs once per view, or the second call
+    raises). Threads say their view with `view(i)`."""
 
     def __init__(self, model: nn.Module) -> None:
         self.names = {id(m): name for name, m in batchnorm_layers(model)}

@@ -110,8 +110,8 @@ def gradient_split(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tens
 
 def gradient_split_tensors(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tensor | None = None,
                            ctx: Dist = Dist(), groups: dict[str, Group] | None = None) -> dict[str, torch.Tensor]:
-    """`gradient_split` as 0-d tensors on the device: one extra forward pass over the views (an x̄
-    target is encoded per term), two backward passes, and no host read (the training loop's probes
+    """`gradient_split` as 0-d tensors on the device: one extra encoder pass over the views (the heads
+    and an x̄ target run per term), two backward passes, and no host read (the training loop's probes
     read them with the step's other numbers)."""
     if not isinstance(model, SiameseMethod):  # it runs the method's own two gradient terms
         raise TypeError(f"gradient_split needs a SiameseMethod (unwrapped from DDP or torch.compile), got "

@@ -13,7 +13,7 @@
     headline()                the progress bar's numbers; state_dict() for checkpoints
 
 Nothing here reads a value from the device during a step (probes/deferred.py says why):
-a probe costs one extra forward pass, two backward passes and no wait.
+a probe costs one extra encoder pass, two backward passes and no wait.
 """
 from __future__ import annotations
 
