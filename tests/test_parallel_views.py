@@ -239,3 +239,19 @@ def test_a_training_run_with_parallel_views_equals_the_sequential_run_at_one_thr
         runs[name + "/weights"] = Checkpoint.load_run(str(tmp_path / name)).model
     assert len(runs["parallel"]) == 4 and runs["parallel"] == runs["sequential"]
     assert_same(runs["parallel/weights"], runs["sequential/weights"])
+
+
+@pytest.mark.parametrize("preset", ["simsiam", "byol"])
+def test_the_gradient_split_on_view_threads_is_the_sequential_split_bit_for_bit(preset):
+    """fp32, one thread per view against the sequential split at one thread: every number of the record."""
+    from siamdyn.probes.gradients import gradient_split_tensors
+    cfg = Config.from_preset(preset, {**TINY, "channels_last": "on"})
+    torch.manual_seed(0)
+    model = SiameseMethod(cfg, 1).to(memory_format=NHWC)
+    _, views = method_and_views()
+    with one_thread():
+        ref = gradient_split_tensors(model, views)
+        got = gradient_split_tensors(model, views, pool=pv.view_threads(2, 1))
+    assert ref.keys() == got.keys() and "dl_dp_norm" in got
+    assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in ref.items()}
+    assert float(got["g2_norm"]) > 0 and float(got["g1_norm"]) > 0

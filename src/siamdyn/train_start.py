@@ -76,7 +76,7 @@ def check_start(cfg: Config, out: str, overwrite: bool, resume: bool, ctx: Dist,
     check_schedules(s)
     heldout = HeldoutProbe(s.model, s.test_set.images[:cfg.heldout_images].to(s.device), eval_input(cfg, s.augment),
                            cfg.heldout_every)
-    return Start(cfg, precision, s, ProbeSession(s.model, cfg, ctx, heldout), ckpt, changes, loggers)
+    return Start(cfg, precision, s, ProbeSession(s.model, cfg, ctx, heldout, s.view_threads), ckpt, changes, loggers)
 
 
 def resolve_auto(cfg: Config, ctx: Dist, saved: Config | None) -> tuple[Config, PrecisionChoice]:

@@ -193,9 +193,7 @@ def forward_backward(model: "SiameseMethod", views: list[torch.Tensor], xbar: to
     if model.cfg.grad_terms != "predictor_branch":
         raise ValueError("parallel views need grad_terms=predictor_branch: with term 2 on, the views' "
                          "backward passes meet in the target branch")
-    device = views[0].device.type
-    cast = dict(device_type=device, dtype=torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device))
-    order = BatchNormOrder(model)
+    cast, order = callers_autocast(views[0].device.type), BatchNormOrder(model)
 
     def online(i: int) -> Callable[[], tuple]:
         def job() -> tuple:
@@ -208,7 +206,7 @@ def forward_backward(model: "SiameseMethod", views: list[torch.Tensor], xbar: to
         feats, zs, ps = map(list, zip(*pool.run([online(i) for i in range(len(views))])))
     targets = model.target.make(model, views, zs, xbar, False)  # behind the stop-gradient: no graph back
     pairs = model.target.pairs
-    weight = 1.0 if model.cfg.symmetrize == "sum" else 1.0 / len(pairs)  # what sum / mean hand each term
+    weight = term_weight(model, pairs)
 
     def backward(i: int) -> Callable[[], list]:
         def job() -> list:
@@ -222,3 +220,54 @@ def forward_backward(model: "SiameseMethod", views: list[torch.Tensor], xbar: to
     mine = [iter(terms) for terms in by_view]
     loss = model.combine_losses([next(mine[a]) for a, _ in pairs])
     return StepOutput(loss, zs, ps, targets, feats)
+
+
+def split_on_view_threads(model: "SiameseMethod", views: list[torch.Tensor], params: list[torch.Tensor],
+                          pool: ViewThreads, pairs: tuple[tuple[int, int], ...]
+                          ) -> tuple[list, list, list[torch.Tensor]]:
+    """The gradient split's g1 and g2 per parameter and ‖∂l/∂p_i‖² per view (probes/gradients.py
+    `split_terms`) for the online target, a view per thread: term 1 of pair (i, j) reaches view i's
+    branch only, term 2 view j's, so thread k takes the terms that reach its own view, and the
+    two views' parts are summed here. Its backward runs outside autocast, as the training step's."""
+    cast, order = callers_autocast(views[0].device.type), BatchNormOrder(model)
+
+    def online(i: int) -> Callable[[], tuple]:
+        def job() -> tuple:
+            with order.view(i), torch.autocast(**cast):
+                z = model.encode(views[i])[1]
+                return z, model.predictor(z)
+        return job
+
+    with order:
+        zs, ps = map(list, zip(*pool.run([online(i) for i in range(len(views))])))
+    n, weight = len(params), term_weight(model, pairs)
+
+    def terms(k: int) -> Callable[[], tuple]:
+        def job() -> tuple:
+            term1 = [model.wide_pair_loss(ps[k], zs[j].detach()) for i, j in pairs if i == k]
+            term2 = [model.wide_pair_loss(ps[i].detach(), zs[k]) for i, j in pairs if j == k]
+            g1 = torch.autograd.grad(term1, params + [ps[k]], [torch.full_like(t, weight) for t in term1],
+                                     retain_graph=True, allow_unused=True)
+            g2 = torch.autograd.grad(term2, params, [torch.full_like(t, weight) for t in term2], allow_unused=True)
+            return g1[:n], g1[n], g2
+        return job
+
+    parts = pool.run([terms(k) for k in range(len(views))])
+    return ([_sum(p[0][i] for p in parts) for i in range(n)], [_sum(p[2][i] for p in parts) for i in range(n)],
+            [p[1].float().pow(2).sum() for p in parts if p[1] is not None])
+
+
+def _sum(grads: Iterator[torch.Tensor | None]) -> torch.Tensor | None:
+    """The views' gradients of one parameter added in view order (None where none reached it)."""
+    present = [g for g in grads if g is not None]
+    return sum(present[1:], present[0]) if present else None
+
+
+def callers_autocast(device: str) -> dict:
+    """The calling thread's autocast setting, for the view threads to take over (it is per thread)."""
+    return dict(device_type=device, dtype=torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device))
+
+
+def term_weight(model: "SiameseMethod", pairs: tuple) -> float:
+    """What `SiameseMethod.combine_losses` hands each pair's loss in the backward: 1 for a sum, 1/n for a mean."""
+    return 1.0 if model.cfg.symmetrize == "sum" else 1.0 / len(pairs)

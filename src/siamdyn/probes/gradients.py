@@ -24,7 +24,8 @@ import torch.nn as nn
 
 from siamdyn.distributed import Dist, mean_over_ranks
 from siamdyn.methods.siamese import SiameseMethod, check_groups, check_views
-from siamdyn.methods.targets import TARGETS
+from siamdyn.methods.parallel_views import ViewThreads, split_on_view_threads
+from siamdyn.methods.targets import TARGETS, Target
 from siamdyn.probes.collapse import stack_scalars
 
 Group = Union[nn.Module, Iterable[torch.Tensor]]
@@ -109,10 +110,12 @@ def gradient_split(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tens
 
 
 def gradient_split_tensors(model: nn.Module, views: list[torch.Tensor], xbar: torch.Tensor | None = None,
-                           ctx: Dist = Dist(), groups: dict[str, Group] | None = None) -> dict[str, torch.Tensor]:
+                           ctx: Dist = Dist(), groups: dict[str, Group] | None = None,
+                           pool: ViewThreads | None = None) -> dict[str, torch.Tensor]:
     """`gradient_split` as 0-d tensors on the device: one extra encoder pass over the views (the heads
     and an x̄ target run per term), two backward passes, and no host read (the training loop's probes
-    read them with the step's other numbers)."""
+    read them with the step's other numbers). `pool`: the training step's view threads, which take a
+    view each where the target is the online network's own output (methods/parallel_views.py)."""
     if not isinstance(model, SiameseMethod):  # it runs the method's own two gradient terms
         raise TypeError(f"gradient_split needs a SiameseMethod (unwrapped from DDP or torch.compile), got "
                         f"{type(model).__name__}; for a model of your own, call split_gradient(term1_loss, "
@@ -124,24 +127,32 @@ def gradient_split_tensors(model: nn.Module, views: list[torch.Tensor], xbar: to
     flat_params = [p for ps in params.values() for p in ps]
     sizes = {name: sum(p.numel() for p in ps) for name, ps in params.items()}
     target = TARGETS["online"]() if model.cfg.target == "ema" else model.target
-    split = {}
     with frozen_buffers(model):
         check_views(views)
-        # one encoder pass for both terms: in training mode BatchNorm normalises with the batch's own
-        # statistics, so a second pass would give the same values (and cost a third of a step)
-        feats, zs = map(list, zip(*model.per_view(model.encode, views)))
-        for term, grad_terms in (("g1", "predictor_branch"), ("g2", "target_branch")):
-            out = model.heads(feats, zs, views, xbar, grad_terms, target)
-            inputs = flat_params + (out.p if term == "g1" else [])
-            grads = torch.autograd.grad(out.loss, inputs, allow_unused=True, retain_graph=term == "g1")
-            split[term] = mean_over_ranks(ctx, _flat(grads[:len(flat_params)], flat_params))
-            if term == "g1":
-                # ∂l/∂p: the seed's ∂L/∂h factor that both dφ/dt and term 1 carry. Globally
-                # ∂L/∂p = ∂l_r/∂p / world on rank r's rows, so ‖∂L/∂p‖² = mean_r ‖∂l_r/∂p‖² / world.
-                dl_dp = [g.float().pow(2).sum() for g in grads[len(flat_params):] if g is not None]
-                dl_dp_sq = mean_over_ranks(ctx, torch.stack(dl_dp).sum()) / ctx.world if dl_dp else None
+        if pool is not None and type(target) is Target:  # each term reaches one view's branch only
+            g1, g2, dl_dp = split_on_view_threads(model, views, flat_params, pool, target.pairs)
+        else:
+            g1, g2, dl_dp = split_terms(model, views, xbar, target, flat_params)
+    split = {"g1": mean_over_ranks(ctx, _flat(g1, flat_params)), "g2": mean_over_ranks(ctx, _flat(g2, flat_params))}
+    # ∂l/∂p: the seed's ∂L/∂h factor that both dφ/dt and term 1 carry. Globally
+    # ∂L/∂p = ∂l_r/∂p / world on rank r's rows, so ‖∂L/∂p‖² = mean_r ‖∂l_r/∂p‖² / world.
+    dl_dp_sq = mean_over_ranks(ctx, torch.stack(dl_dp).sum()) / ctx.world if dl_dp else None
     record = {"dl_dp_norm": dl_dp_sq.sqrt()} if dl_dp_sq is not None else {}
     return {**record, **split_tensors(split["g1"], split["g2"], sizes)}
+
+
+def split_terms(model: SiameseMethod, views: list[torch.Tensor], xbar: torch.Tensor | None, target: Target,
+                params: list[torch.Tensor]) -> tuple[list, list, list[torch.Tensor]]:
+    """g1 and g2 per parameter (None: no gradient) and ‖∂l/∂p_i‖² per view, from one encoder pass for
+    both terms: in training mode BatchNorm normalises with the batch's own statistics, so a second
+    pass would give the same values (and cost a third of a step)."""
+    feats, zs = map(list, zip(*model.per_view(model.encode, views)))
+    out = model.heads(feats, zs, views, xbar, "predictor_branch", target)
+    g1 = torch.autograd.grad(out.loss, params + out.p, allow_unused=True, retain_graph=True)
+    dl_dp = [g.float().pow(2).sum() for g in g1[len(params):] if g is not None]
+    out = model.heads(feats, zs, views, xbar, "target_branch", target)
+    g2 = torch.autograd.grad(out.loss, params, allow_unused=True)
+    return list(g1[:len(params)]), list(g2), dl_dp
 
 
 class ModuleSpeeds:

@@ -25,6 +25,7 @@ import torch
 from siamdyn.config import Config
 from siamdyn.distributed import Dist
 from siamdyn.methods import SiameseMethod, StepOutput
+from siamdyn.methods.parallel_views import ViewThreads
 from siamdyn.probes.collapse import CollapseMonitor, collapse_tensors, finish_metrics, stack_scalars
 from siamdyn.probes.deferred import DeferredReads, Stopwatch
 from siamdyn.probes.gradients import ModuleSpeeds, gradient_split_tensors, read_values
@@ -46,8 +47,10 @@ class StepReading:
 
 
 class ProbeSession:
-    def __init__(self, model: SiameseMethod, cfg: Config, ctx: Dist = Dist(), heldout: HeldoutProbe | None = None):
+    def __init__(self, model: SiameseMethod, cfg: Config, ctx: Dist = Dist(), heldout: HeldoutProbe | None = None,
+                 view_threads: ViewThreads | None = None):
         self.model, self.every, self.first, self.ctx = model, cfg.probe_every, cfg.probe_first, ctx
+        self.view_threads = view_threads  # the training step's, if it has them: the gradient split uses them too
         self._heldout = heldout
         self.monitor = CollapseMonitor(cfg.proj_dim, rank_floor=cfg.collapse_rank_floor, patience=cfg.collapse_patience)
         self.linear_predictor = cfg.predictor == "linear"
@@ -74,7 +77,7 @@ class ProbeSession:
         if self.active:
             # Every rank joins (its forward passes hold collectives); g1, g2 are averaged over ranks.
             with self.watch.section():
-                self._split = gradient_split_tensors(self.model, views, xbar, self.ctx)
+                self._split = gradient_split_tensors(self.model, views, xbar, self.ctx, pool=self.view_threads)
 
     def after_backward(self) -> None:
         if self.active and self.ctx.is_main:
