@@ -221,12 +221,14 @@ def test_state_outside_batchnorm_keeps_auto_off():
 
 
 @needs_fmnist
-def test_a_training_run_with_parallel_views_equals_the_sequential_run_at_one_thread_per_view(tmp_path):
+def test_a_training_run_with_parallel_views_equals_the_sequential_run_at_one_thread_per_view(tmp_path, monkeypatch):
     """The whole loop: parallel views at one thread per view against parallel_views=off at one thread,
-    fp32: the same losses and final weights (BatchNorm buffers included)."""
+    fp32: the same losses, gradient-split records and final weights (BatchNorm buffers included)."""
     base = {**TINY, "dataset": "fashion-mnist", "limit": 256, "test_limit": 64, "max_steps": 4, "epochs": 1,
             "channels_last": "on", "knn_every": 0, "lr": 0.01}
-    runs = {}
+    from siamdyn.probes import gradients
+    runs, threaded, split, name = {}, [], gradients.split_on_view_threads, ""
+    monkeypatch.setattr(gradients, "split_on_view_threads", lambda *a: threaded.append(name) or split(*a))
     for name, over in {"parallel": {"parallel_views": "on", "threads": 2},
                        "sequential": {"parallel_views": "off", "threads": 1}}.items():
         threads = torch.get_num_threads()
@@ -236,22 +238,36 @@ def test_a_training_run_with_parallel_views_equals_the_sequential_run_at_one_thr
             torch.set_num_threads(threads)
         lines = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         runs[name] = [d["loss"] for d in lines if "loss" in d]  # the caller's own readings run at its thread count
+        runs[name + "/split"] = [{k: v for k, v in d.items() if k.startswith(("g1_", "g2_", "cos_g1", "dl_dp"))}
+                                 for d in lines if "g1_norm" in d]
         runs[name + "/weights"] = Checkpoint.load_run(str(tmp_path / name)).model
     assert len(runs["parallel"]) == 4 and runs["parallel"] == runs["sequential"]
+    # the probe ran on the view threads (the norms are summed on the caller's two threads: to rounding)
+    assert threaded == ["parallel"] * len(runs["parallel/split"]) and runs["parallel/split"]
+    for got, ref in zip(runs["parallel/split"], runs["sequential/split"]):
+        assert got == pytest.approx(ref, rel=1e-5)
     assert_same(runs["parallel/weights"], runs["sequential/weights"])
 
 
-@pytest.mark.parametrize("preset", ["simsiam", "byol"])
-def test_the_gradient_split_on_view_threads_is_the_sequential_split_bit_for_bit(preset):
-    """fp32, one thread per view against the sequential split at one thread: every number of the record."""
-    from siamdyn.probes.gradients import gradient_split_tensors
-    cfg = Config.from_preset(preset, {**TINY, "channels_last": "on"})
+@pytest.mark.parametrize("preset", ["simsiam", "byol", "xbar"])
+def test_the_gradient_split_on_view_threads_is_the_sequential_split_bit_for_bit(preset, monkeypatch):
+    """fp32, one thread per view against the sequential split at one thread: every number of the record,
+    the buffers restored; the x̄ target (eq. 10), whose term 2 reaches a third branch, stays sequential."""
+    from siamdyn.probes import gradients
+    cfg = Config.from_preset(preset, {**TINY, "channels_last": "on", "mean_views": 2})
     torch.manual_seed(0)
     model = SiameseMethod(cfg, 1).to(memory_format=NHWC)
     _, views = method_and_views()
+    xbar = torch.stack(views).mean(0) if preset == "xbar" else None
+    threaded = []
+    split = gradients.split_on_view_threads
+    monkeypatch.setattr(gradients, "split_on_view_threads", lambda *a: threaded.append(1) or split(*a))
+    before = {k: b.clone() for k, b in model.named_buffers()}
     with one_thread():
-        ref = gradient_split_tensors(model, views)
-        got = gradient_split_tensors(model, views, pool=pv.view_threads(2, 1))
-    assert ref.keys() == got.keys() and "dl_dp_norm" in got
+        ref = gradients.gradient_split_tensors(model, views, xbar)
+        got = gradients.gradient_split_tensors(model, views, xbar, pool=pv.view_threads(2, 1))
+    assert threaded == ([] if preset == "xbar" else [1])
+    assert all(torch.equal(b, before[k]) for k, b in model.named_buffers())
+    assert ref.keys() == got.keys() and "g2_norm" in got
     assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in ref.items()}
     assert float(got["g2_norm"]) > 0 and float(got["g1_norm"]) > 0

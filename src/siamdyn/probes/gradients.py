@@ -129,7 +129,8 @@ def gradient_split_tensors(model: nn.Module, views: list[torch.Tensor], xbar: to
     target = TARGETS["online"]() if model.cfg.target == "ema" else model.target
     with frozen_buffers(model):
         check_views(views)
-        if pool is not None and type(target) is Target:  # each term reaches one view's branch only
+        # each term reaches one view's branch only: the online target, the method's own groups, views apart
+        if pool is not None and type(target) is Target and groups is None and not model.cfg.fuse_views:
             g1, g2, dl_dp = split_on_view_threads(model, views, flat_params, pool, target.pairs)
         else:
             g1, g2, dl_dp = split_terms(model, views, xbar, target, flat_params)
@@ -147,11 +148,12 @@ def split_terms(model: SiameseMethod, views: list[torch.Tensor], xbar: torch.Ten
     both terms: in training mode BatchNorm normalises with the batch's own statistics, so a second
     pass would give the same values (and cost a third of a step)."""
     feats, zs = map(list, zip(*model.per_view(model.encode, views)))
-    out = model.heads(feats, zs, views, xbar, "predictor_branch", target)
-    g1 = torch.autograd.grad(out.loss, params + out.p, allow_unused=True, retain_graph=True)
+    out1 = model.heads(feats, zs, views, xbar, "predictor_branch", target)
+    out2 = model.heads(feats, zs, views, xbar, "target_branch", target)
+    with torch.autocast(zs[0].device.type, enabled=False):  # the backward runs as the training step's does
+        g1 = torch.autograd.grad(out1.loss, params + out1.p, allow_unused=True, retain_graph=True)
+        g2 = torch.autograd.grad(out2.loss, params, allow_unused=True)
     dl_dp = [g.float().pow(2).sum() for g in g1[len(params):] if g is not None]
-    out = model.heads(feats, zs, views, xbar, "target_branch", target)
-    g2 = torch.autograd.grad(out.loss, params, allow_unused=True)
     return list(g1[:len(params)]), list(g2), dl_dp
 
 
