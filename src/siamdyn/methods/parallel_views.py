@@ -125,8 +125,8 @@ class BatchNormOrder:
     raises). Threads say their view with `view(i)`."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.names = {id(m): name for name, m in batchnorm_layers(model)}
-        self.layers = [m for _, m in batchnorm_layers(model)]
+        named = batchnorm_layers(model)
+        self.names, self.layers = {id(m): name for name, m in named}, [m for _, m in named]
         self.cond = threading.Condition()
         self.calls: dict[tuple[int, int], int] = defaultdict(int)  # (view, layer id) → calls done
         self.ended: set[int] = set()
@@ -193,6 +193,28 @@ def forward_backward(model: "SiameseMethod", views: list[torch.Tensor], xbar: to
     if model.cfg.grad_terms != "predictor_branch":
         raise ValueError("parallel views need grad_terms=predictor_branch: with term 2 on, the views' "
                          "backward passes meet in the target branch")
+    feats, zs, ps = online_pass(model, views, pool)
+    targets = model.target.make(model, views, zs, xbar, False)  # behind the stop-gradient: no graph back
+    pairs = model.target.pairs
+    weight = term_weight(model, pairs)
+
+    def backward(i: int) -> Callable[[], list]:
+        def job() -> list:
+            mine = [model.wide_pair_loss(ps[a], targets[b]) for a, b in pairs if a == i]
+            if mine:
+                torch.autograd.backward(mine, weighted(mine, weight))
+            return [t.detach() for t in mine]
+        return job
+
+    by_view = pool.run([backward(i) for i in range(len(views))])
+    mine = [iter(terms) for terms in by_view]
+    loss = model.combine_losses([next(mine[a]) for a, _ in pairs])
+    return StepOutput(loss, zs, ps, targets, feats)
+
+
+def online_pass(model: "SiameseMethod", views: list[torch.Tensor], pool: ViewThreads) -> tuple[list, list, list]:
+    """(features, projections z, predictions p) per view, view i's forward on `pool`'s thread i under the
+    caller's autocast, BatchNorm running statistics updated in view order."""
     cast, order = callers_autocast(views[0].device.type), BatchNormOrder(model)
 
     def online(i: int) -> Callable[[], tuple]:
@@ -203,23 +225,7 @@ def forward_backward(model: "SiameseMethod", views: list[torch.Tensor], xbar: to
         return job
 
     with order:
-        feats, zs, ps = map(list, zip(*pool.run([online(i) for i in range(len(views))])))
-    targets = model.target.make(model, views, zs, xbar, False)  # behind the stop-gradient: no graph back
-    pairs = model.target.pairs
-    weight = term_weight(model, pairs)
-
-    def backward(i: int) -> Callable[[], list]:
-        def job() -> list:
-            mine = [model.wide_pair_loss(ps[a], targets[b]) for a, b in pairs if a == i]
-            if mine:
-                torch.autograd.backward(mine, [torch.full_like(t, weight) for t in mine])
-            return [t.detach() for t in mine]
-        return job
-
-    by_view = pool.run([backward(i) for i in range(len(views))])
-    mine = [iter(terms) for terms in by_view]
-    loss = model.combine_losses([next(mine[a]) for a, _ in pairs])
-    return StepOutput(loss, zs, ps, targets, feats)
+        return tuple(map(list, zip(*pool.run([online(i) for i in range(len(views))]))))
 
 
 def split_on_view_threads(model: "SiameseMethod", views: list[torch.Tensor], params: list[torch.Tensor],
@@ -229,26 +235,16 @@ def split_on_view_threads(model: "SiameseMethod", views: list[torch.Tensor], par
     `split_terms`) for the online target, a view per thread: term 1 of pair (i, j) reaches view i's
     branch only, term 2 view j's, so thread k takes the terms that reach its own view, and the
     two views' parts are summed here. Its backward runs outside autocast, as the training step's."""
-    cast, order = callers_autocast(views[0].device.type), BatchNormOrder(model)
-
-    def online(i: int) -> Callable[[], tuple]:
-        def job() -> tuple:
-            with order.view(i), torch.autocast(**cast):
-                z = model.encode(views[i])[1]
-                return z, model.predictor(z)
-        return job
-
-    with order:
-        zs, ps = map(list, zip(*pool.run([online(i) for i in range(len(views))])))
+    _, zs, ps = online_pass(model, views, pool)
     n, weight = len(params), term_weight(model, pairs)
 
     def terms(k: int) -> Callable[[], tuple]:
         def job() -> tuple:
             term1 = [model.wide_pair_loss(ps[k], zs[j].detach()) for i, j in pairs if i == k]
             term2 = [model.wide_pair_loss(ps[i].detach(), zs[k]) for i, j in pairs if j == k]
-            g1 = torch.autograd.grad(term1, params + [ps[k]], [torch.full_like(t, weight) for t in term1],
-                                     retain_graph=True, allow_unused=True)
-            g2 = torch.autograd.grad(term2, params, [torch.full_like(t, weight) for t in term2], allow_unused=True)
+            g1 = torch.autograd.grad(term1, params + [ps[k]], weighted(term1, weight), retain_graph=True,
+                                     allow_unused=True)
+            g2 = torch.autograd.grad(term2, params, weighted(term2, weight), allow_unused=True)
             return g1[:n], g1[n], g2
         return job
 
@@ -261,6 +257,11 @@ def _sum(grads: Iterator[torch.Tensor | None]) -> torch.Tensor | None:
     """The views' gradients of one parameter added in view order (None where none reached it)."""
     present = [g for g in grads if g is not None]
     return sum(present[1:], present[0]) if present else None
+
+
+def weighted(losses: list[torch.Tensor], weight: float) -> list[torch.Tensor]:
+    """The gradient each loss term receives from `SiameseMethod.combine_losses` (`term_weight`)."""
+    return [torch.full_like(t, weight) for t in losses]
 
 
 def callers_autocast(device: str) -> dict:
