@@ -14,6 +14,7 @@ import tempfile
 from collections import defaultdict
 
 from _common import emit, header
+from torch._C._profiler import _ExperimentalConfig
 from torch.profiler import ProfilerActivity, profile
 
 from siamdyn.config import Config  # noqa: E402
@@ -54,7 +55,9 @@ def main() -> None:
                                          "probe_every": 0, "knn_every": 0, "limit": 2560, "test_limit": 100})
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device == "cuda" else [])
     with tempfile.TemporaryDirectory() as out, \
-            profile(activities=activities) as prof:
+            profile(activities=activities,
+                    # Parallel views run each view on a worker thread; without this only the caller's ops appear.
+                    experimental_config=_ExperimentalConfig(profile_all_threads=True)) as prof:
         train(cfg, out, progress=False)
     totals: dict[str, float] = defaultdict(float)
     top = []

@@ -1,6 +1,8 @@
 """models/conv.py: the im2col weight gradient is the convolution's weight gradient; the measured
 Conv2d matches nn.Conv2d, measures each shape once, falls back where it does not apply, and a
 checkpoint carries its choices into the resumed run."""
+import threading
+
 import pytest
 import torch
 import torch.nn as nn
@@ -256,3 +258,41 @@ def test_the_thread_count_is_part_of_the_shape_key():
     finally:
         torch.set_num_threads(threads)
     assert sorted(k.split()[-1] for k in conv._trials) == ["t1", "t2"]
+
+
+def test_trial_timings_that_end_out_of_order_keep_their_turns(monkeypatch):
+    """Parallel views reach one shape from two threads: turn 1 (oneDNN's untimed warm-up) may end after
+    turn 3 (its first timed call). The timing is kept with its turn, so the warm-up is still the one dropped:
+    had the first call to end been dropped instead, oneDNN's median would read 1.2 s and im2col win."""
+    seconds = {1: 0.01, 2: 0.01, 3: 1.0, 5: 1.0, 7: 1.2, 4: 0.95, 6: 0.95, 8: 0.95}  # turn → seconds
+    local, started, release = threading.local(), threading.Event(), threading.Event()
+
+    class ThreadClock:  # each thread's own clock, advanced by the seconds of the turn its call took
+        def perf_counter(self) -> float:
+            return getattr(local, "now", 0.0)
+
+    turns = iter(range(1, 9))
+
+    def kernel(kernel, *args):
+        turn = next(turns)
+        if turn == 1:
+            started.set()
+            assert release.wait(30)
+        local.now = getattr(local, "now", 0.0) + seconds[turn]
+        return torch.zeros(())
+
+    monkeypatch.setattr(conv, "time", ThreadClock())
+    monkeypatch.setattr(conv, "weight_grad", kernel)
+    x, w, g = torch.zeros(1, 2, 3, 3), torch.zeros(2, 2, 3, 3), torch.zeros(1, 2, 3, 3)
+    geometry = conv.conv_geometry((1, 1), (1, 1))
+    call = lambda: conv._trial_weight_grad("k", g, x, w, geometry)  # noqa: E731
+    first = threading.Thread(target=call)
+    first.start()
+    assert started.wait(30)
+    call(), call()  # turns 2 and 3 end while turn 1 still runs
+    release.set()
+    first.join()
+    assert sorted(conv._trials["k"][conv.NATIVE]) == [(1, 0.01), (3, 1.0)]
+    for _ in range(5):
+        call()
+    assert conv.kernel_choices() == {"k": conv.NATIVE}  # im2col 0.95 s is not 10 % under oneDNN's 1.0 s

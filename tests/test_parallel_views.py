@@ -2,6 +2,7 @@
 with the sequential step's result: the same gradients, the same BatchNorm running statistics."""
 import contextlib
 import json
+import os
 import threading
 import time
 
@@ -271,3 +272,25 @@ def test_the_gradient_split_on_view_threads_is_the_sequential_split_bit_for_bit(
     assert ref.keys() == got.keys() and "g2_norm" in got
     assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in ref.items()}
     assert float(got["g2_norm"]) > 0 and float(got["g1_norm"]) > 0
+
+
+def test_a_forked_child_makes_its_own_view_threads():
+    """A forked process has none of its parent's threads: the pool it inherited must not be used there."""
+    parent = pv.view_threads(2, 1)
+    assert parent.run([lambda: 1, lambda: 2]) == [1, 2]
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only, never return into pytest
+        ok = False
+        try:
+            fresh = pv.view_threads(2, 1)
+            ok = fresh is not parent and fresh.run([lambda: 3, lambda: 4]) == [3, 4]
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:  # the inherited pool's threads do not exist in the child: its jobs would wait forever
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0
+    assert pv.view_threads(2, 1) is parent and parent.run([lambda: 5, lambda: 6]) == [5, 6]
