@@ -42,6 +42,11 @@ def category(op: str) -> str:
     return "other"
 
 
+def first_shape(shapes: list) -> str:
+    """'256×16×28×28' for the profiler's input shapes [[256, 16, 28, 28], ...]; '' when it recorded none."""
+    return "×".join(map(str, shapes[0])) if shapes and shapes[0] else ""
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=8)
@@ -55,27 +60,30 @@ def main() -> None:
                                          "probe_every": 0, "knn_every": 0, "limit": 2560, "test_limit": 100})
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device == "cuda" else [])
     with tempfile.TemporaryDirectory() as out, \
-            profile(activities=activities,
+            profile(activities=activities, record_shapes=True,
                     # Parallel views run each view on a worker thread; without this only the caller's ops appear.
                     experimental_config=_ExperimentalConfig(profile_all_threads=True)) as prof:
         train(cfg, out, progress=False)
     totals: dict[str, float] = defaultdict(float)
     top = []
-    for e in prof.key_averages():
+    for e in prof.key_averages(group_by_input_shape=True):
         totals[category(e.key)] += e.self_cpu_time_total
-        top.append((e.self_cpu_time_total, e.key, e.count))
+        top.append((e.self_cpu_time_total, e.key, e.count, first_shape(e.input_shapes)))
     whole = sum(totals.values())
     lines = [*header("Where the time of a training step goes", cfg.device),
              f"- simsiam, width {args.width}, batch {cfg.batch_size}, channels_last {cfg.channels_last}, "
              f"precision {args.precision}, probes off; "
              f"the whole `train()` of {args.steps + 2} steps is profiled (the final kNN over 2 660 images is in "
-             "'other' and 'convolution forward')", "",
+             "'other' and 'convolution forward')",
+             "- self CPU time summed over all threads (with parallel views, each view's work runs on a thread of "
+             "its own, so the sum is about threads × wall)", "",
              "| category | self CPU time (s) | share |", "|---|---|---|"]
     for label, t in sorted(totals.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {label} | {t / 1e6:.2f} | {100 * t / whole:.1f} % |")
-    lines += ["", "Top 15 operators by self time:", "", "| operator | calls | self CPU (s) |", "|---|---|---|"]
-    for t, key, count in sorted(top, reverse=True)[:15]:
-        lines.append(f"| `{key}` | {count} | {t / 1e6:.2f} |")
+    lines += ["", "Top 15 operators by self time, by the shape of their first input:", "",
+              "| operator | first input | calls | self CPU (s) | share |", "|---|---|---|---|---|"]
+    for t, key, count, shape in sorted(top, reverse=True)[:15]:
+        lines.append(f"| `{key}` | {shape} | {count} | {t / 1e6:.2f} | {100 * t / whole:.1f} % |")
     emit(lines, args.out)
 
 
