@@ -18,6 +18,8 @@ rc=0  # each part runs even if one before it failed; the exit status says whethe
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src SIAMDYN_DATA=${SIAMDYN_DATA:-$PWD/.data/fashion-mnist}
 if [ -n "${SIAMDYN_GPU_CHECK_DRY:-}" ]; then
+  # one thread: parallel views stay off (they need two), so the step and the probe take the sequential path a GPU takes
+  export OMP_NUM_THREADS=1
   dev=cpu variants=typical,siamdyn-default,siamdyn
   shape="--dataset cifar-shaped --limit 2000 --width 4 --batch 32"
   speed_run="--steps 10 --warmup 0 --workers 0" cost_run="--reps 1 --warmup 1 --loop-steps 3"
