@@ -10,6 +10,9 @@ forward/backward, BatchNorm, elementwise, matmul (heads), augmentation, optimize
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import sys
 import tempfile
 from collections import defaultdict
 
@@ -42,9 +45,11 @@ def category(op: str) -> str:
     return "other"
 
 
-def first_shape(shapes: list) -> str:
-    """'256×16×28×28' for the profiler's input shapes [[256, 16, 28, 28], ...]; '' when it recorded none."""
-    return "×".join(map(str, shapes[0])) if shapes and shapes[0] else ""
+def tensor_shapes(shapes: list, most: int = 3) -> str:
+    """'256×16×28×28, 16×16×3×3' for the profiler's input shapes: the first `most` tensor inputs
+    (scalars and absent arguments, recorded as [], are left out; '—' when none was recorded)."""
+    dims = [s for s in shapes if s and all(isinstance(d, int) for d in s)][:most]
+    return ", ".join("×".join(map(str, s)) for s in dims) or "—"
 
 
 def main() -> None:
@@ -62,26 +67,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out, \
             profile(activities=activities, record_shapes=True,
                     # Parallel views run each view on a worker thread; without this only the caller's ops appear.
-                    experimental_config=_ExperimentalConfig(profile_all_threads=True)) as prof:
+                    experimental_config=_ExperimentalConfig(profile_all_threads=True)) as prof, \
+            contextlib.redirect_stderr(io.StringIO()) as said:  # the run's start line
         train(cfg, out, progress=False)
+    print(said.getvalue(), end="", file=sys.stderr)
+    views = next((line.split("parallel views ", 1)[1] for line in said.getvalue().splitlines()
+                  if "parallel views " in line), "not reported")
     totals: dict[str, float] = defaultdict(float)
     top = []
     for e in prof.key_averages(group_by_input_shape=True):
         totals[category(e.key)] += e.self_cpu_time_total
-        top.append((e.self_cpu_time_total, e.key, e.count, first_shape(e.input_shapes)))
+        top.append((e.self_cpu_time_total, e.key, e.count, tensor_shapes(e.input_shapes)))
     whole = sum(totals.values())
     lines = [*header("Where the time of a training step goes", cfg.device),
              f"- simsiam, width {args.width}, batch {cfg.batch_size}, channels_last {cfg.channels_last}, "
              f"precision {args.precision}, probes off; "
              f"the whole `train()` of {args.steps + 2} steps is profiled (the final kNN over 2 660 images is in "
              "'other' and 'convolution forward')",
-             "- self CPU time summed over all threads (with parallel views, each view's work runs on a thread of "
-             "its own, so the sum is about threads × wall)", "",
+             f"- parallel views {views}",
+             "- self CPU time: time inside operators, summed over the threads that call them (the two view "
+             "threads overlap in time; an operator's own OpenMP workers are not counted apart)", "",
              "| category | self CPU time (s) | share |", "|---|---|---|"]
     for label, t in sorted(totals.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {label} | {t / 1e6:.2f} | {100 * t / whole:.1f} % |")
-    lines += ["", "Top 15 operators by self time, by the shape of their first input:", "",
-              "| operator | first input | calls | self CPU (s) | share |", "|---|---|---|---|---|"]
+    lines += ["", "Top 15 operators by self time, grouped by the shapes of all their inputs:", "",
+              "| operator | tensor inputs (first three) | calls | self CPU (s) | share |", "|---|---|---|---|---|"]
     for t, key, count, shape in sorted(top, reverse=True)[:15]:
         lines.append(f"| `{key}` | {shape} | {count} | {t / 1e6:.2f} | {100 * t / whole:.1f} % |")
     emit(lines, args.out)

@@ -262,9 +262,9 @@ def test_the_thread_count_is_part_of_the_shape_key():
 
 def test_trial_timings_that_end_out_of_order_keep_their_turns(monkeypatch):
     """Parallel views reach one shape from two threads: turn 1 (oneDNN's untimed warm-up) may end after
-    turn 3 (its first timed call). The timing is kept with its turn, so the warm-up is still the one dropped:
-    had the first call to end been dropped instead, oneDNN's median would read 1.2 s and im2col win."""
-    seconds = {1: 0.01, 2: 0.01, 3: 1.0, 5: 1.0, 7: 1.2, 4: 0.95, 6: 0.95, 8: 0.95}  # turn → seconds
+    turn 3 (its first timed call). The timing is kept with its turn, so the slow warm-up is still the one
+    dropped: had the first call to end been dropped instead, oneDNN's median would read 1.2 s and im2col win."""
+    seconds = {1: 5.0, 2: 0.01, 3: 1.0, 5: 1.0, 7: 1.2, 4: 0.95, 6: 0.95, 8: 0.95}  # turn → seconds
     local, started, release = threading.local(), threading.Event(), threading.Event()
 
     class ThreadClock:  # each thread's own clock, advanced by the seconds of the turn its call took
@@ -289,10 +289,12 @@ def test_trial_timings_that_end_out_of_order_keep_their_turns(monkeypatch):
     first = threading.Thread(target=call)
     first.start()
     assert started.wait(30)
-    call(), call()  # turns 2 and 3 end while turn 1 still runs
-    release.set()
-    first.join()
-    assert sorted(conv._trials["k"][conv.NATIVE]) == [(1, 0.01), (3, 1.0)]
+    try:
+        call(), call()  # turns 2 and 3 end while turn 1 still runs
+    finally:
+        release.set()
+        first.join()
+    assert sorted(conv._trials["k"][conv.NATIVE]) == [(1, 5.0), (3, 1.0)]
     for _ in range(5):
         call()
     assert conv.kernel_choices() == {"k": conv.NATIVE}  # im2col 0.95 s is not 10 % under oneDNN's 1.0 s

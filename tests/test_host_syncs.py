@@ -18,8 +18,9 @@ import torch
 
 from siamdyn.config import Config
 from siamdyn.methods import SiameseMethod
+from siamdyn.methods.parallel_views import view_threads
 from siamdyn.probes.deferred import DeferredReads, Stopwatch
-from siamdyn.probes.gradients import gradient_split
+from siamdyn.probes.gradients import gradient_split_tensors
 from siamdyn.probes.sync_count import count_host_reads, reading_host_copies
 from siamdyn.runtime import choose_compile
 from siamdyn.runs import read_metrics
@@ -87,7 +88,8 @@ def test_the_counter_counts_device_reads_and_not_host_copies():
     assert reads.count == 5
 
 
-def test_a_probe_costs_two_steps_of_passes():
+@pytest.mark.parametrize("threads", [False, True], ids=["sequential", "view-threads"])
+def test_a_probe_costs_two_steps_of_passes(threads):
     # Count the backbone's forward passes and the backward passes through its output: a training
     # step makes 2 + 2 (two views); a probe one step's forward passes (its two terms share them) and
     # no more than two steps' backward passes.
@@ -105,7 +107,7 @@ def test_a_probe_costs_two_steps_of_passes():
     model(views).loss.backward()
     step = dict(passes)
     passes.update(forward=0, backward=0)
-    gradient_split(model, views)
+    gradient_split_tensors(model, views, pool=view_threads(2, 1) if threads else None)
     assert step == {"forward": 2, "backward": 2}
     assert passes["forward"] == step["forward"] and passes["backward"] <= 2 * step["backward"]
 

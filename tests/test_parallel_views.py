@@ -274,6 +274,7 @@ def test_the_gradient_split_on_view_threads_is_the_sequential_split_bit_for_bit(
     assert float(got["g2_norm"]) > 0 and float(got["g1_norm"]) > 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 def test_a_forked_child_makes_its_own_view_threads():
     """A forked process has none of its parent's threads: the pool it inherited must not be used there."""
     parent = pv.view_threads(2, 1)
