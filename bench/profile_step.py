@@ -52,6 +52,29 @@ def tensor_shapes(shapes: list, most: int = 3) -> str:
     return ", ".join("×".join(map(str, s)) for s in dims) or "—"
 
 
+def all_threads_config() -> tuple[_ExperimentalConfig, bool]:
+    """The profiler config that records every thread (parallel views run each view on a worker thread;
+    without it only the caller's ops appear), and whether this torch has it (a private option)."""
+    try:
+        return _ExperimentalConfig(profile_all_threads=True), True
+    except TypeError:
+        return _ExperimentalConfig(), False
+
+
+def profile_train(cfg: Config) -> tuple[profile, str]:
+    """torch.profiler over one `train(cfg)`, and what the run's start line said of parallel views."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device == "cuda" else [])
+    config, every_thread = all_threads_config()
+    with tempfile.TemporaryDirectory() as out, \
+            profile(activities=activities, record_shapes=True, experimental_config=config) as prof, \
+            contextlib.redirect_stderr(io.StringIO()) as said:  # the run's start line
+        train(cfg, out, progress=False)
+    print(said.getvalue(), end="", file=sys.stderr)
+    views = next((line.split("parallel views ", 1)[1] for line in said.getvalue().splitlines()
+                  if "parallel views " in line), "not reported")
+    return prof, views if every_thread else f"{views} (this torch profiles the caller's thread only)"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=8)
@@ -63,16 +86,7 @@ def main() -> None:
     cfg = Config.from_preset("simsiam", {"backbone_width": args.width, "epochs": 0, "max_steps": args.steps + 2,
                                          "precision": args.precision,
                                          "probe_every": 0, "knn_every": 0, "limit": 2560, "test_limit": 100})
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device == "cuda" else [])
-    with tempfile.TemporaryDirectory() as out, \
-            profile(activities=activities, record_shapes=True,
-                    # Parallel views run each view on a worker thread; without this only the caller's ops appear.
-                    experimental_config=_ExperimentalConfig(profile_all_threads=True)) as prof, \
-            contextlib.redirect_stderr(io.StringIO()) as said:  # the run's start line
-        train(cfg, out, progress=False)
-    print(said.getvalue(), end="", file=sys.stderr)
-    views = next((line.split("parallel views ", 1)[1] for line in said.getvalue().splitlines()
-                  if "parallel views " in line), "not reported")
+    prof, views = profile_train(cfg)
     totals: dict[str, float] = defaultdict(float)
     top = []
     for e in prof.key_averages(group_by_input_shape=True):
