@@ -58,3 +58,24 @@ def test_report_names_and_leaves_out_a_run_it_cannot_read(tmp_path, capsys):
     assert "seed2" not in err and "Traceback" not in err
     report = (tmp_path / "out" / "findings.md").read_text()
     assert "| controls/simsiam | 1 |" in report  # one run of three read
+
+
+def test_a_run_config_cut_short_is_refused_not_read_as_defaults(tmp_path, capsys):
+    """A config.yaml cut inside its `config:` block parses as YAML; read as it is, every missing field would
+    take its default (width 16 on Fashion-MNIST for a width-2 synthetic run) and report and probe would
+    describe another run. siamdyn writes `config:` then `versions:`, so a file without both is refused."""
+    out = str(tmp_path / "run")
+    assert main(["train", "--out", out, *QUICK]) == 0
+    path = os.path.join(out, "config.yaml")
+    text = open(path).read()
+    open(path, "w").write(text[:text.index("backbone_width")])  # a clean cut: valid YAML, fields missing
+    capsys.readouterr()
+    for argv in (["probe", out], ["train", "--out", out, "--resume", "--no-progress"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "is incomplete (no `versions:` mapping" in err[-1] and "restore it or train the run again" in err[-1]
+    # what needs no config.yaml still works: export reads the checkpoint's config, plot only metrics.jsonl
+    # (without the 1/√d line a default proj_dim would have drawn wrong)
+    assert main(["export", out]) == 0 and main(["plot", out, "--out", str(tmp_path / "plots")]) == 0
+    open(path, "w").write("")
+    assert main(["probe", out]) == 2 and "no `config:` mapping" in capsys.readouterr().err

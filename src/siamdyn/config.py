@@ -212,8 +212,9 @@ class Config:
         return base.replace(**d).validate()
 
     @staticmethod
-    def read_yaml(path: str) -> dict[str, Any]:
-        """The key: value mapping of a YAML file (a run's config.yaml nests it under `config:`)."""
+    def read_yaml(path: str, run: bool = False) -> dict[str, Any]:
+        """The key: value mapping of a YAML file (a run's config.yaml nests it under `config:`). `run`: a run's own
+        config.yaml, refused without `config:` and `versions:` (cut short, its missing fields would read as defaults)"""
         try:
             with open_input(path, encoding="utf-8") as f:
                 d = yaml.safe_load(f) or {}
@@ -226,15 +227,19 @@ class Config:
             raise ConfigError(f"config file {path} is not valid YAML ({first}); fix its syntax") from None
         if not isinstance(d, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
+        lacking = [k for k in ("config", "versions") if not isinstance(d.get(k), dict)] if run else []
+        if lacking:
+            raise ConfigError(f"{path} is incomplete (no `{lacking[0]}:` mapping; siamdyn writes `config:` and "
+                              "then `versions:`): it was cut short or replaced; restore it or train the run again")
         d = d.get("config", d)
         if not isinstance(d, dict):
             raise ConfigError(f"config file {path}: `config:` must hold a mapping of key: value")
         return dict(d)
 
     @classmethod
-    def from_yaml(cls, path: str) -> "Config":
-        """The config of a YAML file (a run's config.yaml, or `preset:` plus fields), validated."""
-        d = cls.read_yaml(path)
+    def from_yaml(cls, path: str, run: bool = False) -> "Config":
+        """The config of a YAML file (a run's config.yaml: `run`, or `preset:` plus fields), validated."""
+        d = cls.read_yaml(path, run)
         preset = d.pop("preset", "simsiam")
         return cls.from_preset(preset, d)
 

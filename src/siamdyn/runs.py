@@ -204,7 +204,7 @@ def load_run_config(run_dir: str) -> Config:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise SiamdynError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    return Config.from_yaml(path)
+    return Config.from_yaml(path, run=True)
 
 
 def check_resume_compatible(saved: Config, new: Config, trained: dict[str, Any] | None = None,
