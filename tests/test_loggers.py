@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from siamdyn.cli import main
 from siamdyn.config import Config
 from siamdyn.errors import SiamdynError
 from siamdyn.loggers import TensorBoardLogger, WandbLogger, as_logger, flat_metrics, run_log
@@ -151,3 +152,24 @@ def test_train_mirrors_every_metrics_line_to_the_loggers_it_is_given(tmp_path):
     lines = [line for line in read_metrics(str(tmp_path / "r")) if "loss" in line]
     assert lines and [(s, m["loss"]) for m, s in got if "loss" in m] == [(r["step"], r["loss"]) for r in lines]
     json.dumps(got, allow_nan=False)
+
+
+def test_wandb_without_an_account_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """Online W&B with no API key (a fresh machine, CI): the run does not start, and the user reads what to do."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    env = {"WANDB_MODE": "online", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true", "HOME": str(tmp_path),
+           "NETRC": str(tmp_path / "netrc"), "WANDB_DISABLE_GIT": "true",
+           "WANDB_CONFIG_DIR": str(tmp_path / "config"), "WANDB_CACHE_DIR": str(tmp_path / "cache")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    wandb.teardown()
+    try:
+        out = str(tmp_path / "run")
+        assert main(["train", "--out", out, "--dataset", "synthetic", "--set", "backbone_width=2", "--set",
+                     "max_steps=1", "--set", "wandb=siamdyn-test", "--no-progress"]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith("siamdyn: error: W&B could not start a run (") and "WANDB_MODE=offline" in line
+        assert not os.path.exists(out)  # a start that fails leaves --out as it was
+    finally:
+        wandb.teardown()

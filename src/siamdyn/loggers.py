@@ -19,7 +19,7 @@ import numbers
 import os
 from typing import Any, Callable, Iterable, Mapping, Protocol, Union, runtime_checkable
 
-from siamdyn.errors import ConfigError
+from siamdyn.errors import ConfigError, SiamdynError
 from siamdyn.tensorboard_log import TENSORBOARD_DIR, check_tensorboard_installed
 
 Metrics = dict[str, Union[float, None]]
@@ -155,7 +155,12 @@ class WandbLogger:
         check_installed("wandb", "a W&B logger")
         if run is None:
             import wandb
-            run, self._owned = wandb.init(**init_kwargs), True
+            try:
+                run, self._owned = wandb.init(**init_kwargs), True
+            except wandb.errors.Error as e:  # no API key, no network: W&B's own words, in one line
+                said = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise SiamdynError(f"W&B could not start a run ({said}); run 'wandb login', set WANDB_MODE=offline "
+                                   "to log without an account, or leave wandb unset") from None
         else:
             self._owned = False
         self.run = run
