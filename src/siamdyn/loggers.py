@@ -159,8 +159,8 @@ class WandbLogger:
                 run, self._owned = wandb.init(**init_kwargs), True
             except wandb.errors.Error as e:  # no API key, no network: W&B's own words, in one line
                 said = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise SiamdynError(f"W&B could not start a run ({said}); run 'wandb login', set WANDB_MODE=offline "
-                                   "to log without an account, or leave wandb unset") from None
+                raise SiamdynError(f"W&B could not start a run ({said}); run 'wandb login' or check the network, set "
+                                   "WANDB_MODE=offline to log without an account, or leave wandb unset") from None
         else:
             self._owned = False
         self.run = run
