@@ -10,12 +10,11 @@ forward/backward, BatchNorm, elementwise, matmul (heads), augmentation, optimize
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import sys
+import os
 import tempfile
 from collections import defaultdict
 
+import yaml
 from _common import emit, header
 from torch._C._profiler import _ExperimentalConfig
 from torch.profiler import ProfilerActivity, profile
@@ -62,16 +61,14 @@ def all_threads_config() -> tuple[_ExperimentalConfig, bool]:
 
 
 def profile_train(cfg: Config) -> tuple[profile, str]:
-    """torch.profiler over one `train(cfg)`, and what the run's start line said of parallel views."""
+    """torch.profiler over one `train(cfg)`, and why parallel views were on or off (the run's config.yaml)."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cfg.device == "cuda" else [])
     config, every_thread = all_threads_config()
-    with tempfile.TemporaryDirectory() as out, \
-            profile(activities=activities, record_shapes=True, experimental_config=config) as prof, \
-            contextlib.redirect_stderr(io.StringIO()) as said:  # the run's start line
-        train(cfg, out, progress=False)
-    print(said.getvalue(), end="", file=sys.stderr)
-    views = next((line.split("parallel views ", 1)[1] for line in said.getvalue().splitlines()
-                  if "parallel views " in line), "not reported")
+    with tempfile.TemporaryDirectory() as out:
+        with profile(activities=activities, record_shapes=True, experimental_config=config) as prof:
+            train(cfg, out, progress=False)
+        with open(os.path.join(out, "config.yaml")) as f:
+            views = yaml.safe_load(f)["resolved"]["parallel_views"]
     return prof, views if every_thread else f"{views} (this torch profiles the caller's thread only)"
 
 

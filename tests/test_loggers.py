@@ -70,16 +70,31 @@ def _wandb_history(folder: str) -> list[dict]:
     return rows
 
 
-@pytest.fixture
-def wandb_offline(tmp_path, monkeypatch):
+def _isolated_wandb(tmp_path, monkeypatch, mode: str, **extra: str):
+    """W&B as this test sets it: none of the developer's WANDB_ variables (credentials, server), its files
+    under tmp_path, no error reports sent; W&B's process-wide state reset before and after."""
     wandb = pytest.importorskip("wandb")  # a guard only: the test extra installs it
-    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
-                       "WANDB_CONFIG_DIR": str(tmp_path / "config"), "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-                       "WANDB_DISABLE_GIT": "true"}.items():
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    env = {"WANDB_MODE": mode, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
+           "WANDB_ERROR_REPORTING": "false", "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+           "WANDB_CACHE_DIR": str(tmp_path / "cache"), **extra}
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     wandb.teardown()  # W&B keeps the settings of its first run in the process: read this test's afresh
     yield tmp_path
     wandb.teardown()
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    yield from _isolated_wandb(tmp_path, monkeypatch, "offline")
+
+
+@pytest.fixture
+def wandb_online_without_account(tmp_path, monkeypatch):
+    # no API key where W&B looks for one: the environment (cleared) and ~/.netrc (HOME is tmp_path)
+    yield from _isolated_wandb(tmp_path, monkeypatch, "online", HOME=str(tmp_path), NETRC=str(tmp_path / "netrc"))
 
 
 def test_wandb_logger_offline_records_nulls_not_inf(wandb_offline):
@@ -154,23 +169,11 @@ def test_train_mirrors_every_metrics_line_to_the_loggers_it_is_given(tmp_path):
     json.dumps(got, allow_nan=False)
 
 
-def test_wandb_without_an_account_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+def test_wandb_without_an_account_is_one_line_not_a_traceback(wandb_online_without_account, capsys):
     """Online W&B with no API key (a fresh machine, CI): the run does not start, and the user reads what to do."""
-    wandb = pytest.importorskip("wandb")
-    for key in [k for k in os.environ if k.startswith("WANDB_")]:  # no credentials or server of the developer's
-        monkeypatch.delenv(key)
-    env = {"WANDB_MODE": "online", "WANDB_ERROR_REPORTING": "false", "WANDB_DIR": str(tmp_path),
-           "WANDB_SILENT": "true", "HOME": str(tmp_path), "NETRC": str(tmp_path / "netrc"), "WANDB_DISABLE_GIT": "true",
-           "WANDB_CONFIG_DIR": str(tmp_path / "config"), "WANDB_CACHE_DIR": str(tmp_path / "cache")}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    wandb.teardown()
-    try:
-        out = str(tmp_path / "run")
-        assert main(["train", "--out", out, "--dataset", "synthetic", "--set", "backbone_width=2", "--set",
-                     "max_steps=1", "--set", "wandb=siamdyn-test", "--no-progress"]) == 2
-        line = capsys.readouterr().err.strip().splitlines()[-1]
-        assert line.startswith("siamdyn: error: W&B could not start a run (") and "WANDB_MODE=offline" in line
-        assert not os.path.exists(out)  # a start that fails leaves --out as it was
-    finally:
-        wandb.teardown()
+    out = str(wandb_online_without_account / "run")
+    assert main(["train", "--out", out, "--dataset", "synthetic", "--set", "backbone_width=2", "--set",
+                 "max_steps=1", "--set", "wandb=siamdyn-test", "--no-progress"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("siamdyn: error: W&B could not start a run (") and "WANDB_MODE=offline" in line
+    assert not os.path.exists(out)  # a start that fails leaves --out as it was

@@ -131,7 +131,7 @@ def begin(st: Start, out: str) -> tuple[Progress, RunLog]:
         return run, NullLog()
     if ckpt is None:
         write_config(out, st.cfg, resolved={"precision": st.precision.reason, "compile": s.compile_reason,
-                                            "rank_every": st.probes.rank_every})
+                                            "parallel_views": s.views_reason, "rank_every": st.probes.rank_every})
     else:
         truncate_metrics(out, run.step)  # before the log opens: it replaces the file
     log = run_log(MetricsLog(os.path.join(out, METRICS_FILE)), st.cfg, out,
